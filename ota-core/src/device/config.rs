@@ -1,0 +1,64 @@
+//! What a device is and how patient it is.
+
+use heapless::Vec;
+
+use crate::wire::{LastOutcome, RunningFirmware, MAX_DEVICE_ID};
+
+/// Most chunk requests a device may keep outstanding (bounded by the resume bitmap).
+pub const MAX_WINDOW: usize = crate::resume::MAX_AHEAD as usize;
+
+/// Static facts about the device and the retransmission policy.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// Stable id, at most [`MAX_DEVICE_ID`] bytes.
+    pub device_id: Vec<u8, MAX_DEVICE_ID>,
+    /// Vendor id.
+    pub vendor: u32,
+    /// Device class id.
+    pub class: u32,
+    /// The firmware running now.
+    pub running: RunningFirmware,
+    /// Outcome of the last update, reported in every check-in until cleared by the application.
+    pub last_outcome: LastOutcome,
+    /// Size of the staging slot.
+    pub staging_capacity: u32,
+    /// Largest chunk the device accepts (further capped by the state machine's buffer).
+    pub max_chunk: u16,
+    /// Chunk requests kept outstanding, 1 (stop-and-wait) to [`MAX_WINDOW`].
+    pub window: u8,
+    /// First retransmission timeout before any round trip was measured, ms (RFC 7252's
+    /// ACK_TIMEOUT is 2000).
+    pub initial_rto_ms: u32,
+    /// Floor for the timeout derived from measured round trips, ms.
+    pub min_rto_ms: u32,
+    /// Ceiling for the backed-off timeout, ms.
+    pub max_rto_ms: u32,
+    /// Sends of one request before the wake gives up on the link (RFC 7252's MAX_RETRANSMIT + 1).
+    pub max_attempts: u8,
+    /// Seconds to sleep when the server said nothing about it (link lost, protocol error).
+    pub fallback_sleep_secs: u32,
+}
+
+impl DeviceConfig {
+    /// A config with the default policy: window 8, 1 KiB chunks, RFC 7252-like timeouts.
+    pub fn new(device_id: &[u8], vendor: u32, class: u32, running: RunningFirmware) -> Self {
+        let mut id = Vec::new();
+        // Truncating an over-long id keeps the config valid; ids are chosen by the integrator.
+        let _ = id.extend_from_slice(device_id.get(..MAX_DEVICE_ID).unwrap_or(device_id));
+        Self {
+            device_id: id,
+            vendor,
+            class,
+            running,
+            last_outcome: LastOutcome::None,
+            staging_capacity: 0,
+            max_chunk: 1024,
+            window: 8,
+            initial_rto_ms: 2000,
+            min_rto_ms: 300,
+            max_rto_ms: 32_000,
+            max_attempts: 5,
+            fallback_sleep_secs: 3600,
+        }
+    }
+}

@@ -1,0 +1,950 @@
+//! The device-side update state machine, sans-IO.
+//!
+//! [`Device`] takes received bytes and the current time in, and hands out bytes to send
+//! ([`Device::poll_transmit`]), storage operations ([`Device::poll_storage`]), the next deadline
+//! ([`Device::poll_timeout`]) and events ([`Device::poll_event`]). It never blocks and owns no
+//! socket, clock or flash chip, so one implementation serves a Cortex-M, a host simulator, the
+//! property tests and the fuzzer.
+//!
+//! One wake, from the caller's side:
+//!
+//! ```text
+//! restore(storage.load()) ── wake(now, budget)
+//!   loop {
+//!     while let Some(n) = poll_transmit(now, buf)   -> send buf[..n]
+//!     drive_storage(storage) / poll_storage + storage_done
+//!     if let Some(Event::Sleep { .. }) = poll_event -> sleep
+//!     wait for a datagram or poll_timeout()         -> handle_message / handle_timeout
+//!   }
+//! ```
+//!
+//! | state | leaves on | to |
+//! |---|---|---|
+//! | idle | `wake` | checking in |
+//! | checking in | reply `UpToDate`/`Defer`/`Cancel`, link lost | asleep |
+//! | checking in | reply `Update`, manifest verified | downloading |
+//! | downloading | last chunk staged | verifying |
+//! | downloading | budget spent, link lost | asleep (progress persisted) |
+//! | verifying | digest read back from storage matches | staged |
+//! | verifying | mismatch | asleep (download abandoned, failure reported) |
+//!
+//! Trial boot, confirm and rollback happen after a reboot, in the installer (`ota-storage`);
+//! their outcome comes back through [`DeviceConfig::last_outcome`] and the next check-in.
+
+mod config;
+mod window;
+
+use heapless::Deque;
+use sha2::{Digest as _, Sha256};
+
+pub use config::{DeviceConfig, MAX_WINDOW};
+use window::Window;
+
+use crate::manifest::{DeviceProfile, Manifest, ManifestError, StoredManifest, Verifier};
+use crate::resume::{ResumePhase, ResumeState};
+use crate::storage::{StorageFailure, StorageOp, UpdateStorage};
+use crate::time::Instant;
+use crate::wire::{
+    self, Capabilities, CheckIn, CheckInReply, Chunk, ChunkRequest, DecodeError, DeferReason,
+    Digest, ImageId, LastOutcome, Message, Phase, Report, ResultCode, ResumeHint, Urgency, Version,
+    WakeBudget,
+};
+
+/// Something the application should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The server offered a manifest and it passed every check.
+    UpdateOffered {
+        /// Version on offer.
+        version: Version,
+        /// Image size in bytes.
+        size: u32,
+        /// Bytes already staged from earlier wakes.
+        resume_from: u32,
+        /// How strongly it is wanted.
+        urgency: Urgency,
+    },
+    /// The offered manifest was refused.
+    ManifestRejected(ManifestError),
+    /// The image is staged and its digest verified from storage: ready to install.
+    Staged {
+        /// Version staged.
+        version: Version,
+        /// Its manifest's sequence number.
+        sequence: u32,
+    },
+    /// The download was given up; the reason is reported to the server too.
+    DownloadFailed(ResultCode),
+    /// This wake is over: nothing more to send or store. Sleep for `secs`.
+    Sleep {
+        /// Seconds until the next wake.
+        secs: u32,
+        /// Why the wake ended.
+        reason: SleepReason,
+    },
+}
+
+/// Why a wake ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SleepReason {
+    /// Nothing to do.
+    UpToDate,
+    /// The server asked to come back later.
+    Deferred(DeferReason),
+    /// The server cancelled the download.
+    Cancelled,
+    /// The wake's time or byte budget is spent; progress is persisted.
+    BudgetExhausted,
+    /// The server stopped answering.
+    LinkLost,
+    /// The image is staged.
+    Staged,
+    /// The offered manifest was refused.
+    Rejected,
+    /// A download failed (integrity, storage) or the server answered nonsense.
+    Failed,
+}
+
+/// Why received bytes were not used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecvError {
+    /// They did not decode.
+    #[error("undecodable message: {0}")]
+    Decode(#[from] DecodeError),
+    /// A message a device never receives (a check-in, say).
+    #[error("message not meant for a device")]
+    NotForDevice,
+    /// Not expected now (late reply, duplicate, unknown offset); dropped.
+    #[error("unexpected message dropped")]
+    Unexpected,
+    /// A chunk whose CRC, length or offset is wrong; it will be refetched.
+    #[error("corrupt chunk at {0}; refetching")]
+    CorruptChunk(u32),
+    /// A chunk arrived while the previous one was still being written; it will be refetched.
+    #[error("storage busy; chunk at {0} will be refetched")]
+    Busy(u32),
+    /// The reply names a resumed download the device has no record of.
+    #[error("server resumed a download this device does not hold")]
+    UnknownResume,
+}
+
+/// Counters since the device was created (RAM only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Application bytes sent.
+    pub bytes_sent: u64,
+    /// Application bytes received.
+    pub bytes_received: u64,
+    /// Messages sent.
+    pub messages_sent: u32,
+    /// Messages received.
+    pub messages_received: u32,
+    /// Chunk payload bytes accepted and written.
+    pub payload_bytes_accepted: u64,
+    /// Chunks dropped for a bad CRC, length or offset.
+    pub corrupt_chunks: u32,
+    /// Chunks dropped as duplicates or late.
+    pub duplicate_chunks: u32,
+    /// Requests sent again after a timeout or a corrupt reply.
+    pub retransmissions: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Idle,
+    CheckingIn,
+    Downloading,
+    Verifying,
+    Staged,
+    Asleep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpKind {
+    Begin,
+    Write { offset: u32, len: u16 },
+    Persist,
+    Read { offset: u32, len: u16 },
+    MarkStaged,
+    Abandon,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Download {
+    image: ImageId,
+    manifest: Manifest,
+    stored: StoredManifest,
+    state: ResumeState,
+    next_request: u32,
+    /// No new requests this wake (budget spent).
+    stopping: bool,
+}
+
+impl Download {
+    fn chunk(&self) -> u32 {
+        u32::from(self.manifest.chunk_size)
+    }
+
+    fn chunk_len(&self, offset: u32) -> u16 {
+        let left = self.manifest.image_size.saturating_sub(offset);
+        // Bounded by chunk_size, which is a u16.
+        u16::try_from(left.min(self.chunk())).unwrap_or(self.manifest.chunk_size)
+    }
+
+    /// Advances `next_request` past chunks already staged.
+    fn skip_staged(&mut self) {
+        let chunk = self.chunk();
+        while self.next_request < self.manifest.image_size
+            && self.state.has(self.next_request, chunk)
+        {
+            self.next_request = self.next_request.saturating_add(chunk);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Wake {
+    deadline: Option<Instant>,
+    byte_budget: Option<u32>,
+    budget: Option<WakeBudget>,
+    bytes_at_start: u64,
+}
+
+/// The device-side state machine; `CHUNK` is the size of its one chunk buffer (the largest
+/// chunk it can take).
+pub struct Device<V, const CHUNK: usize = 1024> {
+    config: DeviceConfig,
+    verifier: V,
+    state: State,
+    wake: Wake,
+    restored: Option<(ResumeState, StoredManifest)>,
+    dl: Option<Download>,
+    checkin_sent: Option<Instant>,
+    checkin_due: Instant,
+    checkin_attempts: u8,
+    window: Window,
+    next_check_in: u32,
+    srtt_ms: Option<u32>,
+    ops: Deque<OpKind, 4>,
+    op_in_flight: Option<OpKind>,
+    buf: [u8; CHUNK],
+    buf_busy: bool,
+    hasher: Sha256,
+    report: Option<(ImageId, Phase, ResultCode)>,
+    events: Deque<Event, 8>,
+    pending_sleep: Option<(u32, SleepReason)>,
+    stats: Stats,
+}
+
+impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
+    /// A device that has not woken yet.
+    pub fn new(mut config: DeviceConfig, verifier: V) -> Self {
+        let cap = u16::try_from(CHUNK).unwrap_or(u16::MAX);
+        config.max_chunk = config.max_chunk.min(cap);
+        config.window = config.window.clamp(1, MAX_WINDOW as u8);
+        config.max_attempts = config.max_attempts.max(1);
+        Self {
+            config,
+            verifier,
+            state: State::Idle,
+            wake: Wake {
+                deadline: None,
+                byte_budget: None,
+                budget: None,
+                bytes_at_start: 0,
+            },
+            restored: None,
+            dl: None,
+            checkin_sent: None,
+            checkin_due: Instant(0),
+            checkin_attempts: 0,
+            window: Window::default(),
+            next_check_in: 0,
+            srtt_ms: None,
+            ops: Deque::new(),
+            op_in_flight: None,
+            buf: [0; CHUNK],
+            buf_busy: false,
+            hasher: Sha256::new(),
+            report: None,
+            events: Deque::new(),
+            pending_sleep: None,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The configuration (the application updates `last_outcome` through [`Device::config_mut`]).
+    pub fn config(&self) -> &DeviceConfig {
+        &self.config
+    }
+
+    /// Mutable configuration, for the application between wakes.
+    pub fn config_mut(&mut self) -> &mut DeviceConfig {
+        &mut self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The persisted download this device resumes, as restored or as progressed since.
+    pub fn resume_state(&self) -> Option<ResumeState> {
+        self.dl.map(|d| d.state).or(self.restored.map(|(s, _)| s))
+    }
+
+    /// True once the wake has ended.
+    pub fn is_asleep(&self) -> bool {
+        self.state == State::Asleep
+    }
+
+    /// Hands the state machine what storage holds from earlier wakes (call before [`Device::wake`]).
+    pub fn restore(&mut self, persisted: Option<(ResumeState, StoredManifest)>) {
+        self.restored = persisted;
+        self.dl = None;
+    }
+
+    /// [`Device::restore`] from a blocking storage.
+    pub fn restore_from<S: UpdateStorage>(&mut self, storage: &mut S) -> Result<(), S::Error> {
+        let persisted = storage.load()?;
+        self.restore(persisted);
+        Ok(())
+    }
+
+    /// Starts a wake at `now` with the given budget: the next [`Device::poll_transmit`] yields
+    /// the check-in.
+    pub fn wake(&mut self, now: Instant, budget: WakeBudget) {
+        if let Some(dl) = self.dl.take() {
+            // Carry the progress of this process's earlier wakes.
+            self.restored = Some((dl.state, dl.stored));
+        }
+        self.state = State::CheckingIn;
+        self.wake = Wake {
+            deadline: budget.millis.map(|ms| now + u64::from(ms)),
+            byte_budget: budget.bytes,
+            budget: (budget.bytes.is_some() || budget.millis.is_some()).then_some(budget),
+            bytes_at_start: self.stats.bytes_sent + self.stats.bytes_received,
+        };
+        self.checkin_sent = None;
+        self.checkin_due = now;
+        self.checkin_attempts = 0;
+        self.pending_sleep = None;
+        self.events.clear();
+        self.ops.clear();
+        self.op_in_flight = None;
+        self.buf_busy = false;
+        self.report = None;
+    }
+
+    fn profile(&self) -> DeviceProfile {
+        DeviceProfile {
+            vendor: self.config.vendor,
+            class: self.config.class,
+            running_sequence: self.config.running.sequence,
+            running_version: self.config.running.version,
+            staging_capacity: self.config.staging_capacity,
+            max_chunk: self.config.max_chunk,
+        }
+    }
+
+    fn sample_rtt(&mut self, sent: Instant, now: Instant) {
+        let sample = u32::try_from(now.since(sent)).unwrap_or(u32::MAX);
+        self.srtt_ms = Some(match self.srtt_ms {
+            // RFC 6298 smoothing, alpha = 1/8.
+            Some(s) => s - s / 8 + sample / 8,
+            None => sample,
+        });
+    }
+
+    fn used_bytes(&self) -> u64 {
+        (self.stats.bytes_sent + self.stats.bytes_received).saturating_sub(self.wake.bytes_at_start)
+    }
+
+    fn finish(&mut self, secs: u32, reason: SleepReason) {
+        if self.pending_sleep.is_none() {
+            self.pending_sleep = Some((secs, reason));
+        }
+        if let Some(dl) = self.dl.as_mut() {
+            dl.stopping = true;
+        }
+        if self.state != State::Staged {
+            self.state = State::Asleep;
+        }
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.is_full() {
+            // The application is not reading events; keep the newest.
+            let _ = self.events.pop_front();
+        }
+        let _ = self.events.push_back(e);
+    }
+
+    fn push_op(&mut self, op: OpKind) {
+        // The queue holds at most a write, a persist and a read at once; four slots suffice.
+        let _ = self.ops.push_back(op);
+    }
+
+    // ---------------------------------------------------------------- transmit
+
+    /// The next message to send at `now`, encoded into `buf`; `None` if nothing is due.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        let n = self.next_transmit(now, buf)?;
+        self.stats.bytes_sent += n as u64;
+        self.stats.messages_sent += 1;
+        Some(n)
+    }
+
+    fn next_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if let Some((image, phase, result)) = self.report.take() {
+            let msg = Message::Report(Report {
+                device_id: &self.config.device_id,
+                image,
+                phase,
+                result,
+            });
+            return wire::encode(&msg, buf).ok();
+        }
+        match self.state {
+            State::CheckingIn => self.transmit_checkin(now, buf),
+            State::Downloading => self.transmit_request(now, buf),
+            _ => None,
+        }
+    }
+
+    fn transmit_checkin(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if self.checkin_sent.is_some() && now < self.checkin_due {
+            return None;
+        }
+        if self.checkin_attempts >= self.config.max_attempts {
+            return None;
+        }
+        let resume = self.resume_state().and_then(|s| {
+            (s.phase == ResumePhase::Downloading).then_some(ResumeHint {
+                manifest: s.manifest.prefix(),
+                next_offset: s.next_offset,
+            })
+        });
+        let msg = Message::CheckIn(CheckIn {
+            device_id: &self.config.device_id,
+            vendor: self.config.vendor,
+            class: self.config.class,
+            running: self.config.running,
+            last: self.config.last_outcome,
+            resume,
+            caps: Capabilities {
+                max_chunk: self.config.max_chunk,
+                window: self.config.window,
+            },
+            budget: self.wake.budget,
+        });
+        let n = wire::encode(&msg, buf).ok()?;
+        self.checkin_attempts += 1;
+        if self.checkin_attempts > 1 {
+            self.stats.retransmissions += 1;
+        }
+        self.checkin_sent = Some(now);
+        self.checkin_due = now + rto(self.srtt_ms, &self.config, self.checkin_attempts);
+        Some(n)
+    }
+
+    fn transmit_request(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if self.past_deadline(now) {
+            return None;
+        }
+        let image = self.dl.as_ref()?.image;
+        // Retransmissions first, then new requests while the window and the budget allow.
+        let (offset, len) = match self.window.next_due(now) {
+            Some(o) if o.attempts < self.config.max_attempts => {
+                o.attempts += 1;
+                o.sent_at = Some(now);
+                o.due = now + rto(self.srtt_ms, &self.config, o.attempts);
+                if o.attempts > 1 {
+                    self.stats.retransmissions += 1;
+                }
+                (o.offset, o.len)
+            }
+            _ => self.new_request(now)?,
+        };
+        wire::encode(
+            &Message::ChunkRequest(ChunkRequest { image, offset, len }),
+            buf,
+        )
+        .ok()
+    }
+
+    /// Opens a new request if the window, the image and the budget allow one.
+    fn new_request(&mut self, now: Instant) -> Option<(u32, u16)> {
+        if self.window.len() >= usize::from(self.config.window) {
+            return None;
+        }
+        let dl = self.dl.as_mut()?;
+        if dl.stopping {
+            return None;
+        }
+        dl.skip_staged();
+        let offset = dl.next_request;
+        if offset >= dl.manifest.image_size {
+            return None;
+        }
+        let len = dl.chunk_len(offset);
+        // Keep within the resume bitmap's reach of next_offset.
+        let reach = dl
+            .state
+            .next_offset
+            .saturating_add(dl.chunk().saturating_mul(crate::resume::MAX_AHEAD));
+        if offset > reach {
+            return None;
+        }
+        if !self.budget_allows(now, len) {
+            if let Some(dl) = self.dl.as_mut() {
+                dl.stopping = true;
+            }
+            self.maybe_finish_stopped();
+            return None;
+        }
+        let dl = self.dl.as_mut()?;
+        dl.next_request = offset.saturating_add(u32::from(len));
+        let due = now + rto(self.srtt_ms, &self.config, 1);
+        if !self.window.push(offset, len, now, due) {
+            return None;
+        }
+        Some((offset, len))
+    }
+
+    /// Estimated radio bytes for one chunk request and its reply.
+    fn exchange_cost(len: u16) -> u64 {
+        // Request: envelope 2 + image 5 + offset 5 + len 3; reply: envelope 2 + image 5 +
+        // offset 5 + length 2 + CRC 4 + payload. Upper bounds, so the budget is never overrun.
+        15 + 18 + u64::from(len)
+    }
+
+    fn budget_allows(&self, now: Instant, len: u16) -> bool {
+        if let Some(deadline) = self.wake.deadline {
+            let rtt = u64::from(self.srtt_ms.unwrap_or(self.config.initial_rto_ms / 2));
+            if now + rtt > deadline {
+                return false;
+            }
+        }
+        if let Some(budget) = self.wake.byte_budget {
+            let in_flight: u64 = self
+                .window
+                .items
+                .iter()
+                .map(|o| Self::exchange_cost(o.len))
+                .sum();
+            if self.used_bytes() + in_flight + Self::exchange_cost(len) > u64::from(budget) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn past_deadline(&self, now: Instant) -> bool {
+        self.wake.deadline.is_some_and(|d| now >= d)
+    }
+
+    /// Ends the wake once a download that stopped asking has nothing left in flight.
+    fn maybe_finish_stopped(&mut self) {
+        let stopped = self.dl.is_some_and(|d| d.stopping);
+        if self.state == State::Downloading && stopped && self.window.is_empty() {
+            self.finish(self.next_check_in, SleepReason::BudgetExhausted);
+        }
+    }
+
+    // ---------------------------------------------------------------- receive
+
+    /// Feeds one received message. Errors say why it was not used; none of them is fatal, and
+    /// nothing from a message that fails is ever written as valid data.
+    pub fn handle_message(&mut self, now: Instant, bytes: &[u8]) -> Result<(), RecvError> {
+        self.stats.bytes_received += bytes.len() as u64;
+        self.stats.messages_received += 1;
+        match wire::decode(bytes)? {
+            Message::CheckInReply(reply) => self.on_reply(now, reply),
+            Message::Chunk(chunk) => self.on_chunk(now, &chunk),
+            _ => Err(RecvError::NotForDevice),
+        }
+    }
+
+    fn on_reply(&mut self, now: Instant, reply: CheckInReply<'_>) -> Result<(), RecvError> {
+        if self.state != State::CheckingIn {
+            return Err(RecvError::Unexpected);
+        }
+        if self.checkin_attempts == 1 {
+            if let Some(sent) = self.checkin_sent {
+                self.sample_rtt(sent, now);
+            }
+        }
+        match reply {
+            CheckInReply::UpToDate { next_check_in } => {
+                if self.restored.is_some() {
+                    self.push_op(OpKind::Abandon);
+                    self.restored = None;
+                }
+                self.finish(next_check_in, SleepReason::UpToDate);
+            }
+            CheckInReply::Defer {
+                retry_after,
+                reason,
+            } => {
+                self.finish(retry_after, SleepReason::Deferred(reason));
+            }
+            CheckInReply::Cancel { next_check_in } => {
+                if let Some((state, _)) = self.restored.take() {
+                    self.push_op(OpKind::Abandon);
+                    self.report = Some((state.image, Phase::Failed, ResultCode::CANCELLED));
+                }
+                self.finish(next_check_in, SleepReason::Cancelled);
+            }
+            CheckInReply::Update {
+                image,
+                manifest,
+                resume_from: _,
+                urgency,
+                next_check_in,
+            } => {
+                self.next_check_in = next_check_in;
+                let stored = match (manifest, &self.restored) {
+                    (Some(m), _) => StoredManifest::from_signed(&m),
+                    (None, Some((_, stored))) => Some(*stored),
+                    (None, None) => None,
+                };
+                let Some(stored) = stored else {
+                    self.finish(self.config.fallback_sleep_secs, SleepReason::Failed);
+                    return Err(RecvError::UnknownResume);
+                };
+                self.accept_offer(image, stored, urgency, next_check_in);
+            }
+        }
+        Ok(())
+    }
+
+    fn accept_offer(
+        &mut self,
+        image: ImageId,
+        stored: StoredManifest,
+        urgency: Urgency,
+        next_check_in: u32,
+    ) {
+        let signed = stored.as_signed();
+        let manifest = match signed.verify(&self.verifier, &self.profile()) {
+            Ok(m) => m,
+            Err(e) => {
+                self.report = Some((image, Phase::Rejected, e.result_code()));
+                self.push_event(Event::ManifestRejected(e));
+                self.finish(next_check_in, SleepReason::Rejected);
+                return;
+            }
+        };
+        let digest = signed.digest();
+        let state = match self.restored.take() {
+            Some((mut state, _)) if state.manifest == digest => {
+                state.image = image;
+                state
+            }
+            earlier => {
+                if earlier.is_some() {
+                    self.push_op(OpKind::Abandon);
+                }
+                self.push_op(OpKind::Begin);
+                ResumeState::new(digest, image)
+            }
+        };
+        let chunk = u32::from(manifest.chunk_size);
+        self.push_event(Event::UpdateOffered {
+            version: manifest.version,
+            size: manifest.image_size,
+            resume_from: state.staged_bytes(chunk, manifest.image_size),
+            urgency,
+        });
+        self.window.clear();
+        self.dl = Some(Download {
+            image,
+            manifest,
+            stored,
+            state,
+            next_request: state.next_offset,
+            stopping: false,
+        });
+        match state.phase {
+            ResumePhase::Staged => {
+                self.state = State::Staged;
+                self.push_event(Event::Staged {
+                    version: manifest.version,
+                    sequence: manifest.sequence,
+                });
+                self.finish(next_check_in, SleepReason::Staged);
+            }
+            ResumePhase::Downloading if state.is_complete(manifest.image_size) => {
+                self.start_verify();
+            }
+            ResumePhase::Downloading => self.state = State::Downloading,
+        }
+    }
+
+    fn on_chunk(&mut self, now: Instant, chunk: &Chunk<'_>) -> Result<(), RecvError> {
+        let Some(dl) = self.dl.as_ref() else {
+            return Err(RecvError::Unexpected);
+        };
+        if self.state != State::Downloading || chunk.image != dl.image {
+            self.stats.duplicate_chunks += 1;
+            return Err(RecvError::Unexpected);
+        }
+        let Some(item) = self
+            .window
+            .items
+            .iter()
+            .find(|o| o.offset == chunk.offset)
+            .copied()
+        else {
+            self.stats.duplicate_chunks += 1;
+            return Err(RecvError::Unexpected);
+        };
+        if chunk.payload.len() != usize::from(item.len) || !chunk.crc_ok() {
+            self.stats.corrupt_chunks += 1;
+            self.window.resend_now(chunk.offset, now);
+            return Err(RecvError::CorruptChunk(chunk.offset));
+        }
+        if self.buf_busy {
+            self.window.resend_now(chunk.offset, now);
+            return Err(RecvError::Busy(chunk.offset));
+        }
+        let dst = self
+            .buf
+            .get_mut(..chunk.payload.len())
+            .ok_or(RecvError::CorruptChunk(chunk.offset))?;
+        dst.copy_from_slice(chunk.payload);
+        if item.attempts == 1 {
+            if let Some(sent) = item.sent_at {
+                self.sample_rtt(sent, now);
+            }
+        }
+        let _ = self.window.take(chunk.offset);
+        self.buf_busy = true;
+        self.stats.payload_bytes_accepted += chunk.payload.len() as u64;
+        self.push_op(OpKind::Write {
+            offset: chunk.offset,
+            len: item.len,
+        });
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- timers
+
+    /// When [`Device::handle_timeout`] should next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timer = match self.state {
+            State::CheckingIn => self.checkin_sent.map(|_| self.checkin_due),
+            State::Downloading => self.window.earliest_due(),
+            _ => None,
+        };
+        match (timer, self.wake.deadline) {
+            (Some(t), Some(d)) if self.state == State::Downloading => Some(t.min(d)),
+            (None, Some(d)) if self.state == State::Downloading => Some(d),
+            (t, _) => t,
+        }
+    }
+
+    /// Advances timers to `now`: gives up on a silent link, ends the wake at its deadline.
+    /// Due retransmissions come out of the next [`Device::poll_transmit`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::CheckingIn
+                if self.checkin_attempts >= self.config.max_attempts && now >= self.checkin_due =>
+            {
+                self.finish(self.config.fallback_sleep_secs, SleepReason::LinkLost);
+            }
+            State::Downloading => {
+                if self.past_deadline(now) {
+                    self.window.clear();
+                    self.finish(self.next_check_in, SleepReason::BudgetExhausted);
+                } else if self.window.exhausted(now, self.config.max_attempts) {
+                    self.window.clear();
+                    self.finish(self.next_check_in, SleepReason::LinkLost);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ---------------------------------------------------------------- storage
+
+    /// The next storage operation to carry out; report its result with [`Device::storage_done`]
+    /// before polling again.
+    pub fn poll_storage(&mut self) -> Option<StorageOp<'_>> {
+        if self.op_in_flight.is_some() {
+            return None;
+        }
+        let kind = self.ops.pop_front()?;
+        self.op_in_flight = Some(kind);
+        let dl = self.dl.as_ref();
+        Some(match kind {
+            OpKind::Begin => {
+                let dl = dl?;
+                StorageOp::Begin {
+                    manifest: &dl.stored,
+                    state: dl.state,
+                }
+            }
+            OpKind::Write { offset, len } => StorageOp::Write {
+                offset,
+                data: self.buf.get(..usize::from(len))?,
+            },
+            OpKind::Persist => StorageOp::Persist(dl?.state),
+            OpKind::Read { offset, len } => StorageOp::Read {
+                offset,
+                buf: self.buf.get_mut(..usize::from(len))?,
+            },
+            OpKind::MarkStaged => StorageOp::MarkStaged(dl?.state),
+            OpKind::Abandon => StorageOp::Abandon,
+        })
+    }
+
+    /// Reports the result of the operation last returned by [`Device::poll_storage`].
+    pub fn storage_done(&mut self, result: Result<(), StorageFailure>) {
+        let Some(kind) = self.op_in_flight.take() else {
+            return;
+        };
+        if let Err(failure) = result {
+            self.storage_failed(failure);
+            return;
+        }
+        match kind {
+            OpKind::Write { offset, .. } => {
+                self.buf_busy = false;
+                if let Some(dl) = self.dl.as_mut() {
+                    let (chunk, size) = (dl.chunk(), dl.manifest.image_size);
+                    dl.state.mark(offset, chunk, size);
+                }
+                self.push_op(OpKind::Persist);
+            }
+            OpKind::Persist => {
+                let complete = self
+                    .dl
+                    .is_some_and(|d| d.state.is_complete(d.manifest.image_size));
+                if complete && self.state == State::Downloading && self.ops.is_empty() {
+                    self.start_verify();
+                } else {
+                    self.maybe_finish_stopped();
+                }
+            }
+            OpKind::Read { offset, len } => {
+                if let Some(data) = self.buf.get(..usize::from(len)) {
+                    self.hasher.update(data);
+                }
+                self.verify_next(offset.saturating_add(u32::from(len)));
+            }
+            OpKind::Begin | OpKind::MarkStaged | OpKind::Abandon => {}
+        }
+    }
+
+    fn storage_failed(&mut self, failure: StorageFailure) {
+        self.ops.clear();
+        self.window.clear();
+        self.buf_busy = false;
+        let code = match failure {
+            StorageFailure::OutOfSpace => ResultCode::OUT_OF_STORAGE,
+            StorageFailure::Io => ResultCode::STORAGE_ERROR,
+        };
+        self.push_event(Event::DownloadFailed(code));
+        if let Some(dl) = self.dl.as_ref() {
+            self.report = Some((dl.image, Phase::Failed, code));
+        }
+        self.finish(self.config.fallback_sleep_secs, SleepReason::Failed);
+    }
+
+    /// Carries out every pending operation on a blocking storage.
+    pub fn drive_storage<S: UpdateStorage>(&mut self, storage: &mut S) -> Result<(), S::Error> {
+        while let Some(op) = self.poll_storage() {
+            match storage.apply(op) {
+                Ok(()) => self.storage_done(Ok(())),
+                Err(e) => {
+                    self.storage_done(Err(StorageFailure::Io));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- verify
+
+    fn start_verify(&mut self) {
+        self.state = State::Verifying;
+        self.window.clear();
+        self.hasher = Sha256::new();
+        self.verify_next(0);
+    }
+
+    fn verify_next(&mut self, offset: u32) {
+        let Some(dl) = self.dl.as_ref() else {
+            return;
+        };
+        let size = dl.manifest.image_size;
+        if offset < size {
+            let cap = u32::try_from(CHUNK)
+                .unwrap_or(u32::MAX)
+                .min(u32::from(u16::MAX));
+            let len = (size - offset).min(cap);
+            self.push_op(OpKind::Read {
+                offset,
+                len: u16::try_from(len).unwrap_or(u16::MAX),
+            });
+            return;
+        }
+        let hasher = core::mem::take(&mut self.hasher);
+        let digest = Digest(hasher.finalize().into());
+        let (image, manifest) = (dl.image, dl.manifest);
+        if digest == manifest.digest {
+            if let Some(dl) = self.dl.as_mut() {
+                dl.state.phase = ResumePhase::Staged;
+            }
+            self.push_op(OpKind::MarkStaged);
+            self.state = State::Staged;
+            self.push_event(Event::Staged {
+                version: manifest.version,
+                sequence: manifest.sequence,
+            });
+            self.report = Some((image, Phase::Staged, ResultCode::INITIAL));
+            self.finish(self.next_check_in, SleepReason::Staged);
+        } else {
+            self.push_op(OpKind::Abandon);
+            self.dl = None;
+            self.push_event(Event::DownloadFailed(ResultCode::INTEGRITY_FAILURE));
+            self.report = Some((image, Phase::Failed, ResultCode::INTEGRITY_FAILURE));
+            self.config.last_outcome = LastOutcome::Failed {
+                sequence: manifest.sequence,
+                reason: ResultCode::INTEGRITY_FAILURE,
+            };
+            self.finish(self.next_check_in, SleepReason::Failed);
+        }
+    }
+
+    // ---------------------------------------------------------------- events
+
+    /// The next event. [`Event::Sleep`] comes last, once nothing is left to send or store.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(e) = self.events.pop_front() {
+            return Some(e);
+        }
+        let idle = self.ops.is_empty() && self.op_in_flight.is_none() && self.report.is_none();
+        if idle {
+            if let Some((secs, reason)) = self.pending_sleep.take() {
+                self.state = State::Asleep;
+                return Some(Event::Sleep { secs, reason });
+            }
+        }
+        None
+    }
+}
+
+/// Retransmission timeout for the `attempts`-th send: measured round trip (or the initial
+/// timeout), doubled per attempt, capped.
+fn rto(srtt: Option<u32>, config: &DeviceConfig, attempts: u8) -> u64 {
+    let base = match srtt {
+        Some(s) => s.saturating_mul(2).max(config.min_rto_ms),
+        None => config.initial_rto_ms,
+    };
+    let backed = u64::from(base) << u32::from(attempts.saturating_sub(1).min(16));
+    backed.min(u64::from(config.max_rto_ms.max(base)))
+}

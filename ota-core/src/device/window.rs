@@ -1,0 +1,84 @@
+//! The window of outstanding chunk requests and their retransmission timers.
+
+use heapless::Vec;
+
+use super::config::MAX_WINDOW;
+use crate::time::Instant;
+
+/// One chunk requested and not yet received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Outstanding {
+    pub offset: u32,
+    pub len: u16,
+    /// When the last send went out.
+    pub sent_at: Option<Instant>,
+    /// When to resend if nothing arrives.
+    pub due: Instant,
+    pub attempts: u8,
+}
+
+/// Requests in flight, at most [`MAX_WINDOW`].
+#[derive(Debug, Default)]
+pub(crate) struct Window {
+    pub items: Vec<Outstanding, MAX_WINDOW>,
+}
+
+impl Window {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.items.clear();
+    }
+
+    /// Adds a request sent for the first time at `now`; `false` if the window is full.
+    pub fn push(&mut self, offset: u32, len: u16, now: Instant, due: Instant) -> bool {
+        self.items
+            .push(Outstanding {
+                offset,
+                len,
+                sent_at: Some(now),
+                due,
+                attempts: 1,
+            })
+            .is_ok()
+    }
+
+    /// Removes and returns the request for `offset`, if one is outstanding.
+    pub fn take(&mut self, offset: u32) -> Option<Outstanding> {
+        let i = self.items.iter().position(|o| o.offset == offset)?;
+        Some(self.items.swap_remove(i))
+    }
+
+    /// Marks the request for `offset` to be sent again at once (corrupt reply).
+    pub fn resend_now(&mut self, offset: u32, now: Instant) {
+        if let Some(o) = self.items.iter_mut().find(|o| o.offset == offset) {
+            o.due = now;
+        }
+    }
+
+    /// The request to send again at `now`: the lowest offset whose timer expired.
+    pub fn next_due(&mut self, now: Instant) -> Option<&mut Outstanding> {
+        self.items
+            .iter_mut()
+            .filter(|o| o.due <= now)
+            .min_by_key(|o| o.offset)
+    }
+
+    /// The earliest retransmission deadline.
+    pub fn earliest_due(&self) -> Option<Instant> {
+        self.items.iter().map(|o| o.due).min()
+    }
+
+    /// True if some request has been sent `max_attempts` times and timed out again.
+    pub fn exhausted(&self, now: Instant, max_attempts: u8) -> bool {
+        self.items
+            .iter()
+            .any(|o| o.due <= now && o.attempts >= max_attempts)
+    }
+}

@@ -1,0 +1,351 @@
+//! The server side: a stateless handler from request bytes to reply bytes.
+//!
+//! Every request carries all the server needs to answer it, so any number of instances behind
+//! a broker or a UDP load balancer can serve one fleet. The server provides two things:
+//! [`DesiredState`] (what should this device run?) and [`ImageSource`] (bytes of an image).
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use ed25519_dalek::Signer as _;
+
+use crate::manifest::{Manifest, SignedManifest};
+use crate::wire::{
+    self, CheckIn, CheckInReply, Chunk, DecodeError, DeferReason, Digest, ImageId, Message, Report,
+    Signature, Urgency,
+};
+
+/// A signed manifest the server owns, with its decoded body and digest at hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedManifest {
+    body: Vec<u8>,
+    signature: Signature,
+    manifest: Manifest,
+    digest: Digest,
+}
+
+/// A manifest that could not be taken apart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("manifest body does not decode: {0}")]
+pub struct MalformedManifest(postcard::Error);
+
+impl OwnedManifest {
+    /// From signed body bytes and their signature (the signature is not checked here).
+    pub fn new(body: Vec<u8>, signature: Signature) -> Result<Self, MalformedManifest> {
+        let (manifest, _) = postcard::take_from_bytes(&body).map_err(MalformedManifest)?;
+        let digest = SignedManifest {
+            body: &body,
+            signature,
+        }
+        .digest();
+        Ok(Self {
+            body,
+            signature,
+            manifest,
+            digest,
+        })
+    }
+
+    /// Signs `manifest` with an Ed25519 key.
+    pub fn sign(manifest: &Manifest, key: &ed25519_dalek::SigningKey) -> Self {
+        // Every Manifest field is representable in postcard; encoding into a Vec cannot fail.
+        let body = postcard::to_stdvec(manifest).unwrap_or_default();
+        let signature = Signature(key.sign(&body).to_bytes());
+        let digest = SignedManifest {
+            body: &body,
+            signature,
+        }
+        .digest();
+        Self {
+            body,
+            signature,
+            manifest: *manifest,
+            digest,
+        }
+    }
+
+    /// Borrowed wire form.
+    pub fn as_signed(&self) -> SignedManifest<'_> {
+        SignedManifest {
+            body: &self.body,
+            signature: self.signature,
+        }
+    }
+
+    /// The decoded body.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// SHA-256 of the body.
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+
+    /// Signed body bytes.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The signature.
+    pub fn signature(&self) -> Signature {
+        self.signature
+    }
+}
+
+/// What a device should do, as decided by the fleet's desired state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing to do.
+    UpToDate {
+        /// Seconds until the next check-in.
+        next_check_in: u32,
+    },
+    /// Offer this update.
+    Offer {
+        /// Image handle.
+        image: ImageId,
+        /// Its signed manifest.
+        manifest: OwnedManifest,
+        /// How strongly.
+        urgency: Urgency,
+        /// Seconds until the next check-in.
+        next_check_in: u32,
+    },
+    /// Not now.
+    Defer {
+        /// Seconds until the device should ask again.
+        retry_after: u32,
+        /// Why.
+        reason: DeferReason,
+    },
+    /// Abandon a download in progress.
+    Cancel {
+        /// Seconds until the next check-in.
+        next_check_in: u32,
+    },
+}
+
+/// The fleet's desired state, as the server keeps it.
+pub trait DesiredState {
+    /// What the device that sent `checkin` should do now.
+    fn decide(&self, checkin: &CheckIn<'_>) -> Decision;
+    /// A device reported progress or an outcome.
+    fn on_report(&self, _report: &Report<'_>) {}
+}
+
+/// Why image bytes could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    /// No image with this id.
+    #[error("unknown image {0:?}")]
+    UnknownImage(ImageId),
+    /// The offset is at or past the end of the image.
+    #[error("offset {offset} is outside image {image:?} of {size} bytes")]
+    OutOfRange {
+        /// Image.
+        image: ImageId,
+        /// Requested offset.
+        offset: u32,
+        /// Image size.
+        size: u32,
+    },
+    /// The store failed.
+    #[error("image store: {0}")]
+    Io(String),
+}
+
+/// Reads image bytes.
+pub trait ImageSource {
+    /// Fills as much of `buf` as the image has from `offset`; returns the count.
+    fn read_at(&self, image: ImageId, offset: u32, buf: &mut [u8]) -> Result<usize, ImageError>;
+}
+
+/// Why a request got no reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// The bytes are not a message.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A message only a server sends (a reply or a chunk).
+    #[error("message is not a request")]
+    NotARequest,
+    /// A chunk request for zero bytes.
+    #[error("chunk request for zero bytes")]
+    EmptyChunk,
+    /// The image could not be read.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+/// The stateless request handler.
+#[derive(Debug)]
+pub struct Handler<D, I> {
+    desired: D,
+    images: I,
+    max_chunk: u16,
+}
+
+impl<D: DesiredState, I: ImageSource> Handler<D, I> {
+    /// A handler that serves chunks of at most `max_chunk` bytes.
+    pub fn new(desired: D, images: I, max_chunk: u16) -> Self {
+        Self {
+            desired,
+            images,
+            max_chunk: max_chunk.clamp(1, wire::MAX_CHUNK_PAYLOAD as u16),
+        }
+    }
+
+    /// The desired-state provider.
+    pub fn desired(&self) -> &D {
+        &self.desired
+    }
+
+    /// The image source.
+    pub fn images(&self) -> &I {
+        &self.images
+    }
+
+    /// Answers one request: `Ok(Some(reply))`, `Ok(None)` for a report (nothing to say), or a
+    /// typed error for bytes that are not a valid request.
+    pub fn handle(&self, request: &[u8]) -> Result<Option<Vec<u8>>, HandlerError> {
+        match wire::decode(request)? {
+            Message::CheckIn(checkin) => {
+                Ok(Some(self.with_reply(&checkin, |m| wire::encode_vec(&m))))
+            }
+            Message::ChunkRequest(req) => {
+                if req.len == 0 {
+                    return Err(HandlerError::EmptyChunk);
+                }
+                let mut buf = vec![0u8; usize::from(req.len.min(self.max_chunk))];
+                let n = self.images.read_at(req.image, req.offset, &mut buf)?;
+                buf.truncate(n);
+                let chunk = Chunk::new(req.image, req.offset, &buf);
+                Ok(Some(wire::encode_vec(&Message::Chunk(chunk))))
+            }
+            Message::Report(report) => {
+                self.desired.on_report(&report);
+                Ok(None)
+            }
+            Message::CheckInReply(_) | Message::Chunk(_) => Err(HandlerError::NotARequest),
+        }
+    }
+
+    /// Builds the reply to a check-in and hands it to `f` (borrowing the manifest, no copy).
+    pub fn with_reply<R>(&self, checkin: &CheckIn<'_>, f: impl FnOnce(Message<'_>) -> R) -> R {
+        let reply = match self.desired.decide(checkin) {
+            Decision::UpToDate { next_check_in } => CheckInReply::UpToDate { next_check_in },
+            Decision::Defer {
+                retry_after,
+                reason,
+            } => CheckInReply::Defer {
+                retry_after,
+                reason,
+            },
+            Decision::Cancel { next_check_in } => CheckInReply::Cancel { next_check_in },
+            Decision::Offer {
+                image,
+                manifest,
+                urgency,
+                next_check_in,
+            } => {
+                if checkin.running.sequence >= manifest.manifest().sequence {
+                    // Never offer what the device already runs or something older.
+                    return f(Message::CheckInReply(CheckInReply::UpToDate {
+                        next_check_in,
+                    }));
+                }
+                let resumed = checkin
+                    .resume
+                    .filter(|hint| hint.manifest == manifest.digest().prefix());
+                let resume_from = resumed
+                    .map(|h| h.next_offset.min(manifest.manifest().image_size))
+                    .unwrap_or(0);
+                return f(Message::CheckInReply(CheckInReply::Update {
+                    image,
+                    manifest: resumed.is_none().then(|| manifest.as_signed()),
+                    resume_from,
+                    urgency,
+                    next_check_in,
+                }));
+            }
+        };
+        f(Message::CheckInReply(reply))
+    }
+}
+
+/// Images held in memory, for tests, simulators and small servers.
+#[derive(Debug, Default)]
+pub struct MemImages {
+    images: RwLock<HashMap<ImageId, Vec<u8>>>,
+}
+
+impl MemImages {
+    /// Empty.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces an image.
+    pub fn insert(&self, id: ImageId, bytes: Vec<u8>) {
+        if let Ok(mut map) = self.images.write() {
+            map.insert(id, bytes);
+        }
+    }
+}
+
+impl ImageSource for MemImages {
+    fn read_at(&self, image: ImageId, offset: u32, buf: &mut [u8]) -> Result<usize, ImageError> {
+        let map = self
+            .images
+            .read()
+            .map_err(|_| ImageError::Io("lock poisoned".into()))?;
+        let bytes = map.get(&image).ok_or(ImageError::UnknownImage(image))?;
+        let size = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        let tail = bytes
+            .get(offset as usize..)
+            .filter(|t| !t.is_empty())
+            .ok_or(ImageError::OutOfRange {
+                image,
+                offset,
+                size,
+            })?;
+        let n = tail.len().min(buf.len());
+        buf.iter_mut().zip(tail).for_each(|(d, s)| *d = *s);
+        Ok(n)
+    }
+}
+
+/// The simplest desired state: one release offered to every device of its vendor and class
+/// whose running sequence is older.
+#[derive(Debug, Clone)]
+pub struct SingleRelease {
+    /// Image handle.
+    pub image: ImageId,
+    /// Its manifest.
+    pub manifest: OwnedManifest,
+    /// Urgency to offer it with.
+    pub urgency: Urgency,
+    /// Seconds between check-ins.
+    pub next_check_in: u32,
+}
+
+impl DesiredState for SingleRelease {
+    fn decide(&self, checkin: &CheckIn<'_>) -> Decision {
+        let m = self.manifest.manifest();
+        if checkin.vendor != m.vendor
+            || checkin.class != m.class
+            || checkin.running.sequence >= m.sequence
+        {
+            return Decision::UpToDate {
+                next_check_in: self.next_check_in,
+            };
+        }
+        Decision::Offer {
+            image: self.image,
+            manifest: self.manifest.clone(),
+            urgency: self.urgency,
+            next_check_in: self.next_check_in,
+        }
+    }
+}

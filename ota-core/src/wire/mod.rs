@@ -1,0 +1,185 @@
+//! The versioned wire protocol.
+//!
+//! Every message is one envelope:
+//!
+//! | bytes | field | notes |
+//! |---|---|---|
+//! | 1 | protocol version | [`PROTOCOL_VERSION`]; a receiver refuses a higher major it does not know |
+//! | 1 | message kind | postcard enum index: 0 check-in, 1 reply, 2 chunk request, 3 chunk, 4 report |
+//! | n | body | postcard: integers as LEB128 varints, `Option` as a 0/1 byte, byte strings as varint length + bytes, fixed arrays raw |
+//! | 4 | CRC-32 | over every byte before it, little-endian; absent on chunks, whose own `crc32` field covers image, offset and payload |
+//!
+//! The CRC is there because a corrupted reply is worse than a lost one: a flipped bit in an
+//! `UpToDate` could put a device to sleep for a year, and one in a manifest would make it refuse
+//! a valid update. A message whose CRC fails is dropped like a lost one and asked for again.
+//!
+//! Bytes between the body and the CRC are ignored. That is the extension rule: a later minor
+//! revision may append fields, and a device in the field that does not know them still decodes
+//! the message; a newer server answers an older device in the device's own version.
+//!
+//! Decoding borrows byte strings from the input (no allocation), bounds every length, and
+//! returns a typed [`DecodeError`], never a panic.
+
+mod checkin;
+mod chunk;
+mod reply;
+mod report;
+mod types;
+
+use serde::{Deserialize, Serialize};
+
+pub use checkin::{
+    Capabilities, CheckIn, LastOutcome, ResumeHint, RunningFirmware, WakeBudget, MAX_DEVICE_ID,
+};
+pub use chunk::{Chunk, ChunkRequest, MAX_CHUNK_PAYLOAD};
+pub use reply::{CheckInReply, DeferReason, Urgency};
+pub use report::{Phase, Report};
+pub use types::{Crc32, Digest, DigestPrefix, ImageId, ResultCode, Signature, Version};
+
+use crate::manifest::MAX_MANIFEST_BODY;
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Every message of the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message<'a> {
+    /// Device → server.
+    #[serde(borrow)]
+    CheckIn(CheckIn<'a>),
+    /// Server → device.
+    #[serde(borrow)]
+    CheckInReply(CheckInReply<'a>),
+    /// Device → server.
+    ChunkRequest(ChunkRequest),
+    /// Server → device.
+    #[serde(borrow)]
+    Chunk(Chunk<'a>),
+    /// Device → server.
+    #[serde(borrow)]
+    Report(Report<'a>),
+}
+
+/// Why bytes could not be decoded as a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// No bytes at all.
+    #[error("empty message")]
+    Empty,
+    /// The envelope names a protocol version this build does not speak.
+    #[error("unsupported protocol version {0} (this build speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion(u8),
+    /// The body is not a valid postcard encoding of a message.
+    #[error("malformed message body: {0}")]
+    Malformed(postcard::Error),
+    /// A device id is longer than [`MAX_DEVICE_ID`].
+    #[error("device id of {0} bytes exceeds the limit of {MAX_DEVICE_ID}")]
+    DeviceIdTooLong(usize),
+    /// A chunk payload is longer than [`MAX_CHUNK_PAYLOAD`].
+    #[error("chunk payload of {0} bytes exceeds the limit of {MAX_CHUNK_PAYLOAD}")]
+    PayloadTooLong(usize),
+    /// The CRC trailer does not match: the message was corrupted on the way.
+    #[error("message CRC mismatch")]
+    BadCrc,
+    /// A manifest body is longer than [`MAX_MANIFEST_BODY`].
+    #[error("manifest body of {0} bytes exceeds the limit of {MAX_MANIFEST_BODY}")]
+    ManifestTooLong(usize),
+}
+
+/// Why a message could not be encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The output buffer is too small.
+    #[error("output buffer too small")]
+    BufferTooSmall,
+}
+
+/// Postcard index of [`Message::Chunk`], the one kind without a CRC trailer.
+const KIND_CHUNK: u8 = 3;
+
+const CRC_LEN: usize = 4;
+
+/// Encodes `msg` with its envelope into `buf`, returning the number of bytes written.
+pub fn encode(msg: &Message<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
+    let (head, body) = buf.split_first_mut().ok_or(EncodeError::BufferTooSmall)?;
+    *head = PROTOCOL_VERSION;
+    let len = 1 + postcard::to_slice(msg, body)
+        .map_err(|_| EncodeError::BufferTooSmall)?
+        .len();
+    if matches!(msg, Message::Chunk(_)) {
+        return Ok(len);
+    }
+    let (covered, rest) = buf.split_at_mut(len);
+    let trailer = rest.get_mut(..CRC_LEN).ok_or(EncodeError::BufferTooSmall)?;
+    trailer.copy_from_slice(&crate::crc32::checksum(covered).to_le_bytes());
+    Ok(len + CRC_LEN)
+}
+
+/// Encodes `msg` with its envelope into a new vector.
+#[cfg(feature = "std")]
+pub fn encode_vec(msg: &Message<'_>) -> Vec<u8> {
+    let mut out = vec![PROTOCOL_VERSION];
+    // Serialising into a growable vector cannot run out of room, and every type here is
+    // representable in postcard, so this never fails.
+    if let Ok(body) = postcard::to_stdvec(msg) {
+        out.extend_from_slice(&body);
+    }
+    if !matches!(msg, Message::Chunk(_)) {
+        let crc = crate::crc32::checksum(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+    }
+    out
+}
+
+/// Decodes one message, borrowing byte strings from `bytes`.
+pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
+    let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    if version != PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    let body = if rest.first() == Some(&KIND_CHUNK) {
+        rest
+    } else {
+        let split = bytes
+            .len()
+            .checked_sub(CRC_LEN)
+            .ok_or(DecodeError::BadCrc)?;
+        let (covered, crc) = bytes.split_at(split);
+        let crc: [u8; CRC_LEN] = crc.try_into().map_err(|_| DecodeError::BadCrc)?;
+        if split < 1 || crate::crc32::checksum(covered) != u32::from_le_bytes(crc) {
+            return Err(DecodeError::BadCrc);
+        }
+        covered.get(1..).ok_or(DecodeError::BadCrc)?
+    };
+    let (msg, _extension) =
+        postcard::take_from_bytes::<Message<'_>>(body).map_err(DecodeError::Malformed)?;
+    msg.check_limits()?;
+    Ok(msg)
+}
+
+impl Message<'_> {
+    fn check_limits(&self) -> Result<(), DecodeError> {
+        let id_len = match self {
+            Message::CheckIn(c) => c.device_id.len(),
+            Message::Report(r) => r.device_id.len(),
+            _ => 0,
+        };
+        if id_len > MAX_DEVICE_ID {
+            return Err(DecodeError::DeviceIdTooLong(id_len));
+        }
+        if let Message::Chunk(c) = self {
+            if c.payload.len() > MAX_CHUNK_PAYLOAD {
+                return Err(DecodeError::PayloadTooLong(c.payload.len()));
+            }
+        }
+        if let Message::CheckInReply(CheckInReply::Update {
+            manifest: Some(m), ..
+        }) = self
+        {
+            if m.body.len() > MAX_MANIFEST_BODY {
+                return Err(DecodeError::ManifestTooLong(m.body.len()));
+            }
+        }
+        Ok(())
+    }
+}

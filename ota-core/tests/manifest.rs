@@ -1,0 +1,400 @@
+//! Tampered manifests and tampered chunks are refused with the right error and never reach
+//! storage as valid data.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use common::*;
+use ota_core::device::{Event, SleepReason};
+use ota_core::host::{Decision, DesiredState, Handler, ImageError, ImageSource, OwnedManifest};
+use ota_core::manifest::{DeviceProfile, Ed25519Verifier, Manifest, ManifestError};
+use ota_core::storage::MemStorage;
+use ota_core::wire::{
+    self, CheckIn, ImageId, Message, Phase, ResultCode, Urgency, Version, WakeBudget,
+};
+use ota_core::{Device, Instant};
+
+fn profile() -> DeviceProfile {
+    DeviceProfile {
+        vendor: VENDOR,
+        class: CLASS,
+        running_sequence: RUNNING_SEQ,
+        running_version: Version::new(1, 3, 2),
+        staging_capacity: 64 * 1024,
+        max_chunk: 1024,
+    }
+}
+
+fn base() -> Manifest {
+    manifest_for(&image(10_000, 1), 512)
+}
+
+fn verify(m: &OwnedManifest) -> Result<Manifest, ManifestError> {
+    m.as_signed().verify(&verifier(), &profile())
+}
+
+#[test]
+fn valid_manifest_verifies() {
+    let m = base();
+    assert_eq!(verify(&signed(&m)), Ok(m));
+}
+
+#[test]
+fn each_check_has_its_own_error() {
+    type Expect = fn(&ManifestError) -> bool;
+    let cases: Vec<(Manifest, Expect)> = vec![
+        (
+            Manifest {
+                vendor: 1,
+                ..base()
+            },
+            |e| {
+                matches!(
+                    e,
+                    ManifestError::WrongVendor {
+                        expected: VENDOR,
+                        found: 1
+                    }
+                )
+            },
+        ),
+        (Manifest { class: 9, ..base() }, |e| {
+            matches!(
+                e,
+                ManifestError::WrongClass {
+                    expected: CLASS,
+                    found: 9
+                }
+            )
+        }),
+        (
+            Manifest {
+                sequence: RUNNING_SEQ,
+                ..base()
+            },
+            |e| matches!(e, ManifestError::NotNewer { .. }),
+        ),
+        (
+            Manifest {
+                sequence: 3,
+                ..base()
+            },
+            |e| {
+                matches!(
+                    e,
+                    ManifestError::NotNewer {
+                        running: RUNNING_SEQ,
+                        found: 3
+                    }
+                )
+            },
+        ),
+        (
+            Manifest {
+                image_size: 64 * 1024 + 1,
+                ..base()
+            },
+            |e| matches!(e, ManifestError::TooLarge { .. }),
+        ),
+        (
+            Manifest {
+                chunk_size: 0,
+                ..base()
+            },
+            |e| matches!(e, ManifestError::BadChunkSize { found: 0, .. }),
+        ),
+        (
+            Manifest {
+                chunk_size: 2048,
+                ..base()
+            },
+            |e| matches!(e, ManifestError::BadChunkSize { found: 2048, .. }),
+        ),
+        (
+            Manifest {
+                min_running: Some(Version::new(2, 0, 0)),
+                ..base()
+            },
+            |e| matches!(e, ManifestError::RunningTooOld { .. }),
+        ),
+        (
+            Manifest {
+                format: 9,
+                ..base()
+            },
+            |e| matches!(e, ManifestError::UnsupportedFormat(9)),
+        ),
+    ];
+    for (m, expected) in cases {
+        let err = verify(&signed(&m)).expect_err("tampered manifest accepted");
+        assert!(expected(&err), "wrong error {err:?} for {m:?}");
+    }
+}
+
+#[test]
+fn checks_run_in_the_documented_order() {
+    // Wrong class and not newer: the class check comes first.
+    let m = Manifest {
+        class: 9,
+        sequence: 1,
+        ..base()
+    };
+    assert!(matches!(
+        verify(&signed(&m)),
+        Err(ManifestError::WrongClass { .. })
+    ));
+    // Not newer and too large: sequence first.
+    let m = Manifest {
+        sequence: 1,
+        image_size: u32::MAX,
+        ..base()
+    };
+    assert!(matches!(
+        verify(&signed(&m)),
+        Err(ManifestError::NotNewer { .. })
+    ));
+    // Too large and bad chunk size: size first.
+    let m = Manifest {
+        image_size: u32::MAX,
+        chunk_size: 0,
+        ..base()
+    };
+    assert!(matches!(
+        verify(&signed(&m)),
+        Err(ManifestError::TooLarge { .. })
+    ));
+    // A bad signature on a manifest for the wrong class: the signature is checked first.
+    let good = signed(&Manifest { class: 9, ..base() });
+    let mut sig = good.signature();
+    sig.0[5] ^= 0x40;
+    let forged = OwnedManifest::new(good.body().to_vec(), sig).unwrap();
+    assert_eq!(verify(&forged), Err(ManifestError::BadSignature));
+}
+
+#[test]
+fn any_flipped_bit_breaks_the_signature() {
+    let good = signed(&base());
+    for i in 0..good.body().len() * 8 {
+        let mut body = good.body().to_vec();
+        body[i / 8] ^= 1 << (i % 8);
+        let sig = good.signature();
+        let m = ota_core::SignedManifest {
+            body: &body,
+            signature: sig,
+        };
+        assert_eq!(
+            m.verify(&verifier(), &profile()),
+            Err(ManifestError::BadSignature),
+            "bit {i}"
+        );
+    }
+    for i in 0..64 * 8 {
+        let mut sig = good.signature();
+        sig.0[i / 8] ^= 1 << (i % 8);
+        let m = ota_core::SignedManifest {
+            body: good.body(),
+            signature: sig,
+        };
+        assert_eq!(
+            m.verify(&verifier(), &profile()),
+            Err(ManifestError::BadSignature),
+            "sig bit {i}"
+        );
+    }
+}
+
+#[test]
+fn another_key_is_refused() {
+    let other = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    let m = OwnedManifest::sign(&base(), &other);
+    assert_eq!(verify(&m), Err(ManifestError::BadSignature));
+}
+
+/// Offers one manifest to everyone, whatever it says.
+struct AlwaysOffer(OwnedManifest);
+
+impl DesiredState for AlwaysOffer {
+    fn decide(&self, _: &CheckIn<'_>) -> Decision {
+        Decision::Offer {
+            image: ImageId(3),
+            manifest: self.0.clone(),
+            urgency: Urgency::Forced,
+            next_check_in: 600,
+        }
+    }
+}
+
+/// Runs one wake against `handler` over a perfect link; returns events, storage and the
+/// reports the device sent.
+fn one_wake<D: DesiredState, I: ImageSource>(
+    handler: &Handler<D, I>,
+) -> (Vec<Event>, MemStorage, Vec<(Phase, ResultCode)>) {
+    let mut storage = MemStorage::new(64 * 1024);
+    let mut dev: Device<Ed25519Verifier> = Device::new(config(64 * 1024, 4), verifier());
+    dev.wake(Instant(0), WakeBudget::default());
+    let mut buf = [0u8; 2048];
+    let mut events = Vec::new();
+    let mut reports = Vec::new();
+    for _ in 0..10_000 {
+        let mut replies = Vec::new();
+        while let Some(n) = dev.poll_transmit(Instant(0), &mut buf) {
+            if let Ok(Message::Report(r)) = wire::decode(&buf[..n]) {
+                reports.push((r.phase, r.result));
+            }
+            if let Ok(Some(r)) = handler.handle(&buf[..n]) {
+                replies.push(r);
+            }
+        }
+        for r in replies {
+            let _ = dev.handle_message(Instant(0), &r);
+            dev.drive_storage(&mut storage).unwrap();
+        }
+        dev.drive_storage(&mut storage).unwrap();
+        while let Some(e) = dev.poll_event() {
+            let sleep = matches!(e, Event::Sleep { .. });
+            events.push(e);
+            if sleep {
+                return (events, storage, reports);
+            }
+        }
+    }
+    panic!("wake did not end: {events:?}");
+}
+
+#[test]
+fn device_refuses_tampered_manifests_before_touching_storage() {
+    let cases: Vec<(OwnedManifest, ResultCode)> = vec![
+        (
+            {
+                let g = signed(&base());
+                let mut s = g.signature();
+                s.0[0] ^= 1;
+                OwnedManifest::new(g.body().to_vec(), s).unwrap()
+            },
+            ResultCode::BAD_SIGNATURE,
+        ),
+        (
+            signed(&Manifest { class: 8, ..base() }),
+            ResultCode::UNSUPPORTED_PACKAGE,
+        ),
+        (
+            signed(&Manifest {
+                sequence: RUNNING_SEQ,
+                ..base()
+            }),
+            ResultCode::NOT_NEWER,
+        ),
+        (
+            signed(&Manifest {
+                sequence: RUNNING_SEQ - 1,
+                ..base()
+            }),
+            ResultCode::NOT_NEWER,
+        ),
+        (
+            signed(&Manifest {
+                image_size: 1 << 20,
+                ..base()
+            }),
+            ResultCode::OUT_OF_STORAGE,
+        ),
+    ];
+    for (manifest, code) in cases {
+        let (events, storage, reports) = offer_raw(&manifest);
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::ManifestRejected(_))),
+            "not rejected: {events:?}"
+        );
+        assert!(matches!(
+            events.last(),
+            Some(Event::Sleep {
+                reason: SleepReason::Rejected,
+                ..
+            })
+        ));
+        assert_eq!(reports, vec![(Phase::Rejected, code)]);
+        assert!(
+            storage.state().is_none(),
+            "a refused manifest reached storage"
+        );
+        assert_eq!(storage.bytes_written, 0);
+    }
+}
+
+/// Answers the device's check-in with `manifest` directly, bypassing the handler (which
+/// would withhold offers that are not newer than the running image).
+fn offer_raw(manifest: &OwnedManifest) -> (Vec<Event>, MemStorage, Vec<(Phase, ResultCode)>) {
+    let mut storage = MemStorage::new(64 * 1024);
+    let mut dev: Device<Ed25519Verifier> = Device::new(config(64 * 1024, 4), verifier());
+    dev.wake(Instant(0), WakeBudget::default());
+    let mut buf = [0u8; 2048];
+    let n = dev.poll_transmit(Instant(0), &mut buf).unwrap();
+    assert!(matches!(wire::decode(&buf[..n]), Ok(Message::CheckIn(_))));
+    let reply = wire::encode_vec(&Message::CheckInReply(wire::CheckInReply::Update {
+        image: ImageId(3),
+        manifest: Some(manifest.as_signed()),
+        resume_from: 0,
+        urgency: Urgency::Attempt,
+        next_check_in: 600,
+    }));
+    dev.handle_message(Instant(0), &reply).unwrap();
+    dev.drive_storage(&mut storage).unwrap();
+    let mut reports = Vec::new();
+    while let Some(n) = dev.poll_transmit(Instant(0), &mut buf) {
+        if let Ok(Message::Report(r)) = wire::decode(&buf[..n]) {
+            reports.push((r.phase, r.result));
+        }
+    }
+    let events: Vec<Event> = std::iter::from_fn(|| dev.poll_event()).collect();
+    (events, storage, reports)
+}
+
+/// Serves an image whose bytes differ from what the manifest promises, with valid CRCs: the
+/// link is fine, the server is wrong or hostile.
+struct EvilImages(Vec<u8>);
+
+impl ImageSource for EvilImages {
+    fn read_at(&self, _: ImageId, offset: u32, buf: &mut [u8]) -> Result<usize, ImageError> {
+        let tail = &self.0[offset as usize..];
+        let n = tail.len().min(buf.len());
+        buf[..n].copy_from_slice(&tail[..n]);
+        Ok(n)
+    }
+}
+
+#[test]
+fn image_that_fails_its_digest_is_never_staged() {
+    let good = image(9_000, 4);
+    let mut evil = good.clone();
+    evil[4321] ^= 0x10;
+    let release = AlwaysOffer(signed(&manifest_for(&good, 512)));
+    let handler = Handler::new(release, EvilImages(evil), 1024);
+    let (events, storage, reports) = one_wake(&handler);
+    assert!(
+        events.contains(&Event::DownloadFailed(ResultCode::INTEGRITY_FAILURE)),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| matches!(e, Event::Staged { .. })));
+    assert!(
+        storage.state().is_none(),
+        "the failed download must be abandoned"
+    );
+    assert_eq!(
+        reports,
+        vec![(Phase::Failed, ResultCode::INTEGRITY_FAILURE)]
+    );
+}
+
+#[test]
+fn valid_update_reports_staged() {
+    let img = image(9_000, 4);
+    let handler = handler(&img, 512);
+    let (events, storage, reports) = one_wake(&handler);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Staged { version, .. } if *version == Version::new(1, 4, 0))));
+    assert_eq!(storage.staged(img.len()), img);
+    assert_eq!(reports, vec![(Phase::Staged, ResultCode::INITIAL)]);
+}

@@ -1,0 +1,329 @@
+//! The device state machine driven against the host handler through a faulty in-memory link,
+//! with resets at random points and random wake budgets.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use common::*;
+use ota_core::device::{Event, SleepReason};
+use ota_core::manifest::Ed25519Verifier;
+use ota_core::sim::{LinkProfile, Pipe, SimRng};
+use ota_core::storage::{MemStorage, UpdateStorage};
+use ota_core::wire::WakeBudget;
+use ota_core::{Device, Instant};
+use proptest::prelude::*;
+
+/// How one simulated update went.
+#[derive(Debug, Default)]
+struct Outcome {
+    staged: bool,
+    wakes: u32,
+    resets: u32,
+    accepted_payload: u64,
+    lost_downlink_chunks: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    image_len: usize,
+    chunk: u16,
+    window: u8,
+    faults: LinkProfile,
+    /// Per wake: (time budget ms, byte budget); cycled.
+    budgets: Vec<(Option<u32>, Option<u32>)>,
+    /// Percent chance, at each storage operation, that power fails just before it.
+    reset_percent: u32,
+    seed: u64,
+}
+
+/// Carries out the device's storage operations one by one; power may fail before any of them.
+/// Returns true if it did.
+fn drain(
+    dev: &mut Device<Ed25519Verifier>,
+    storage: &mut MemStorage,
+    rng: &mut SimRng,
+    reset_percent: u32,
+) -> bool {
+    loop {
+        let reset = rng.chance(reset_percent);
+        let Some(op) = dev.poll_storage() else {
+            return false;
+        };
+        if reset {
+            return true;
+        }
+        storage.apply(op).expect("storage refused a write");
+        dev.storage_done(Ok(()));
+    }
+}
+
+fn run(s: &Scenario, max_wakes: u32) -> (Outcome, MemStorage, Vec<u8>) {
+    let img = image(s.image_len, s.seed);
+    let handler = handler(&img, s.chunk);
+    let mut storage = MemStorage::new(s.image_len as u32 + 4096);
+    let mut rng = SimRng::new(s.seed);
+    let mut up = Pipe::default();
+    let mut down = Pipe::default();
+    let mut now: u64 = 1_000;
+    let mut out = Outcome::default();
+    let mut buf = vec![0u8; 2048];
+
+    'wakes: while out.wakes < max_wakes {
+        out.wakes += 1;
+        // A new process: nothing survives but storage.
+        let mut dev: Device<Ed25519Verifier> =
+            Device::new(config(s.image_len as u32 + 4096, s.window), verifier());
+        dev.restore_from(&mut storage).unwrap();
+        let (millis, bytes) = s.budgets[(out.wakes as usize) % s.budgets.len()];
+        dev.wake(Instant(now), WakeBudget { bytes, millis });
+        up.clear();
+        down.clear();
+
+        for _step in 0..20_000 {
+            while let Some(n) = dev.poll_transmit(Instant(now), &mut buf) {
+                up.send(now, &buf[..n], &s.faults, &mut rng);
+            }
+            if drain(&mut dev, &mut storage, &mut rng, s.reset_percent) {
+                out.resets += 1;
+                out.accepted_payload += dev.stats().payload_bytes_accepted;
+                continue 'wakes;
+            }
+            while let Some(ev) = dev.poll_event() {
+                match ev {
+                    Event::Sleep { reason, .. } => {
+                        out.accepted_payload += dev.stats().payload_bytes_accepted;
+                        if reason == SleepReason::Staged {
+                            out.staged = true;
+                            return (out, storage, img);
+                        }
+                        // Sleep: the server's answers in flight are lost to a sleeping radio.
+                        out.lost_downlink_chunks += down.clear() as u64;
+                        now += 60_000;
+                        continue 'wakes;
+                    }
+                    Event::ManifestRejected(e) => panic!("valid manifest rejected: {e}"),
+                    Event::DownloadFailed(code) => panic!("download failed: {code:?}"),
+                    _ => {}
+                }
+            }
+            // Advance to the next thing that happens.
+            let next = [
+                up.next_arrival(),
+                down.next_arrival(),
+                dev.poll_timeout().map(|t| t.0),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let Some(next) = next else {
+                panic!("device neither asleep nor waiting for anything");
+            };
+            now = now.max(next);
+            for req in up.due(now) {
+                if let Ok(Some(reply)) = handler.handle(&req) {
+                    down.send(now, &reply, &s.faults, &mut rng);
+                }
+            }
+            for msg in down.due(now) {
+                let _ = dev.handle_message(Instant(now), &msg);
+                // Storage keeps up with the radio: each message's operations run before the next.
+                if drain(&mut dev, &mut storage, &mut rng, s.reset_percent) {
+                    out.resets += 1;
+                    out.accepted_payload += dev.stats().payload_bytes_accepted;
+                    continue 'wakes;
+                }
+            }
+            dev.handle_timeout(Instant(now));
+        }
+        panic!("wake did not end within its step bound");
+    }
+    (out, storage, img)
+}
+
+fn check(s: &Scenario) {
+    let (out, storage, img) = run(s, 2_000);
+    if std::env::var("SIM_TRACE").is_ok() {
+        eprintln!(
+            "len {} chunk {} win {} -> {out:?}",
+            s.image_len, s.chunk, s.window
+        );
+    }
+    assert!(out.staged, "not staged after {} wakes: {out:?}", out.wakes);
+    assert_eq!(storage.staged(img.len()), img, "staged image differs");
+    let refetched = out.accepted_payload.saturating_sub(img.len() as u64);
+    let bound = u64::from(s.chunk) * u64::from(out.resets);
+    assert!(
+        refetched <= bound,
+        "refetched {refetched} bytes > one chunk per reset ({bound}): {out:?}"
+    );
+}
+
+#[test]
+fn clean_link_single_wake() {
+    let s = Scenario {
+        image_len: 20_000,
+        chunk: 1024,
+        window: 4,
+        faults: LinkProfile::ideal(100),
+        budgets: vec![(None, None)],
+        reset_percent: 0,
+        seed: 1,
+    };
+    let (out, storage, img) = run(&s, 1);
+    assert!(out.staged);
+    assert_eq!(out.accepted_payload, img.len() as u64);
+    assert_eq!(storage.staged(img.len()), img);
+}
+
+#[test]
+fn time_budget_resumes_across_wakes_without_refetch() {
+    let s = Scenario {
+        image_len: 64 * 1024,
+        chunk: 1024,
+        window: 4,
+        faults: LinkProfile::ideal(300),
+        budgets: vec![(Some(3_000), None)],
+        reset_percent: 0,
+        seed: 2,
+    };
+    let (out, storage, img) = run(&s, 100);
+    assert!(out.staged);
+    assert!(
+        out.wakes > 3,
+        "a 3 s budget cannot fetch 64 KiB in one wake: {out:?}"
+    );
+    assert_eq!(
+        out.accepted_payload,
+        img.len() as u64,
+        "no byte fetched twice"
+    );
+    assert_eq!(storage.staged(img.len()), img);
+}
+
+#[test]
+fn byte_budget_is_respected() {
+    let img = image(16 * 1024, 5);
+    let handler = handler(&img, 512);
+    let mut storage = MemStorage::new(32 * 1024);
+    let mut dev: Device<Ed25519Verifier> = Device::new(config(32 * 1024, 4), verifier());
+    dev.wake(
+        Instant(0),
+        WakeBudget {
+            bytes: Some(3_000),
+            millis: None,
+        },
+    );
+    let mut buf = [0u8; 2048];
+    let mut pending: Vec<Vec<u8>> = Vec::new();
+    loop {
+        while let Some(n) = dev.poll_transmit(Instant(0), &mut buf) {
+            if let Ok(Some(r)) = handler.handle(&buf[..n]) {
+                pending.push(r);
+            }
+        }
+        dev.drive_storage(&mut storage).unwrap();
+        if let Some(Event::Sleep { reason, .. }) =
+            std::iter::from_fn(|| dev.poll_event()).find(|e| matches!(e, Event::Sleep { .. }))
+        {
+            assert_eq!(reason, SleepReason::BudgetExhausted);
+            break;
+        }
+        let Some(msg) = pending.pop() else {
+            panic!("stalled")
+        };
+        let _ = dev.handle_message(Instant(0), &msg);
+    }
+    let used = dev.stats().bytes_sent + dev.stats().bytes_received;
+    assert!(used <= 3_000, "spent {used} bytes of a 3000-byte budget");
+    assert!(dev.stats().payload_bytes_accepted >= 1024, "made progress");
+    let state = storage.state().unwrap();
+    assert_eq!(
+        u64::from(state.next_offset),
+        dev.stats().payload_bytes_accepted
+    );
+}
+
+#[test]
+fn lossy_link_with_resets() {
+    check(&Scenario {
+        image_len: 12_345,
+        chunk: 512,
+        window: 8,
+        faults: LinkProfile {
+            latency_ms: 50,
+            jitter_ms: 850,
+            bits_per_sec: 0,
+            loss_percent: 15,
+            duplicate_percent: 10,
+            corrupt_percent: 10,
+        },
+        budgets: vec![(Some(4_000), None), (None, Some(5_000)), (None, None)],
+        reset_percent: 3,
+        seed: 3,
+    });
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (
+        1usize..40_000,
+        prop::sample::select(vec![64u16, 100, 256, 512, 1000, 1024]),
+        1u8..=16,
+        (0u32..25, 0u32..20, 0u32..15, 0u64..400, 0u64..1500),
+        // Budgets as multiples of what one exchange needs, so every wake can make progress.
+        prop::collection::vec(
+            (prop::option::of(1u32..12), prop::option::of(1u32..12)),
+            1..4,
+        ),
+        0u32..6,
+        any::<u64>(),
+    )
+        .prop_map(
+            |(
+                image_len,
+                chunk,
+                window,
+                (drop, duplicate, corrupt, d0, d1),
+                budgets,
+                reset_percent,
+                seed,
+            )| {
+                let rtt = 2 * (d0 + d1) as u32;
+                let budgets = budgets
+                    .into_iter()
+                    .map(|(t, b)| {
+                        (
+                            t.map(|k| 2 * rtt + 500 + k * (rtt + 500)),
+                            b.map(|k| 300 + k * (u32::from(chunk) + 40)),
+                        )
+                    })
+                    .collect();
+                Scenario {
+                    image_len,
+                    chunk,
+                    window,
+                    faults: LinkProfile {
+                        latency_ms: d0,
+                        jitter_ms: d1,
+                        bits_per_sec: 0,
+                        loss_percent: drop,
+                        duplicate_percent: duplicate,
+                        corrupt_percent: corrupt,
+                    },
+                    budgets,
+                    reset_percent,
+                    seed,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Whatever the link and the resets do, the staged image is the source image bit for bit,
+    /// and refetched bytes never exceed one chunk per reset.
+    #[test]
+    fn staged_image_always_matches_source(s in scenario()) {
+        check(&s);
+    }
+}
