@@ -32,12 +32,14 @@
 //! their outcome comes back through [`DeviceConfig::last_outcome`] and the next check-in.
 
 mod config;
+mod rtt;
 mod window;
 
 use heapless::Deque;
 use sha2::{Digest as _, Sha256};
 
 pub use config::{DeviceConfig, MAX_WINDOW};
+use rtt::RttEstimator;
 use window::Window;
 
 use crate::manifest::{DeviceProfile, Manifest, ManifestError, StoredManifest, Verifier};
@@ -224,7 +226,7 @@ pub struct Device<V, const CHUNK: usize = 1024> {
     checkin_attempts: u8,
     window: Window,
     next_check_in: u32,
-    srtt_ms: Option<u32>,
+    rtt: RttEstimator,
     ops: Deque<OpKind, 4>,
     op_in_flight: Option<OpKind>,
     buf: [u8; CHUNK],
@@ -260,7 +262,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
             checkin_attempts: 0,
             window: Window::default(),
             next_check_in: 0,
-            srtt_ms: None,
+            rtt: RttEstimator::default(),
             ops: Deque::new(),
             op_in_flight: None,
             buf: [0; CHUNK],
@@ -348,12 +350,8 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
     }
 
     fn sample_rtt(&mut self, sent: Instant, now: Instant) {
-        let sample = u32::try_from(now.since(sent)).unwrap_or(u32::MAX);
-        self.srtt_ms = Some(match self.srtt_ms {
-            // RFC 6298 smoothing, alpha = 1/8.
-            Some(s) => s - s / 8 + sample / 8,
-            None => sample,
-        });
+        self.rtt
+            .sample(u32::try_from(now.since(sent)).unwrap_or(u32::MAX));
     }
 
     fn used_bytes(&self) -> u64 {
@@ -444,7 +442,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
             self.stats.retransmissions += 1;
         }
         self.checkin_sent = Some(now);
-        self.checkin_due = now + rto(self.srtt_ms, &self.config, self.checkin_attempts);
+        self.checkin_due = now + self.rtt.rto(&self.config, self.checkin_attempts);
         Some(n)
     }
 
@@ -458,7 +456,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
             Some(o) if o.attempts < self.config.max_attempts => {
                 o.attempts += 1;
                 o.sent_at = Some(now);
-                o.due = now + rto(self.srtt_ms, &self.config, o.attempts);
+                o.due = now + self.rtt.rto(&self.config, o.attempts);
                 if o.attempts > 1 {
                     self.stats.retransmissions += 1;
                 }
@@ -505,7 +503,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
         }
         let dl = self.dl.as_mut()?;
         dl.next_request = offset.saturating_add(u32::from(len));
-        let due = now + rto(self.srtt_ms, &self.config, 1);
+        let due = now + self.rtt.rto(&self.config, 1);
         if !self.window.push(offset, len, now, due) {
             return None;
         }
@@ -521,8 +519,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
 
     fn budget_allows(&self, now: Instant, len: u16) -> bool {
         if let Some(deadline) = self.wake.deadline {
-            let rtt = u64::from(self.srtt_ms.unwrap_or(self.config.initial_rto_ms / 2));
-            if now + rtt > deadline {
+            if now + self.rtt.expected(&self.config) > deadline {
                 return false;
             }
         }
@@ -936,15 +933,4 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
         }
         None
     }
-}
-
-/// Retransmission timeout for the `attempts`-th send: measured round trip (or the initial
-/// timeout), doubled per attempt, capped.
-fn rto(srtt: Option<u32>, config: &DeviceConfig, attempts: u8) -> u64 {
-    let base = match srtt {
-        Some(s) => s.saturating_mul(2).max(config.min_rto_ms),
-        None => config.initial_rto_ms,
-    };
-    let backed = u64::from(base) << u32::from(attempts.saturating_sub(1).min(16));
-    backed.min(u64::from(config.max_rto_ms.max(base)))
 }
