@@ -1,0 +1,291 @@
+//! The append-only journal: records in a ring of at least two sectors.
+//!
+//! A sector in use starts with a header record carrying a sequence number; the sector with the
+//! highest valid header is current. Records are appended after it. When the current sector is
+//! full, or its tail is damaged, the journal rotates: it erases the next sector, writes a
+//! snapshot of the whole state there, and only then writes that sector's header. Until the
+//! header lands the previous sector stays current, so a power cut at any write or erase leaves
+//! the last committed state readable.
+//!
+//! On open, a record whose CRC fails ends the scan (a torn write: the last one before a cut),
+//! and so does any byte that is not erased past the last record; either way the next commit
+//! rotates, so nothing is ever appended onto half-written flash.
+
+use embedded_storage::nor_flash::NorFlash;
+use ota_core::manifest::StoredManifest;
+use ota_core::resume::{ResumePhase, ResumeState};
+
+use crate::record::{padded, Record, RecordError, MAX_RECORD};
+use crate::state::UpdateState;
+
+/// Everything the journal knows, as of its newest record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    /// The download: manifest and resume record (with progress applied).
+    pub download: Option<(ResumeState, StoredManifest)>,
+    /// The update state.
+    pub state: UpdateState,
+}
+
+impl Snapshot {
+    /// Applies one record.
+    pub fn apply(&mut self, rec: &Record) {
+        match *rec {
+            Record::Header { .. } => {}
+            Record::Begin { state, manifest } => {
+                self.download = Some((state, manifest));
+                self.state = UpdateState::Downloading;
+            }
+            Record::Progress {
+                image,
+                next_offset,
+                ahead,
+            } => {
+                if let Some((s, _)) = self.download.as_mut() {
+                    s.image = image;
+                    s.next_offset = next_offset;
+                    s.ahead = ahead;
+                }
+            }
+            Record::State(state) => {
+                self.state = state;
+                if state == UpdateState::Idle {
+                    self.download = None;
+                }
+            }
+        }
+    }
+
+    /// The resume record as the state machine should see it.
+    pub fn resume(&self) -> Option<(ResumeState, StoredManifest)> {
+        let (mut s, m) = self.download?;
+        match self.state {
+            UpdateState::Downloading => s.phase = ResumePhase::Downloading,
+            UpdateState::Staged => s.phase = ResumePhase::Staged,
+            _ => return None,
+        }
+        Some((s, m))
+    }
+
+    /// The records that rebuild this snapshot.
+    fn records(&self) -> impl Iterator<Item = Record> + '_ {
+        let begin = self.download.map(|(mut state, manifest)| {
+            let (image, next_offset, ahead) = (state.image, state.next_offset, state.ahead);
+            state.next_offset = 0;
+            state.ahead = 0;
+            [
+                Record::Begin { state, manifest },
+                Record::Progress {
+                    image,
+                    next_offset,
+                    ahead,
+                },
+            ]
+        });
+        begin
+            .into_iter()
+            .flatten()
+            .chain(core::iter::once(Record::State(self.state)))
+    }
+}
+
+/// Journal errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JournalError<E> {
+    /// The flash failed.
+    #[error("flash error: {0:?}")]
+    Flash(E),
+    /// A snapshot does not fit in one sector.
+    #[error("journal sector too small for a snapshot")]
+    SectorTooSmall,
+}
+
+/// The journal's position in its region.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    base: u32,
+    sectors: u32,
+    sector_size: u32,
+    current: u32,
+    seq: u32,
+    append: u32,
+    /// The next commit must rotate (no sector in use, or a damaged tail).
+    rotate: bool,
+}
+
+fn rec_size<F: NorFlash>(unpadded: usize) -> u32 {
+    padded(unpadded, F::WRITE_SIZE) as u32
+}
+
+impl Journal {
+    /// Reads the journal in `[base, base + sectors * ERASE_SIZE)`.
+    pub fn open<F: NorFlash>(
+        flash: &mut F,
+        base: u32,
+        sectors: u32,
+    ) -> Result<(Self, Snapshot), JournalError<F::Error>> {
+        let sector_size = F::ERASE_SIZE as u32;
+        let mut buf = [0u8; MAX_RECORD];
+        // The current sector: the highest valid header.
+        let mut best: Option<(u32, u32)> = None;
+        for i in 0..sectors {
+            let at = base + i * sector_size;
+            if let Ok(Record::Header { seq }) = read_record(flash, at, at + sector_size, &mut buf)?
+            {
+                if best.is_none_or(|(_, s)| seq > s) {
+                    best = Some((i, seq));
+                }
+            }
+        }
+        let mut journal = Journal {
+            base,
+            sectors,
+            sector_size,
+            current: 0,
+            seq: 0,
+            append: 0,
+            rotate: true,
+        };
+        let mut snap = Snapshot::default();
+        let Some((current, seq)) = best else {
+            return Ok((journal, snap));
+        };
+        journal.current = current;
+        journal.seq = seq;
+        let start = base + current * sector_size;
+        let end = start + sector_size;
+        let mut at = start + rec_size::<F>(14);
+        let clean_end = loop {
+            if at >= end {
+                break true;
+            }
+            match read_record(flash, at, end, &mut buf)? {
+                Ok(rec) => {
+                    snap.apply(&rec);
+                    let len = Record::encoded_len(&buf).unwrap_or(MAX_RECORD);
+                    at += rec_size::<F>(len);
+                }
+                Err(RecordError::Erased) => break erased(flash, at, end, &mut buf)?,
+                Err(_) => break false,
+            }
+        };
+        journal.append = at - start;
+        journal.rotate = !clean_end;
+        Ok((journal, snap))
+    }
+
+    /// Writes `rec`; `after` is the snapshot with `rec` applied, written whole if the journal
+    /// has to rotate first.
+    pub fn commit<F: NorFlash>(
+        &mut self,
+        flash: &mut F,
+        rec: &Record,
+        after: &Snapshot,
+    ) -> Result<(), JournalError<F::Error>> {
+        let mut buf = [0u8; MAX_RECORD];
+        let len = rec_size::<F>(rec.encode(&mut buf));
+        if self.rotate || self.append + len > self.sector_size {
+            return self.rotate(flash, after);
+        }
+        let at = self.base + self.current * self.sector_size + self.append;
+        write_padded::<F>(flash, at, &mut buf, rec)?;
+        self.append += len;
+        Ok(())
+    }
+
+    fn rotate<F: NorFlash>(
+        &mut self,
+        flash: &mut F,
+        snap: &Snapshot,
+    ) -> Result<(), JournalError<F::Error>> {
+        // Never the current sector: its records stay readable until the new header lands.
+        let next = (self.current + 1) % self.sectors;
+        let start = self.base + next * self.sector_size;
+        flash
+            .erase(start, start + self.sector_size)
+            .map_err(JournalError::Flash)?;
+        let mut buf = [0u8; MAX_RECORD];
+        let mut at = start + rec_size::<F>(14);
+        for rec in snap.records() {
+            let len = rec_size::<F>(rec.encode(&mut buf));
+            if at + len > start + self.sector_size {
+                return Err(JournalError::SectorTooSmall);
+            }
+            write_padded::<F>(flash, at, &mut buf, &rec)?;
+            at += len;
+        }
+        let seq = self.seq.wrapping_add(1);
+        write_padded::<F>(flash, start, &mut buf, &Record::Header { seq })?;
+        self.current = next;
+        self.seq = seq;
+        self.append = at - start;
+        self.rotate = false;
+        Ok(())
+    }
+
+    /// Bytes appended to the current sector (for wear figures).
+    pub fn used(&self) -> u32 {
+        self.append
+    }
+}
+
+fn write_padded<F: NorFlash>(
+    flash: &mut F,
+    at: u32,
+    buf: &mut [u8; MAX_RECORD],
+    rec: &Record,
+) -> Result<(), JournalError<F::Error>> {
+    let len = rec.encode(buf);
+    let total = padded(len, F::WRITE_SIZE);
+    // Pad with the erased value so the padding programs nothing.
+    let mut unit = [0xFFu8; 64];
+    let mut done = 0;
+    while done < total {
+        let n = unit.len().min(total - done);
+        for (i, b) in unit.iter_mut().take(n).enumerate() {
+            *b = buf
+                .get(done + i)
+                .copied()
+                .filter(|_| done + i < len)
+                .unwrap_or(0xFF);
+        }
+        flash
+            .write(at + done as u32, unit.get(..n).unwrap_or(&[]))
+            .map_err(JournalError::Flash)?;
+        done += n;
+    }
+    Ok(())
+}
+
+/// Reads and decodes the record at `at` (not past `end`). Flash errors are the outer error;
+/// a bad record is the inner one.
+fn read_record<F: NorFlash>(
+    flash: &mut F,
+    at: u32,
+    end: u32,
+    buf: &mut [u8; MAX_RECORD],
+) -> Result<Result<Record, RecordError>, JournalError<F::Error>> {
+    let n = (end.saturating_sub(at) as usize).min(MAX_RECORD);
+    let window = buf.get_mut(..n).unwrap_or(&mut []);
+    flash.read(at, window).map_err(JournalError::Flash)?;
+    Ok(Record::decode(window))
+}
+
+/// True if `[at, end)` is entirely erased.
+fn erased<F: NorFlash>(
+    flash: &mut F,
+    mut at: u32,
+    end: u32,
+    buf: &mut [u8; MAX_RECORD],
+) -> Result<bool, JournalError<F::Error>> {
+    while at < end {
+        let n = ((end - at) as usize).min(buf.len());
+        let window = buf.get_mut(..n).unwrap_or(&mut []);
+        flash.read(at, window).map_err(JournalError::Flash)?;
+        if window.iter().any(|&b| b != 0xFF) {
+            return Ok(false);
+        }
+        at += n as u32;
+    }
+    Ok(true)
+}

@@ -1,0 +1,34 @@
+//! Power-fail-safe update storage over NOR flash, for [`ota_core`].
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`layout`] | where ACTIVE, DFU and the journal live |
+//! | [`journal`] | append-only records in a ring of sectors, recovered after any cut |
+//! | [`record`] | the journal's record format |
+//! | [`state`] | the update state, download to confirm or revert |
+//! | [`storage`] | [`FlashStorage`]: `ota_core::UpdateStorage` over the DFU slot |
+//! | [`install`] | the swap, trial boot, confirm and rollback |
+//! | `sim`, `file` (feature `std`) | a simulated flash with power cuts; a file-backed flash |
+//!
+//! `no_std` and allocation-free without the `std` feature.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![deny(missing_docs)]
+#![deny(clippy::indexing_slicing)]
+#![forbid(unsafe_code)]
+
+pub mod install;
+pub mod journal;
+pub mod layout;
+pub mod record;
+pub mod state;
+pub mod storage;
+
+#[cfg(feature = "std")]
+pub mod file;
+#[cfg(feature = "std")]
+pub mod sim;
+
+pub use install::BootOutcome;
+pub use layout::{Layout, LayoutError, Partition};
+pub use state::UpdateState;
+pub use storage::{FlashStorage, StorageError};

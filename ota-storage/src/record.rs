@@ -1,0 +1,208 @@
+//! Journal records: `len | kind | payload | CRC-32`, padded with `0xFF` to the write size.
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 1 | payload length, 0..=250 (`0xFF` here with `0xFF` kind = erased, end of records) |
+//! | 1 | kind: 1 header, 2 begin, 3 progress, 4 state |
+//! | len | payload |
+//! | 4 | CRC-32 over length, kind and payload, little-endian |
+//!
+//! | kind | payload |
+//! |---|---|
+//! | header | magic `OTAJ`, sector sequence number (u32) |
+//! | begin | resume record (45 bytes), then the stored manifest (`len | body | signature`) |
+//! | progress | image id, next offset, ahead bitmap (u32 each) |
+//! | state | [`UpdateState`] (6 bytes) |
+
+use ota_core::crc32::checksum;
+use ota_core::manifest::StoredManifest;
+use ota_core::resume::{ResumeState, RESUME_STATE_LEN};
+use ota_core::wire::ImageId;
+
+use crate::state::UpdateState;
+
+/// Largest payload.
+pub const MAX_PAYLOAD: usize = 250;
+/// Largest encoded record before padding.
+pub const MAX_RECORD: usize = 2 + MAX_PAYLOAD + 4;
+const MAGIC: [u8; 4] = *b"OTAJ";
+
+const KIND_HEADER: u8 = 1;
+const KIND_BEGIN: u8 = 2;
+const KIND_PROGRESS: u8 = 3;
+const KIND_STATE: u8 = 4;
+
+/// One journal record.
+// Records live briefly on the stack of a no-alloc device; boxing the large variant is not an
+// option there.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// First record of a sector in use: its place in the rotation.
+    Header {
+        /// Higher is newer.
+        seq: u32,
+    },
+    /// A new download: its manifest and fresh resume record. Sets the state to downloading.
+    Begin {
+        /// Resume record at offset zero.
+        state: ResumeState,
+        /// The verified manifest.
+        manifest: StoredManifest,
+    },
+    /// Download progress (after the chunk it records was written).
+    Progress {
+        /// Image handle.
+        image: ImageId,
+        /// Every byte below is staged.
+        next_offset: u32,
+        /// Chunks staged beyond `next_offset`.
+        ahead: u32,
+    },
+    /// A new update state.
+    State(UpdateState),
+}
+
+/// Why bytes are not a valid record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// Erased flash: there are no more records.
+    #[error("erased flash")]
+    Erased,
+    /// Fewer bytes than the record claims.
+    #[error("record truncated")]
+    Truncated,
+    /// The CRC does not match (a torn write or bit rot).
+    #[error("record CRC mismatch")]
+    BadCrc,
+    /// Valid CRC, unknown kind or bad payload.
+    #[error("unknown or malformed record")]
+    Malformed,
+}
+
+impl Record {
+    /// Encodes into `out`; returns the unpadded length.
+    pub fn encode(&self, out: &mut [u8; MAX_RECORD]) -> usize {
+        let mut payload = [0u8; MAX_PAYLOAD];
+        let mut p = Cursor::new(&mut payload);
+        let kind = match self {
+            Record::Header { seq } => {
+                p.put(&MAGIC);
+                p.put(&seq.to_le_bytes());
+                KIND_HEADER
+            }
+            Record::Begin { state, manifest } => {
+                p.put(&state.to_bytes());
+                let mut m = [0u8; StoredManifest::MAX_BYTES];
+                let n = manifest.to_bytes(&mut m).unwrap_or(0);
+                p.put(m.get(..n).unwrap_or(&[]));
+                KIND_BEGIN
+            }
+            Record::Progress {
+                image,
+                next_offset,
+                ahead,
+            } => {
+                p.put(&image.0.to_le_bytes());
+                p.put(&next_offset.to_le_bytes());
+                p.put(&ahead.to_le_bytes());
+                KIND_PROGRESS
+            }
+            Record::State(s) => {
+                p.put(&s.to_bytes());
+                KIND_STATE
+            }
+        };
+        let len = p.pos;
+        let mut o = Cursor::new(out);
+        o.put(&[len as u8, kind]);
+        o.put(payload.get(..len).unwrap_or(&[]));
+        let crc = checksum(o.written());
+        o.put(&crc.to_le_bytes());
+        o.pos
+    }
+
+    /// Bytes the record at the start of `bytes` occupies before padding, from its length byte.
+    pub fn encoded_len(bytes: &[u8]) -> Result<usize, RecordError> {
+        match bytes {
+            [0xFF, 0xFF, ..] => Err(RecordError::Erased),
+            [len, _, ..] if usize::from(*len) <= MAX_PAYLOAD => Ok(6 + usize::from(*len)),
+            [_, _, ..] => Err(RecordError::Malformed),
+            _ => Err(RecordError::Truncated),
+        }
+    }
+
+    /// Decodes the record at the start of `bytes` (which may run on past it).
+    pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
+        let total = Self::encoded_len(bytes)?;
+        let rec = bytes.get(..total).ok_or(RecordError::Truncated)?;
+        let (body, crc) = rec.split_at(total - 4);
+        let crc: [u8; 4] = crc.try_into().map_err(|_| RecordError::Truncated)?;
+        if checksum(body) != u32::from_le_bytes(crc) {
+            return Err(RecordError::BadCrc);
+        }
+        let (&kind, payload) = body
+            .get(1..)
+            .and_then(|b| b.split_first())
+            .ok_or(RecordError::Truncated)?;
+        let u32_at = |i: usize| -> Result<u32, RecordError> {
+            let b: [u8; 4] = payload
+                .get(i..i + 4)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(RecordError::Malformed)?;
+            Ok(u32::from_le_bytes(b))
+        };
+        match kind {
+            KIND_HEADER if payload.len() == 8 && payload.get(..4) == Some(&MAGIC[..]) => {
+                Ok(Record::Header { seq: u32_at(4)? })
+            }
+            KIND_BEGIN => {
+                let (state, manifest) = payload
+                    .split_at_checked(RESUME_STATE_LEN)
+                    .ok_or(RecordError::Malformed)?;
+                Ok(Record::Begin {
+                    state: ResumeState::from_bytes(state).map_err(|_| RecordError::Malformed)?,
+                    manifest: StoredManifest::from_bytes(manifest).ok_or(RecordError::Malformed)?,
+                })
+            }
+            KIND_PROGRESS if payload.len() == 12 => Ok(Record::Progress {
+                image: ImageId(u32_at(0)?),
+                next_offset: u32_at(4)?,
+                ahead: u32_at(8)?,
+            }),
+            KIND_STATE => UpdateState::from_bytes(payload)
+                .map(Record::State)
+                .ok_or(RecordError::Malformed),
+            _ => Err(RecordError::Malformed),
+        }
+    }
+}
+
+/// `len` rounded up to a multiple of `unit`.
+pub(crate) const fn padded(len: usize, unit: usize) -> usize {
+    len.div_ceil(unit) * unit
+}
+
+/// Appends into a fixed buffer; bytes that do not fit are dropped (buffers are sized so that
+/// none ever is).
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(buf: &'a mut [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        for (dst, src) in self.buf.iter_mut().skip(self.pos).zip(bytes) {
+            *dst = *src;
+        }
+        self.pos = (self.pos + bytes.len()).min(self.buf.len());
+    }
+
+    fn written(&self) -> &[u8] {
+        self.buf.get(..self.pos).unwrap_or(&[])
+    }
+}

@@ -1,0 +1,281 @@
+//! A device's whole life through an update — download in short wakes, verify, install, trial
+//! boot, confirm or reject — on a simulated flash that can lose power at any operation.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+use ed25519_dalek::SigningKey;
+use ota_core::device::SleepReason;
+use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
+use ota_core::manifest::{Ed25519Verifier, Manifest, MANIFEST_FORMAT};
+use ota_core::sim::{run_wake, LinkProfile, Pipe, SimError as WakeError, SimRng};
+use ota_core::storage::UpdateStorage;
+use ota_core::wire::{
+    Digest, DigestPrefix, ImageId, ResultCode, RunningFirmware, Urgency, Version, WakeBudget,
+};
+use ota_core::{Device, DeviceConfig};
+use ota_storage::sim::SimFlash;
+use ota_storage::{BootOutcome, FlashStorage, Layout, Partition, UpdateState};
+use sha2::{Digest as _, Sha256};
+
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut r = SimRng::new(seed);
+    (0..len).map(|_| r.next_u64() as u8).collect()
+}
+
+/// One scenario: geometry comes from the flash type; sizes from here.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub old: Vec<u8>,
+    pub new: Vec<u8>,
+    pub chunk: u16,
+    /// The new image passes its health check.
+    pub healthy: bool,
+    /// Byte budget per wake (forces interrupted downloads).
+    pub wake_bytes: u32,
+}
+
+/// How a life ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The new image runs, confirmed and reported.
+    Updated,
+    /// The old image runs again; the rollback was reported with this reason.
+    RolledBack(ResultCode),
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LifeStats {
+    pub boots: u32,
+    pub wakes: u32,
+    pub accepted_payload: u64,
+    pub cut_happened: bool,
+}
+
+pub fn layout(erase: u32, image_sectors: u32) -> Layout {
+    let active = Partition::new(0, image_sectors * erase);
+    let dfu = Partition::new(active.size, (image_sectors + 1) * erase);
+    let journal = Partition::new(dfu.offset + dfu.size, 2 * erase);
+    Layout {
+        active,
+        dfu,
+        journal,
+    }
+}
+
+pub fn sectors_needed(erase: usize, s: &Scenario) -> u32 {
+    s.old.len().max(s.new.len()).div_ceil(erase) as u32
+}
+
+/// A fresh flash with the old image in ACTIVE.
+pub fn fresh_flash<const W: usize, const E: usize>(s: &Scenario) -> SimFlash<W, E> {
+    let n = sectors_needed(E, s);
+    let mut flash = SimFlash::<W, E>::new((n + n + 1 + 2) as usize);
+    flash.contents_mut()[..s.old.len()].copy_from_slice(&s.old);
+    flash
+}
+
+fn handler(s: &Scenario) -> Handler<SingleRelease, MemImages> {
+    let key = SigningKey::from_bytes(&[7u8; 32]);
+    let m = Manifest {
+        format: MANIFEST_FORMAT,
+        vendor: 1,
+        class: 2,
+        sequence: 10,
+        version: Version::new(2, 0, 0),
+        image_size: s.new.len() as u32,
+        digest: Digest(Sha256::digest(&s.new).into()),
+        chunk_size: s.chunk,
+        min_running: None,
+    };
+    let images = MemImages::new();
+    images.insert(ImageId(5), s.new.clone());
+    let release = SingleRelease {
+        image: ImageId(5),
+        manifest: OwnedManifest::sign(&m, &key),
+        urgency: Urgency::Attempt,
+        next_check_in: 60,
+    };
+    Handler::new(release, images, 1024)
+}
+
+fn verifier() -> Ed25519Verifier {
+    Ed25519Verifier::from_bytes(
+        &SigningKey::from_bytes(&[7u8; 32])
+            .verifying_key()
+            .to_bytes(),
+    )
+    .unwrap()
+}
+
+/// Which image ACTIVE holds: `Some(true)` new, `Some(false)` old, `None` a mix.
+pub fn active_image<const W: usize, const E: usize>(
+    flash: &SimFlash<W, E>,
+    s: &Scenario,
+) -> Option<bool> {
+    let mem = flash.contents();
+    if mem[..s.new.len()] == s.new[..] {
+        Some(true)
+    } else if mem[..s.old.len()] == s.old[..] {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Lives the device's life from `flash` as it is, with a cut armed `cut` operations ahead
+/// (`None`: no cut). After a cut the device reboots from the flash the cut left. Every boot
+/// checks that ACTIVE holds the old or the new image, never a mix. Panics on any violation.
+pub fn live<const W: usize, const E: usize>(
+    s: &Scenario,
+    mut flash: SimFlash<W, E>,
+    cut: Option<u64>,
+) -> (End, LifeStats, SimFlash<W, E>) {
+    let handler = handler(s);
+    let n = sectors_needed(E, s);
+    let layout = layout(E as u32, n);
+    let mut stats = LifeStats::default();
+    if let Some(k) = cut {
+        flash.cut_at(k);
+    }
+    let mut now = 0u64;
+    for _ in 0..20 {
+        stats.boots += 1;
+        if flash.is_dead() {
+            stats.cut_happened = true;
+            flash.power_on();
+        }
+        let mut storage = match FlashStorage::open(flash, layout) {
+            Ok(st) => st,
+            Err(e) => panic!("journal did not recover: {e:?}"),
+        };
+        let outcome = match storage.boot() {
+            Ok(o) => o,
+            Err(_) => {
+                // Power lost during the boot-time swap: nothing was booted; try again.
+                flash = storage.into_flash();
+                continue;
+            }
+        };
+        // Whatever the bootloader hands over must be one whole image.
+        let which = active_image(storage.flash(), s);
+        assert!(
+            which.is_some(),
+            "ACTIVE holds a mix of images after boot ({:?})",
+            storage.state()
+        );
+        match (outcome, which) {
+            (BootOutcome::Trial { .. }, Some(true)) => {}
+            (BootOutcome::Trial { .. }, other) => {
+                panic!("trial boot of the wrong image: {other:?}")
+            }
+            (BootOutcome::Reverted { .. }, Some(false)) => {}
+            (BootOutcome::Reverted { .. }, other) => panic!("revert left {other:?}"),
+            (BootOutcome::Normal, _) => {}
+        }
+        match run_app(s, &mut storage, &handler, outcome, &mut stats, &mut now) {
+            Ok(Some(end)) => {
+                let which = active_image(storage.flash(), s);
+                match end {
+                    End::Updated => assert_eq!(which, Some(true)),
+                    End::RolledBack(_) => assert_eq!(which, Some(false)),
+                }
+                if storage.flash().is_dead() {
+                    // The cut hit the very last write; that write may or may not have landed.
+                    flash = storage.into_flash();
+                    continue;
+                }
+                return (end, stats, storage.into_flash());
+            }
+            Ok(None) => flash = storage.into_flash(), // reboot requested
+            Err(()) => flash = storage.into_flash(),  // power lost
+        }
+    }
+    panic!("the update never finished: {stats:?}");
+}
+
+/// The application after a boot. `Ok(Some(end))` when the life is over, `Ok(None)` to reboot,
+/// `Err(())` on power loss.
+fn run_app<const W: usize, const E: usize>(
+    s: &Scenario,
+    storage: &mut FlashStorage<SimFlash<W, E>>,
+    handler: &Handler<SingleRelease, MemImages>,
+    boot: BootOutcome,
+    stats: &mut LifeStats,
+    now: &mut u64,
+) -> Result<Option<End>, ()> {
+    if let BootOutcome::Trial { .. } = boot {
+        // The health check.
+        return if s.healthy {
+            storage.confirm().map_err(|_| ())?;
+            Ok(None)
+        } else {
+            storage
+                .reject(ResultCode::HEALTH_CHECK_FAILED)
+                .map_err(|_| ())?;
+            Ok(None)
+        };
+    }
+    loop {
+        match storage.state() {
+            UpdateState::Confirmed { .. } => {
+                storage.outcome_reported().map_err(|_| ())?;
+                return Ok(Some(End::Updated));
+            }
+            UpdateState::Reverted { reason, .. } => {
+                storage.outcome_reported().map_err(|_| ())?;
+                return Ok(Some(End::RolledBack(reason)));
+            }
+            UpdateState::Staged => {
+                storage.request_install().map_err(|_| ())?;
+                return Ok(None);
+            }
+            UpdateState::Idle | UpdateState::Downloading => {
+                stats.wakes += 1;
+                assert!(stats.wakes < 500, "download makes no progress");
+                let mut config = DeviceConfig::new(
+                    b"dev-1",
+                    1,
+                    2,
+                    RunningFirmware {
+                        version: Version::new(1, 0, 0),
+                        digest: DigestPrefix([0; 8]),
+                        sequence: 9,
+                    },
+                );
+                config.staging_capacity = storage.capacity();
+                config.window = 3;
+                let mut dev: Device<Ed25519Verifier> = Device::new(config, verifier());
+                dev.restore_from(storage).map_err(|_| ())?;
+                let (mut up, mut down) = (Pipe::default(), Pipe::default());
+                let res = run_wake(
+                    &mut dev,
+                    storage,
+                    handler,
+                    &LinkProfile::ideal(50),
+                    &mut up,
+                    &mut down,
+                    &mut SimRng::new(1),
+                    now,
+                    WakeBudget {
+                        bytes: Some(s.wake_bytes),
+                        millis: None,
+                    },
+                );
+                stats.accepted_payload += dev.stats().payload_bytes_accepted;
+                match res {
+                    Ok(o) => assert!(
+                        matches!(o.reason, SleepReason::Staged | SleepReason::BudgetExhausted),
+                        "unexpected end of wake: {o:?}"
+                    ),
+                    Err(WakeError::Storage(_)) => return Err(()),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            other => panic!("application sees state {other:?} after boot"),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Journal recovery: torn and corrupted records fall back to the previous good one; garbage
+//! means "no update in progress"; nothing panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use embedded_storage::nor_flash::NorFlash;
+use ota_core::manifest::{SignedManifest, StoredManifest};
+use ota_core::resume::ResumeState;
+use ota_core::wire::{Digest, ImageId, Signature};
+use ota_storage::journal::{Journal, Snapshot};
+use ota_storage::record::Record;
+use ota_storage::sim::SimFlash;
+use ota_storage::UpdateState;
+use proptest::prelude::*;
+
+type Flash = SimFlash<4, 1024>;
+
+fn manifest() -> StoredManifest {
+    StoredManifest::from_signed(&SignedManifest {
+        body: &[1, 2, 3, 4, 5],
+        signature: Signature([9; 64]),
+    })
+    .unwrap()
+}
+
+/// Commits begin + `n` progress records; returns the journal, the expected snapshots after each
+/// commit, and the byte ranges each record occupies.
+fn build(flash: &mut Flash, n: u32) -> (Journal, Vec<Snapshot>) {
+    let (mut j, mut snap) = Journal::open(flash, 0, 2).unwrap();
+    let mut snaps = vec![snap];
+    let begin = Record::Begin {
+        state: ResumeState::new(Digest([3; 32]), ImageId(1)),
+        manifest: manifest(),
+    };
+    let mut recs = vec![begin];
+    for i in 1..=n {
+        recs.push(Record::Progress {
+            image: ImageId(1),
+            next_offset: i * 100,
+            ahead: 0,
+        });
+    }
+    for r in recs {
+        snap.apply(&r);
+        j.commit(flash, &r, &snap).unwrap();
+        snaps.push(snap);
+    }
+    (j, snaps)
+}
+
+fn reopen(flash: &mut Flash) -> Snapshot {
+    Journal::open(flash, 0, 2).unwrap().1
+}
+
+/// Offset of the last non-erased byte in the journal's current sector.
+fn last_written(flash: &Flash) -> usize {
+    flash.contents()[..2048]
+        .iter()
+        .rposition(|&b| b != 0xFF)
+        .unwrap()
+}
+
+#[test]
+fn reopen_sees_every_commit() {
+    let mut flash = Flash::new(2);
+    let (_, snaps) = build(&mut flash, 5);
+    assert_eq!(reopen(&mut flash), *snaps.last().unwrap());
+    assert_eq!(reopen(&mut flash).resume().unwrap().0.next_offset, 500);
+}
+
+#[test]
+fn bit_flip_in_last_record_falls_back_to_previous() {
+    let mut flash = Flash::new(2);
+    let (_, snaps) = build(&mut flash, 5);
+    let at = last_written(&flash) - 3;
+    flash.contents_mut()[at] ^= 0x08;
+    assert_eq!(reopen(&mut flash), snaps[snaps.len() - 2]);
+}
+
+#[test]
+fn torn_last_record_falls_back_and_next_commit_rotates() {
+    let mut flash = Flash::new(2);
+    let (_, snaps) = build(&mut flash, 5);
+    // Tear the last record: its tail never got written.
+    let end = last_written(&flash);
+    for b in &mut flash.contents_mut()[end - 6..=end] {
+        *b = 0xFF;
+    }
+    let (mut j, mut snap) = Journal::open(&mut flash, 0, 2).unwrap();
+    assert_eq!(snap, snaps[snaps.len() - 2]);
+    let erases_before: u32 = flash.erase_counts().iter().sum();
+    let r = Record::State(UpdateState::Staged);
+    snap.apply(&r);
+    j.commit(&mut flash, &r, &snap).unwrap();
+    let erases_after: u32 = flash.erase_counts().iter().sum();
+    assert_eq!(
+        erases_after,
+        erases_before + 1,
+        "the damaged sector must not be appended to"
+    );
+    assert_eq!(reopen(&mut flash), snap);
+}
+
+#[test]
+fn rotation_keeps_state_across_many_commits() {
+    let mut flash = Flash::new(2);
+    let (_, snaps) = build(&mut flash, 300);
+    assert!(
+        flash.erase_counts().iter().all(|&e| e > 2),
+        "should have rotated: {:?}",
+        flash.erase_counts()
+    );
+    assert_eq!(reopen(&mut flash), *snaps.last().unwrap());
+}
+
+#[test]
+fn no_good_record_means_idle() {
+    let mut flash = Flash::new(2);
+    let (_, snap) = Journal::open(&mut flash, 0, 2).unwrap();
+    assert_eq!(snap, Snapshot::default());
+    assert_eq!(snap.state, UpdateState::Idle);
+    assert!(snap.resume().is_none());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Arbitrary journal contents open without panicking, and the journal stays usable.
+    #[test]
+    fn garbage_never_panics(contents in prop::collection::vec(any::<u8>(), 2048), erased in any::<bool>()) {
+        let mut flash = Flash::new(2);
+        flash.contents_mut().copy_from_slice(&contents);
+        if erased {
+            flash.erase(1024, 2048).unwrap();
+        }
+        let (mut j, mut snap) = Journal::open(&mut flash, 0, 2).unwrap();
+        let r = Record::State(UpdateState::Staged);
+        snap.apply(&r);
+        j.commit(&mut flash, &r, &snap).unwrap();
+        prop_assert_eq!(reopen(&mut flash).state, UpdateState::Staged);
+    }
+
+    /// Flipping any bit of the journal never yields a state that was never committed.
+    #[test]
+    fn any_bit_flip_yields_a_committed_state(bit in 0usize..2048 * 8, n in 1u32..40) {
+        let mut flash = Flash::new(2);
+        let (_, snaps) = build(&mut flash, n);
+        flash.contents_mut()[bit / 8] ^= 1 << (bit % 8);
+        let got = reopen(&mut flash);
+        prop_assert!(snaps.contains(&got), "state {:?} was never committed", got);
+    }
+
+    #[test]
+    fn record_decoding_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+        let _ = Record::decode(&bytes);
+    }
+
+    #[test]
+    fn records_roundtrip(next in any::<u32>(), ahead in any::<u32>(), image in any::<u32>(), seq in any::<u32>()) {
+        for r in [
+            Record::Progress { image: ImageId(image), next_offset: next, ahead },
+            Record::Header { seq },
+            Record::State(UpdateState::Reverted { sequence: seq, reason: ota_core::wire::ResultCode(7) }),
+            Record::Begin { state: ResumeState::new(Digest([7; 32]), ImageId(image)), manifest: manifest() },
+        ] {
+            let mut buf = [0u8; ota_storage::record::MAX_RECORD];
+            let n = r.encode(&mut buf);
+            prop_assert_eq!(Record::decode(&buf[..n]), Ok(r));
+        }
+    }
+}
