@@ -155,10 +155,21 @@ pub enum ImageError {
     Io(String),
 }
 
+/// Size and digest of a stored image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// Bytes.
+    pub size: u32,
+    /// SHA-256 of the whole image (transports derive cache validators such as a CoAP ETag).
+    pub digest: Digest,
+}
+
 /// Reads image bytes.
 pub trait ImageSource {
     /// Fills as much of `buf` as the image has from `offset`; returns the count.
     fn read_at(&self, image: ImageId, offset: u32, buf: &mut [u8]) -> Result<usize, ImageError>;
+    /// Size and digest of an image.
+    fn describe(&self, image: ImageId) -> Result<ImageInfo, ImageError>;
 }
 
 /// Why a request got no reply.
@@ -277,7 +288,7 @@ impl<D: DesiredState, I: ImageSource> Handler<D, I> {
 /// Images held in memory, for tests, simulators and small servers.
 #[derive(Debug, Default)]
 pub struct MemImages {
-    images: RwLock<HashMap<ImageId, Vec<u8>>>,
+    images: RwLock<HashMap<ImageId, (Vec<u8>, ImageInfo)>>,
 }
 
 impl MemImages {
@@ -288,8 +299,13 @@ impl MemImages {
 
     /// Adds or replaces an image.
     pub fn insert(&self, id: ImageId, bytes: Vec<u8>) {
+        use sha2::Digest as _;
+        let info = ImageInfo {
+            size: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+            digest: Digest(sha2::Sha256::digest(&bytes).into()),
+        };
         if let Ok(mut map) = self.images.write() {
-            map.insert(id, bytes);
+            map.insert(id, (bytes, info));
         }
     }
 }
@@ -300,8 +316,8 @@ impl ImageSource for MemImages {
             .images
             .read()
             .map_err(|_| ImageError::Io("lock poisoned".into()))?;
-        let bytes = map.get(&image).ok_or(ImageError::UnknownImage(image))?;
-        let size = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        let (bytes, info) = map.get(&image).ok_or(ImageError::UnknownImage(image))?;
+        let size = info.size;
         let tail = bytes
             .get(offset as usize..)
             .filter(|t| !t.is_empty())
@@ -313,6 +329,16 @@ impl ImageSource for MemImages {
         let n = tail.len().min(buf.len());
         buf.iter_mut().zip(tail).for_each(|(d, s)| *d = *s);
         Ok(n)
+    }
+
+    fn describe(&self, image: ImageId) -> Result<ImageInfo, ImageError> {
+        let map = self
+            .images
+            .read()
+            .map_err(|_| ImageError::Io("lock poisoned".into()))?;
+        map.get(&image)
+            .map(|(_, info)| *info)
+            .ok_or(ImageError::UnknownImage(image))
     }
 }
 

@@ -362,6 +362,13 @@ impl ImageSource for EvilImages {
         buf[..n].copy_from_slice(&tail[..n]);
         Ok(n)
     }
+
+    fn describe(&self, _: ImageId) -> Result<ota_core::host::ImageInfo, ImageError> {
+        Ok(ota_core::host::ImageInfo {
+            size: self.0.len() as u32,
+            digest: ota_core::wire::Digest([0; 32]),
+        })
+    }
 }
 
 #[test]

@@ -679,6 +679,33 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
         }
     }
 
+    /// Feeds one chunk that a transport received in its own framing (a CoAP Block2 response,
+    /// say), as if it had arrived in a [`Message::Chunk`].
+    pub fn handle_chunk(&mut self, now: Instant, chunk: &Chunk<'_>) -> Result<(), RecvError> {
+        self.stats.bytes_received += chunk.payload.len() as u64;
+        self.stats.messages_received += 1;
+        self.on_chunk(now, chunk)
+    }
+
+    /// Adds a transport's own framing to the byte counts, so byte budgets and statistics cover
+    /// every radio byte: bytes sent beyond what [`Device::poll_transmit`] returned, and bytes
+    /// received beyond the messages (or chunk payloads) handed in. Negative values subtract.
+    pub fn add_link_bytes(&mut self, sent: i64, received: i64) {
+        self.stats.bytes_sent = self.stats.bytes_sent.saturating_add_signed(sent);
+        self.stats.bytes_received = self.stats.bytes_received.saturating_add_signed(received);
+    }
+
+    /// The chunk size of the download in progress.
+    pub fn chunk_size(&self) -> Option<u16> {
+        self.dl.as_ref().map(|d| d.manifest.chunk_size)
+    }
+
+    /// The image digest of the download in progress (transports check cache validators such
+    /// as a CoAP ETag against it).
+    pub fn image_digest(&self) -> Option<Digest> {
+        self.dl.as_ref().map(|d| d.manifest.digest)
+    }
+
     fn on_chunk(&mut self, now: Instant, chunk: &Chunk<'_>) -> Result<(), RecvError> {
         let Some(dl) = self.dl.as_ref() else {
             return Err(RecvError::Unexpected);

@@ -1,0 +1,172 @@
+//! Serves the same 1 MiB image to libcoap's `coap-client-notls` from our server and from
+//! libcoap's own `coap-server-notls`, one after the other, and prints both times and the ratio.
+//!
+//! `cargo run --release -p ota-transport-coap --example bench_libcoap -- [--runs N]`
+//! (needs Debian's `libcoap3-bin`).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
+use ota_core::manifest::{Manifest, MANIFEST_FORMAT};
+use ota_core::sim::SimRng;
+use ota_core::wire::{Digest, ImageId, Urgency, Version};
+use ota_transport_coap::server::{serve, Responder, ServerConfig};
+
+const SIZE: usize = 1024 * 1024;
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn client(args: &[&str]) {
+    let st = Command::new("coap-client-notls")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("coap-client-notls from Debian's libcoap3-bin");
+    assert!(st.success(), "coap-client-notls {args:?} failed");
+}
+
+/// Median wall time of `runs` full downloads from `url`, each checked byte for byte.
+fn time_downloads(url: &str, runs: usize, expect: &[u8], out: &std::path::Path) -> Duration {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let _ = std::fs::remove_file(out);
+            let t = Instant::now();
+            client(&[
+                "-m",
+                "get",
+                "-b",
+                "1024",
+                "-B",
+                "60",
+                "-o",
+                out.to_str().unwrap(),
+                url,
+            ]);
+            let d = t.elapsed();
+            assert!(std::fs::read(out).unwrap() == expect, "{url}: wrong bytes");
+            d
+        })
+        .collect();
+    times.sort();
+    times[runs / 2]
+}
+
+fn main() {
+    let runs: usize = std::env::args()
+        .skip_while(|a| a != "--runs")
+        .nth(1)
+        .map(|n| n.parse().expect("--runs N"))
+        .unwrap_or(5);
+    let mut rng = SimRng::new(42);
+    let img: Vec<u8> = (0..SIZE).map(|_| rng.next_u64() as u8).collect();
+    let dir = std::env::temp_dir().join(format!("ota-coap-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("image");
+    let out = dir.join("out");
+    std::fs::write(&file, &img).unwrap();
+
+    // Ours, in this process.
+    let images = MemImages::new();
+    images.insert(ImageId(7), img.clone());
+    let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+    let m = Manifest {
+        format: MANIFEST_FORMAT,
+        vendor: 0,
+        class: 0,
+        sequence: 1,
+        version: Version::new(1, 0, 0),
+        image_size: SIZE as u32,
+        digest: Digest([0; 32]),
+        chunk_size: 1024,
+        min_running: None,
+    };
+    let release = SingleRelease {
+        image: ImageId(7),
+        manifest: OwnedManifest::sign(&m, &key),
+        urgency: Urgency::Attempt,
+        next_check_in: 60,
+    };
+    let handler = Arc::new(Handler::new(release, images, 1024));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ours = free_port();
+    let socket = rt
+        .block_on(tokio::net::UdpSocket::bind(("127.0.0.1", ours)))
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        rt.block_on(serve(
+            socket,
+            Responder::new(handler, ServerConfig::default()),
+        ))
+    });
+    let _ = server;
+
+    // libcoap's, holding the same bytes (PUT with its own client).
+    let theirs = free_port();
+    let mut libcoap = Command::new("coap-server-notls")
+        .args([
+            "-A",
+            "127.0.0.1",
+            "-p",
+            &theirs.to_string(),
+            "-d",
+            "4",
+            "-v",
+            "0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("coap-server-notls from Debian's libcoap3-bin");
+    std::thread::sleep(Duration::from_millis(300));
+    let their_url = format!("coap://127.0.0.1:{theirs}/ota/i/7");
+    client(&[
+        "-m",
+        "put",
+        "-b",
+        "1024",
+        "-B",
+        "60",
+        "-f",
+        file.to_str().unwrap(),
+        &their_url,
+    ]);
+
+    let our_url = format!("coap://127.0.0.1:{ours}/ota/i/7");
+    let t_ours = time_downloads(&our_url, runs, &img, &out);
+    let t_theirs = time_downloads(&their_url, runs, &img, &out);
+    let _ = libcoap.kill();
+    let _ = libcoap.wait();
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let blocks = SIZE / 1024;
+    println!("1 MiB to coap-client-notls, Block2 1024, loopback, median of {runs} runs:");
+    println!("{:<28} {:>10} {:>12}", "server", "time", "blocks/s");
+    for (name, t) in [
+        ("ota-transport-coap", t_ours),
+        ("libcoap coap-server-notls", t_theirs),
+    ] {
+        println!(
+            "{:<28} {:>8.1} ms {:>12.0}",
+            name,
+            t.as_secs_f64() * 1e3,
+            blocks as f64 / t.as_secs_f64()
+        );
+    }
+    println!(
+        "ratio (libcoap time / ours): {:.2}",
+        t_theirs.as_secs_f64() / t_ours.as_secs_f64()
+    );
+}

@@ -1,0 +1,27 @@
+//! CoAP over UDP for [`ota_core`]: an alloc-free device client and a tokio server.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`resources`] | the resource table, option numbers and codes |
+//! | [`udp`] | the RFC 7252 message layer around `coap-message-implementations` |
+//! | [`block`] | the RFC 7959 Block2 option value |
+//! | [`client`] | [`CoapClient`]: an `ota-core` device over CoAP, sans-IO |
+//! | [`socket`] | a blocking one-wake driver over any datagram socket |
+//! | `server` (feature `server`) | the sans-IO responder and its tokio loop |
+//!
+//! The device side (`--no-default-features`) is `no_std` and allocation-free.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![deny(missing_docs)]
+#![deny(clippy::indexing_slicing)]
+#![forbid(unsafe_code)]
+
+pub mod block;
+pub mod client;
+pub mod resources;
+pub mod socket;
+pub mod udp;
+
+#[cfg(feature = "server")]
+pub mod server;
+
+pub use client::{ClientError, CoapClient};

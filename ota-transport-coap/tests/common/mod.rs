@@ -1,0 +1,212 @@
+//! Fixtures: a signed release, a server on a loopback port, a device downloading over CoAP.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use ota_core::device::{Event, SleepReason};
+use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
+use ota_core::manifest::{Ed25519Verifier, Manifest, MANIFEST_FORMAT};
+use ota_core::sim::SimRng;
+use ota_core::storage::MemStorage;
+use ota_core::wire::{
+    Digest, DigestPrefix, ImageId, RunningFirmware, Urgency, Version, WakeBudget,
+};
+use ota_core::DeviceConfig;
+use ota_transport_coap::server::{serve, Responder, ServerConfig, ServerStats};
+use ota_transport_coap::socket::{run_wake, StdClock};
+use ota_transport_coap::CoapClient;
+use sha2::{Digest as _, Sha256};
+
+pub const IMAGE_ID: u32 = 7;
+
+pub fn image(len: usize, seed: u64) -> Vec<u8> {
+    let mut r = SimRng::new(seed);
+    (0..len).map(|_| r.next_u64() as u8).collect()
+}
+
+pub fn key() -> SigningKey {
+    SigningKey::from_bytes(&[7u8; 32])
+}
+
+pub fn manifest(img: &[u8], chunk: u16) -> OwnedManifest {
+    OwnedManifest::sign(
+        &Manifest {
+            format: MANIFEST_FORMAT,
+            vendor: 1,
+            class: 2,
+            sequence: 5,
+            version: Version::new(2, 0, 0),
+            image_size: img.len() as u32,
+            digest: Digest(Sha256::digest(img).into()),
+            chunk_size: chunk,
+            min_running: None,
+        },
+        &key(),
+    )
+}
+
+pub fn handler(img: &[u8], chunk: u16) -> Arc<Handler<SingleRelease, MemImages>> {
+    let images = MemImages::new();
+    images.insert(ImageId(IMAGE_ID), img.to_vec());
+    let release = SingleRelease {
+        image: ImageId(IMAGE_ID),
+        manifest: manifest(img, chunk),
+        urgency: Urgency::Attempt,
+        next_check_in: 60,
+    };
+    Arc::new(Handler::new(release, images, 1024))
+}
+
+/// A server on a free loopback port, running until the returned runtime is dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub stats: Arc<ServerStats>,
+    _rt: tokio::runtime::Runtime,
+}
+
+pub fn start_server(handler: Arc<Handler<SingleRelease, MemImages>>) -> Server {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let socket = rt
+        .block_on(tokio::net::UdpSocket::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = socket.local_addr().unwrap();
+    let responder = Responder::new(handler, ServerConfig::default());
+    let stats = responder.stats();
+    rt.spawn(serve(socket, responder));
+    Server {
+        addr,
+        stats,
+        _rt: rt,
+    }
+}
+
+pub fn device_config(capacity: u32, window: u8) -> DeviceConfig {
+    let mut c = DeviceConfig::new(
+        b"coap-dev",
+        1,
+        2,
+        RunningFirmware {
+            version: Version::new(1, 0, 0),
+            digest: DigestPrefix([0; 8]),
+            sequence: 4,
+        },
+    );
+    c.staging_capacity = capacity;
+    c.window = window;
+    c
+}
+
+pub fn verifier() -> Ed25519Verifier {
+    Ed25519Verifier::from_bytes(&key().verifying_key().to_bytes()).unwrap()
+}
+
+/// Downloads the release from `addr` over CoAP in wakes of `budget`, until staged.
+/// Returns the staged bytes and the number of wakes.
+pub fn download(
+    addr: SocketAddr,
+    len: usize,
+    window: u8,
+    budget: WakeBudget,
+) -> (Vec<u8>, u32, u64) {
+    let mut storage = MemStorage::new(len as u32 + 1024);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(addr).unwrap();
+    let mut sock = sock;
+    let clock = StdClock::default();
+    let mut radio = 0;
+    for wake in 1..=200u32 {
+        let mut client: CoapClient<_> = CoapClient::new(
+            device_config(len as u32 + 1024, window),
+            verifier(),
+            wake * 7919,
+        );
+        let end = run_wake(&mut client, &mut sock, &clock, &mut storage, budget, |e| {
+            if let Event::ManifestRejected(err) = e {
+                panic!("manifest rejected: {err}");
+            }
+        })
+        .unwrap();
+        radio += client.stats().bytes_sent + client.stats().bytes_received;
+        if end.reason == SleepReason::Staged {
+            return (storage.staged(len), wake, radio);
+        }
+    }
+    panic!("not staged after 200 wakes");
+}
+
+pub fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ota-coap-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A free UDP port on loopback.
+pub fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// libcoap's server, killed on drop.
+pub struct LibcoapServer {
+    pub port: u16,
+    child: Child,
+}
+
+impl Drop for LibcoapServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start_libcoap_server() -> LibcoapServer {
+    let port = free_port();
+    let child = Command::new("coap-server-notls")
+        .args([
+            "-A",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-d",
+            "10",
+            "-v",
+            "0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("coap-server-notls (Debian libcoap3-bin) must be installed: .ci/run installs it");
+    std::thread::sleep(Duration::from_millis(300));
+    LibcoapServer { port, child }
+}
+
+/// Runs libcoap's client with `args`, bounded to `secs`; returns (success, stderr).
+pub fn coap_client(args: &[&str], secs: u64) -> (bool, String) {
+    let out = Command::new("timeout")
+        .arg(secs.to_string())
+        .arg("coap-client-notls")
+        .args(args)
+        .output()
+        .expect("coap-client-notls (Debian libcoap3-bin) must be installed: .ci/run installs it");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

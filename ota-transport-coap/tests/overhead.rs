@@ -1,0 +1,92 @@
+//! The bytes a block request and a block response cost beyond the payload, and the size of a
+//! "nothing for you" check-in over CoAP.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use common::*;
+use ota_core::storage::MemStorage;
+use ota_core::wire::WakeBudget;
+use ota_core::Instant;
+use ota_transport_coap::server::{Responder, ServerConfig};
+use ota_transport_coap::udp;
+use ota_transport_coap::CoapClient;
+
+#[test]
+fn block_exchange_overhead() {
+    let img = image(256 * 1024, 1);
+    let mut responder = Responder::new(handler(&img, 1024), ServerConfig::default());
+    let mut client: CoapClient<_> = CoapClient::new(device_config(300 * 1024, 1), verifier(), 1);
+    client.device_mut().wake(Instant(0), WakeBudget::default());
+    let mut req = [0u8; 512];
+    let mut resp = [0u8; 1400];
+    let peer = "127.0.0.1:5683".parse().unwrap();
+    let mut storage = MemStorage::new(300 * 1024);
+
+    // Check-in and the offer, through the real responder.
+    let n = client.poll_transmit(Instant(0), &mut req).unwrap();
+    let checkin_datagram = n;
+    let m = responder.respond(0, peer, &req[..n], &mut resp).unwrap();
+    client.handle_datagram(Instant(1), &resp[..m]).unwrap();
+
+    // Walk the blocks; measure one in the middle of the image (offset 200 KiB).
+    let mut sizes = None;
+    for _ in 0..256 {
+        let n = client.poll_transmit(Instant(2), &mut req).unwrap();
+        let m = responder.respond(0, peer, &req[..n], &mut resp).unwrap();
+        let d = udp::parse(&resp[..m]).unwrap();
+        let payload = d
+            .items()
+            .filter_map(|i| match i.unwrap() {
+                udp::Item::Payload(p) => Some(p.len()),
+                _ => None,
+            })
+            .next()
+            .unwrap();
+        let _ = client.handle_datagram(Instant(3), &resp[..m]);
+        client.device_mut().drive_storage(&mut storage).unwrap();
+        if payload == 1024
+            && sizes.is_none()
+            && client.device().stats().payload_bytes_accepted >= 200 * 1024
+        {
+            sizes = Some((n, m - payload));
+        }
+    }
+    let (request, response_overhead) = sizes.unwrap();
+    println!("check-in datagram {checkin_datagram} B; block request {request} B; block response {response_overhead} B + payload");
+    assert_eq!(
+        request, 17,
+        "4 header + 2 token + Uri-Path ota/i/7 (8) + Block2 (3)"
+    );
+    assert_eq!(
+        response_overhead, 16,
+        "4 header + 2 token + ETag (5) + Block2 (4) + marker (1)"
+    );
+}
+
+#[test]
+fn nothing_for_you_over_coap() {
+    let img = image(1000, 1);
+    let mut responder = Responder::new(handler(&img, 1024), ServerConfig::default());
+    let mut config = device_config(4096, 1);
+    config.running.sequence = 5; // already runs the release
+    let mut client: CoapClient<_> = CoapClient::new(config, verifier(), 1);
+    client.device_mut().wake(Instant(0), WakeBudget::default());
+    let (mut req, mut resp) = ([0u8; 512], [0u8; 512]);
+    let n = client.poll_transmit(Instant(0), &mut req).unwrap();
+    let m = responder
+        .respond(0, "127.0.0.1:1".parse().unwrap(), &req[..n], &mut resp)
+        .unwrap();
+    client.handle_datagram(Instant(1), &resp[..m]).unwrap();
+    let sleep = std::iter::from_fn(|| client.device_mut().poll_event()).last();
+    assert!(matches!(
+        sleep,
+        Some(ota_core::Event::Sleep {
+            reason: ota_core::device::SleepReason::UpToDate,
+            ..
+        })
+    ));
+    println!("\"nothing for you\" over CoAP: {n} B request + {m} B response, one round trip");
+    // The ota-core messages (35 + 9) plus CoAP framing.
+    assert!(n <= 35 + 15 && m <= 9 + 8, "{n} + {m}");
+}
