@@ -3,7 +3,12 @@
 //!
 //! `cargo run --release -p ota-transport-coap --example bench_libcoap -- [--runs N]`
 //! (needs Debian's `libcoap3-bin`).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;

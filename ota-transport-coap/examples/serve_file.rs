@@ -1,7 +1,12 @@
 //! Serves one file as image `/ota/i/7` on a UDP port, for trying the server with any CoAP client.
 //!
 //! `cargo run --release -p ota-transport-coap --example serve_file -- FILE [PORT]`
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::sync::Arc;
 
