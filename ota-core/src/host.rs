@@ -172,6 +172,24 @@ pub trait ImageSource {
     fn describe(&self, image: ImageId) -> Result<ImageInfo, ImageError>;
 }
 
+impl<T: DesiredState + ?Sized> DesiredState for std::sync::Arc<T> {
+    fn decide(&self, checkin: &CheckIn<'_>) -> Decision {
+        (**self).decide(checkin)
+    }
+    fn on_report(&self, report: &Report<'_>) {
+        (**self).on_report(report)
+    }
+}
+
+impl<T: ImageSource + ?Sized> ImageSource for std::sync::Arc<T> {
+    fn read_at(&self, image: ImageId, offset: u32, buf: &mut [u8]) -> Result<usize, ImageError> {
+        (**self).read_at(image, offset, buf)
+    }
+    fn describe(&self, image: ImageId) -> Result<ImageInfo, ImageError> {
+        (**self).describe(image)
+    }
+}
+
 /// Why a request got no reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandlerError {

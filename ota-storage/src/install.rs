@@ -119,6 +119,12 @@ impl<F: MultiwriteNorFlash> FlashStorage<F> {
         F::ERASE_SIZE as u32
     }
 
+    /// The manifest of the download, staged image or image on trial the journal holds, if any.
+    pub fn staged_manifest(&self) -> Option<ota_core::Manifest> {
+        let (_, manifest) = self.snap.download?;
+        manifest.as_signed().decode_verified().ok()
+    }
+
     fn staged_sequence(&self) -> Result<u32, StorageError<F::Error>> {
         let (_, manifest) = self.snap.download.ok_or(StorageError::BadManifest)?;
         manifest

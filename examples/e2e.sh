@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# End-to-end test of the real binaries: keygen, release, rollout, serve, two ota-device
+# processes (one healthy, one failing its health check), then status. Bounded in time; cleans up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q -p ota-server -p ota-device
+S=target/release/ota-server
+D=target/release/ota-device
+T=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
+trap cleanup EXIT
+fail() { echo "e2e: FAIL: $*" >&2; exit 1; }
+
+# A command that must fail with a one-line error and a non-zero exit.
+must_fail() {
+  local what=$1; shift
+  if "$@" >"$T/out" 2>"$T/err"; then fail "$what: succeeded"; fi
+  [ "$(wc -l <"$T/err")" -eq 1 ] || fail "$what: error is not one line: $(cat "$T/err")"
+  echo "e2e: refused as expected ($what): $(cat "$T/err")"
+}
+
+$S keygen --out "$T/keys"
+$S keygen --out "$T/other-keys"
+head -c 150000 /dev/urandom >"$T/v1.1.bin"
+$S release --image "$T/v1.1.bin" --version 1.1.0 --class sensor --key "$T/keys" --data "$T/data" | tee "$T/rel"
+grep -q "sequence 1" "$T/rel" || fail "first release is not sequence 1"
+
+must_fail "missing image" $S release --image "$T/nope.bin" --version 1.2.0 --class sensor --key "$T/keys" --data "$T/data"
+must_fail "version not greater" $S release --image "$T/v1.1.bin" --version 1.1.0 --class sensor --key "$T/keys" --data "$T/data"
+must_fail "not a signing key" $S release --image "$T/v1.1.bin" --version 1.2.0 --class sensor --key "$T/v1.1.bin" --data "$T/data"
+must_fail "unknown class" $S rollout --version 1.1.0 --class nosuch --data "$T/data"
+must_fail "unknown version" $S rollout --version 9.9.9 --class sensor --data "$T/data"
+must_fail "bad window" $S rollout --version 1.1.0 --class sensor --window 25:00-26:00 --data "$T/data"
+# Nothing half-written: the next good release still gets sequence 2.
+head -c 1000 /dev/urandom >"$T/v1.2.bin"
+$S release --image "$T/v1.2.bin" --version 1.2.0 --class other --key "$T/other-keys" --data "$T/data" >/dev/null
+$S release --image "$T/v1.1.bin" --version 1.1.1 --class sensor --key "$T/keys" --data "$T/data" | grep -q "sequence 2" \
+  || fail "a refused release left something behind"
+
+$S rollout --version 1.1.1 --class sensor --percent 100 --data "$T/data"
+port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+$S serve --coap "127.0.0.1:$port" --data "$T/data" --check-in-secs 1 2>"$T/server.log" &
+pids+=($!)
+sleep 0.5
+
+common=(--server "coap://127.0.0.1:$port" --class sensor --key "$T/keys" --wake-every 1 --budget-ms 1500 --exit-when-idle --max-wakes 40)
+timeout 120 $D "${common[@]}" --id dev-ok --state "$T/dev-ok" 2>"$T/dev-ok.log" &
+ok=$!
+timeout 120 $D "${common[@]}" --id dev-bad --state "$T/dev-bad" --fail-health-check 2>"$T/dev-bad.log" &
+bad=$!
+wait "$ok" || { cat "$T/dev-ok.log"; fail "healthy device did not finish"; }
+wait "$bad" || { cat "$T/dev-bad.log"; fail "failing device did not finish"; }
+echo "--- dev-ok"; cat "$T/dev-ok.log"
+echo "--- dev-bad"; cat "$T/dev-bad.log"
+
+$S status --data "$T/data" | tee "$T/status"
+grep -E "^dev-ok +sensor +1\.1\.1 +1\.1\.1 .*confirmed" "$T/status" >/dev/null || fail "dev-ok is not confirmed on 1.1.1"
+grep -E "^dev-bad +sensor +1\.0\.0 +1\.1\.1 .*rolled back +health check failed" "$T/status" >/dev/null \
+  || fail "dev-bad is not rolled back with its reason"
+echo "e2e: 2 passed, 0 failed"

@@ -1,0 +1,287 @@
+//! `ota-device`: a simulated sleepy device. Its flash is a file (ACTIVE, DFU and journal, as
+//! on a real MCU), so it survives restarts; each wake checks in over CoAP, downloads within its
+//! budget and sleeps; a staged image is installed at the next "reboot", booted on trial, and
+//! confirmed, or rolled back when `--fail-health-check` is set. Outcomes are reported at the
+//! next check-in.
+
+use std::net::{ToSocketAddrs, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use ota_core::device::{Event, SleepReason};
+use ota_core::manifest::Ed25519Verifier;
+use ota_core::wire::{DigestPrefix, ResultCode, RunningFirmware, WakeBudget};
+use ota_core::DeviceConfig;
+use ota_storage::file::FileFlash;
+use ota_storage::{BootOutcome, FlashStorage, Layout, Partition, UpdateState};
+use ota_transport_coap::socket::{run_wake, StdClock};
+use ota_transport_coap::CoapClient;
+
+const SECTOR: u32 = 4096;
+
+#[derive(Parser)]
+#[command(name = "ota-device", version, about = "A simulated sleepy device")]
+struct Args {
+    /// Update server, coap://HOST:PORT.
+    #[arg(long)]
+    server: String,
+    #[arg(long)]
+    id: String,
+    #[arg(long)]
+    class: String,
+    /// The vendor's public key file (or key directory).
+    #[arg(long)]
+    key: PathBuf,
+    /// Where the device keeps its flash file and running-firmware record.
+    #[arg(long)]
+    state: PathBuf,
+    /// Seconds asleep between wakes (the server's next check-in time is capped to this).
+    #[arg(long, default_value_t = 2)]
+    wake_every: u64,
+    /// Milliseconds awake per wake.
+    #[arg(long, default_value_t = 3000)]
+    budget_ms: u32,
+    /// Firmware version the device starts with (first run only).
+    #[arg(long, default_value = "1.0.0")]
+    version: String,
+    /// Size of the application slot in KiB.
+    #[arg(long, default_value_t = 512)]
+    slot_kib: u32,
+    /// The new image fails its health check: roll back.
+    #[arg(long)]
+    fail_health_check: bool,
+    /// Stop after this many wakes.
+    #[arg(long, default_value_t = 1000)]
+    max_wakes: u32,
+    /// Exit once up to date with nothing left to report.
+    #[arg(long)]
+    exit_when_idle: bool,
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("ota-device: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The running firmware, as the (simulated) bootloader knows it: a small text file.
+fn load_running(path: &Path, initial: &str) -> anyhow::Result<RunningFirmware> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(_) => format!("{initial} 0 0000000000000000"),
+    };
+    let mut it = text.split_whitespace();
+    let (Some(v), Some(seq), Some(d)) = (it.next(), it.next(), it.next()) else {
+        bail!("{} is malformed", path.display());
+    };
+    let digest: [u8; 8] = hex::decode(d)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("bad digest in {}", path.display()))?;
+    Ok(RunningFirmware {
+        version: ota_server::parse_version(v)?,
+        digest: DigestPrefix(digest),
+        sequence: seq.parse()?,
+    })
+}
+
+fn save_running(path: &Path, r: &RunningFirmware) -> anyhow::Result<()> {
+    let v = r.version;
+    std::fs::write(
+        path,
+        format!(
+            "{}.{}.{} {} {}",
+            v.major,
+            v.minor,
+            v.patch,
+            r.sequence,
+            hex::encode(r.digest.0)
+        ),
+    )
+    .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn log(id: &str, msg: &str) {
+    eprintln!("[{id}] {msg}");
+}
+
+fn run(a: Args) -> anyhow::Result<()> {
+    let public = ota_server::keys::load_public(&a.key)?;
+    let verifier =
+        Ed25519Verifier::from_bytes(&public).context("public key is not a valid Ed25519 key")?;
+    let addr = a
+        .server
+        .strip_prefix("coap://")
+        .context("--server must be coap://HOST:PORT")?
+        .to_socket_addrs()?
+        .next()
+        .context("server address does not resolve")?;
+    std::fs::create_dir_all(&a.state)?;
+    let slot = a.slot_kib * 1024 / SECTOR * SECTOR;
+    let layout = Layout {
+        active: Partition::new(0, slot),
+        dfu: Partition::new(slot, slot + SECTOR),
+        journal: Partition::new(2 * slot + SECTOR, 2 * SECTOR),
+    };
+    let sectors = ((2 * slot + 3 * SECTOR) / SECTOR) as usize;
+    let running_path = a.state.join("running");
+    let flash_path = a.state.join("flash.bin");
+    let socket = UdpSocket::bind(if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })?;
+    socket.connect(addr)?;
+    let mut socket = socket;
+    let clock = StdClock::default();
+
+    let mut wakes = 0;
+    while wakes < a.max_wakes {
+        // Power on: the bootloader part.
+        let flash = FileFlash::<4, 4096>::open(&flash_path, sectors)?;
+        let mut storage =
+            FlashStorage::open(flash, layout).map_err(|e| anyhow::anyhow!("flash: {e:?}"))?;
+        let mut running = load_running(&running_path, &a.version)?;
+        match storage.boot().map_err(|e| anyhow::anyhow!("boot: {e:?}"))? {
+            BootOutcome::Trial { sequence } => {
+                let m = storage
+                    .staged_manifest()
+                    .context("trial without a manifest")?;
+                log(
+                    &a.id,
+                    &format!("booted {} on trial (sequence {sequence})", vtext(m.version)),
+                );
+                if a.fail_health_check {
+                    log(&a.id, "health check failed: rolling back");
+                    storage
+                        .reject(ResultCode::HEALTH_CHECK_FAILED)
+                        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                    continue; // reboot into the bootloader, which reverts
+                }
+                storage.confirm().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                running = RunningFirmware {
+                    version: m.version,
+                    digest: m.digest.prefix(),
+                    sequence: m.sequence,
+                };
+                save_running(&running_path, &running)?;
+                log(&a.id, &format!("confirmed {}", vtext(m.version)));
+            }
+            BootOutcome::Reverted { reason } => {
+                log(
+                    &a.id,
+                    &format!(
+                        "rolled back to {}: {}",
+                        vtext(running.version),
+                        ota_server::desired::reason_text(reason)
+                    ),
+                );
+            }
+            BootOutcome::Normal => {}
+        }
+
+        // The application: one wake.
+        wakes += 1;
+        let mut config = DeviceConfig::new(
+            a.id.as_bytes(),
+            ota_server::VENDOR,
+            ota_server::class_id(&a.class),
+            running,
+        );
+        config.staging_capacity = ota_core::UpdateStorage::capacity(&storage);
+        config.last_outcome = storage.last_outcome();
+        config.window = 8;
+        let seed = wakes.wrapping_mul(2_654_435_761) ^ std::process::id();
+        let mut client: CoapClient<_> = CoapClient::new(config, verifier.clone(), seed);
+        let mut staged = false;
+        let end = run_wake(
+            &mut client,
+            &mut socket,
+            &clock,
+            &mut storage,
+            WakeBudget {
+                bytes: None,
+                millis: Some(a.budget_ms),
+            },
+            |e| match e {
+                Event::UpdateOffered {
+                    version,
+                    size,
+                    resume_from,
+                    ..
+                } => {
+                    log(
+                        &a.id,
+                        &format!(
+                            "update {} offered: {size} bytes, resuming at {resume_from}",
+                            vtext(*version)
+                        ),
+                    );
+                }
+                Event::ManifestRejected(err) => log(&a.id, &format!("manifest refused: {err}")),
+                Event::Staged { version, .. } => {
+                    staged = true;
+                    log(&a.id, &format!("{} staged and verified", vtext(*version)));
+                }
+                Event::DownloadFailed(code) => log(
+                    &a.id,
+                    &format!(
+                        "download failed: {}",
+                        ota_server::desired::reason_text(*code)
+                    ),
+                ),
+                Event::Sleep { .. } => {}
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("wake: {e}"))?;
+        let staged_bytes = storage.state();
+        log(
+            &a.id,
+            &format!(
+                "wake {wakes}: {:?}, {} bytes staged, sleeping",
+                end.reason,
+                progress(&client)
+            ),
+        );
+        if end.reason != SleepReason::LinkLost {
+            // The server has seen the check-in and with it the last outcome.
+            storage
+                .outcome_reported()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        }
+        if staged || staged_bytes == UpdateState::Staged {
+            storage
+                .request_install()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            log(&a.id, "rebooting to install");
+            continue;
+        }
+        let idle = matches!(end.reason, SleepReason::UpToDate)
+            && storage.last_outcome() == ota_core::wire::LastOutcome::None;
+        if a.exit_when_idle && idle {
+            log(
+                &a.id,
+                &format!("up to date on {}; exiting", vtext(running.version)),
+            );
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(
+            a.wake_every.min(u64::from(end.sleep_secs.max(1))),
+        ));
+    }
+    Ok(())
+}
+
+fn progress<V: ota_core::Verifier>(client: &CoapClient<V>) -> u64 {
+    client
+        .device()
+        .resume_state()
+        .map(|s| u64::from(s.next_offset))
+        .unwrap_or(0)
+}
+
+fn vtext(v: ota_core::wire::Version) -> String {
+    ota_server::store::vtext(v)
+}

@@ -1,0 +1,221 @@
+//! `ota-server`: keys, releases, rollouts, serving and fleet status.
+#![allow(clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ota_core::host::Handler;
+use ota_server::desired::Fleet;
+use ota_server::store::{unix_now, vtext, Store, Window};
+use ota_server::{keys, parse_version};
+use ota_transport_coap::server::{serve, Responder, ServerConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "ota-server",
+    version,
+    about = "Over-the-air update server for sleepy devices"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate an Ed25519 signing key pair into DIR (signing.key, public.key).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a manifest for an image and store both; prints the image id, digest and size.
+    Release {
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        class: String,
+        /// Signing key file or key directory.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long, default_value = "ota-data")]
+        data: PathBuf,
+        /// Chunk (CoAP block) size: a power of two from 16 to 1024.
+        #[arg(long, default_value_t = 1024)]
+        chunk_size: u16,
+    },
+    /// Set the desired state of a device class.
+    Rollout {
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        class: String,
+        /// Share of the class's devices (chosen by a stable hash of their id).
+        #[arg(long, default_value_t = 100)]
+        percent: u8,
+        /// Devices to include whatever the percentage (comma-separated ids).
+        #[arg(long, value_delimiter = ',')]
+        devices: Vec<String>,
+        /// Maintenance window HH:MM-HH:MM, server time (UTC).
+        #[arg(long)]
+        window: Option<String>,
+        /// Cancel the rollout: devices abandon downloads of it.
+        #[arg(long)]
+        cancel: bool,
+        #[arg(long, default_value = "ota-data")]
+        data: PathBuf,
+    },
+    /// Serve check-ins, images and reports.
+    Serve {
+        /// CoAP (UDP) address to listen on.
+        #[arg(long, default_value = "0.0.0.0:5683")]
+        coap: String,
+        #[arg(long, default_value = "ota-data")]
+        data: PathBuf,
+        /// Seconds between device check-ins.
+        #[arg(long, default_value_t = 3600)]
+        check_in_secs: u32,
+    },
+    /// The fleet as a table.
+    Status {
+        #[arg(long, default_value = "ota-data")]
+        data: PathBuf,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("ota-server: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Keygen { out } => {
+            let public = keys::generate(&out)?;
+            println!(
+                "wrote {} and {}",
+                out.join(keys::SIGNING).display(),
+                public.display()
+            );
+        }
+        Command::Release {
+            image,
+            version,
+            class,
+            key,
+            data,
+            chunk_size,
+        } => {
+            let version = parse_version(&version)?;
+            let key = keys::load_signing(&key)?;
+            let bytes = std::fs::read(&image)
+                .with_context(|| format!("cannot read image {}", image.display()))?;
+            let mut store = Store::open(&data)?;
+            let r = store.add_release(&class, version, &bytes, &key, chunk_size)?;
+            let m = r.manifest.manifest();
+            println!(
+                "release {} of {class}: image id {}, sequence {}, {} bytes, sha256 {:?}",
+                vtext(r.version),
+                r.id,
+                r.sequence,
+                m.image_size,
+                m.digest
+            );
+        }
+        Command::Rollout {
+            version,
+            class,
+            percent,
+            devices,
+            window,
+            cancel,
+            data,
+        } => {
+            let version = parse_version(&version)?;
+            let window = window.as_deref().map(Window::parse).transpose()?;
+            let mut store = Store::open(&data)?;
+            let r = store.set_rollout(&class, version, percent, &devices, window, cancel)?;
+            if cancel {
+                println!("rollout of {} to {class} cancelled", vtext(r.version));
+            } else {
+                println!(
+                    "rolling {} out to {percent}% of {class}{}{}",
+                    vtext(r.version),
+                    if devices.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" and to {}", devices.join(","))
+                    },
+                    window
+                        .map(|w| format!(" within {}", w.to_text()))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        Command::Serve {
+            coap,
+            data,
+            check_in_secs,
+        } => {
+            let fleet = Arc::new(Fleet::new(Store::open(&data)?, check_in_secs));
+            let handler = Arc::new(Handler::new(fleet.clone(), fleet, 1024));
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let socket = tokio::net::UdpSocket::bind(&coap).await.with_context(|| format!("cannot bind {coap}"))?;
+                eprintln!("ota-server: serving CoAP on {}", socket.local_addr()?);
+                tokio::select! {
+                    r = serve(socket, Responder::new(handler, ServerConfig::default())) => r.context("server failed"),
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                }
+            })?;
+        }
+        Command::Status { data } => {
+            let store = Store::open(&data)?;
+            let devices = store.devices()?;
+            println!(
+                "{:<14} {:<12} {:>9} {:>9} {:<20} {:>9} {:<12} {:<28} {:>9}",
+                "device",
+                "class",
+                "running",
+                "desired",
+                "phase",
+                "progress",
+                "last result",
+                "reason",
+                "last seen"
+            );
+            let now = unix_now();
+            for d in devices {
+                let desired = store
+                    .rollout(&d.class)?
+                    .filter(|r| !r.cancelled)
+                    .map(|r| vtext(r.release.version))
+                    .unwrap_or_else(|| "-".into());
+                let progress = d
+                    .progress
+                    .map(|(a, b)| format!("{:.0}%", 100.0 * f64::from(a) / f64::from(b.max(1))))
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<14} {:<12} {:>9} {:>9} {:<20} {:>9} {:<12} {:<28} {:>8}s",
+                    d.id,
+                    d.class,
+                    d.running,
+                    desired,
+                    d.phase,
+                    progress,
+                    if d.result.is_empty() { "-" } else { &d.result },
+                    if d.reason.is_empty() { "-" } else { &d.reason },
+                    now.saturating_sub(d.last_seen)
+                );
+            }
+        }
+    }
+    Ok(())
+}
