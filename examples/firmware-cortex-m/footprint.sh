@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds the firmware with and without Ed25519 (opt-level "z", LTO), prints its flash and RAM
+# footprint, and runs the Ed25519 build under QEMU, which applies an update and prints the stack
+# it needed. Needs Debian's binutils-arm-none-eabi and qemu-system-arm.
+set -euo pipefail
+cd "$(dirname "$0")"
+elf=target/thumbv7em-none-eabihf/release/firmware-cortex-m
+flash_bytes=$((9 * 4096))   # the RAM that stands in for flash on the emulated board (FLASH_BYTES)
+image_bytes=8192            # the test image the in-memory server holds (fixture, in .rodata)
+
+row() {
+  # .text + .rodata + .data (its initial values live in flash) = flash; .data + .bss = RAM.
+  arm-none-eabi-size -A "$elf" | awk -v name="$1" -v fb="$flash_bytes" -v img="$image_bytes" '
+    $1 == ".vector_table" || $1 == ".text" || $1 == ".rodata" { flash += $2 }
+    $1 == ".data" { flash += $2; ram += $2 }
+    $1 == ".bss" || $1 == ".uninit" { ram += $2 }
+    END { printf "%-28s %9d %9d\n", name, flash - img, ram - fb }'
+}
+
+printf "%-28s %9s %9s\n" "firmware (thumbv7em, z, LTO)" "flash B" "RAM B"
+cargo build --release -q --no-default-features
+row "without Ed25519"
+cargo build --release -q
+row "with Ed25519"
+echo "(flash: the whole firmware less the ${image_bytes}-byte test image, including semihosting output and the"
+echo " in-memory test server; RAM: .data + .bss less the ${flash_bytes} bytes that stand in for flash;"
+echo " the OTA path keeps its state on the stack, measured below)"
+echo
+timeout 60 cargo run --release -q

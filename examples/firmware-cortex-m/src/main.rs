@@ -1,0 +1,212 @@
+//! A Cortex-M4 firmware that links the device side of the stack as an application would — the
+//! `ota-core` state machine, `ota-storage` on a flash driver, the CoAP client over a datagram
+//! socket — and, run under QEMU (`cargo run --release`), applies an update from an in-memory link
+//! across short wakes, installs it, boots it on trial, confirms it and prints the result and the
+//! stack it needed over semihosting.
+#![no_std]
+#![no_main]
+
+mod peer;
+mod ram_flash;
+
+#[allow(dead_code)] // the public key is unused without the ed25519 feature
+mod fixture {
+    include!(concat!(env!("OUT_DIR"), "/fixture.rs"));
+}
+
+use core::cell::Cell;
+
+use cortex_m_rt::entry;
+use cortex_m_semihosting::{debug, hprintln};
+use embedded_storage::nor_flash::ReadNorFlash;
+use ota_core::device::{Event, SleepReason};
+#[cfg(not(feature = "ed25519"))]
+use ota_core::manifest::Verifier;
+#[cfg(not(feature = "ed25519"))]
+use ota_core::wire::Signature;
+use ota_core::wire::{DigestPrefix, RunningFirmware, Version, WakeBudget};
+use ota_core::{DeviceConfig, UpdateStorage};
+use ota_storage::{BootOutcome, FlashStorage, Layout, Partition};
+use ota_transport_coap::socket::run_wake;
+use ota_transport_coap::CoapClient;
+use sha2::{Digest as _, Sha256};
+
+use peer::{Peer, SimClock};
+use ram_flash::RamFlash;
+
+const SECTOR: u32 = 4096;
+/// The stand-in flash: ACTIVE 3 sectors, DFU 4, journal 2.
+const FLASH_BYTES: usize = 9 * 4096;
+
+#[cfg(feature = "ed25519")]
+fn verifier() -> ota_core::manifest::Ed25519Verifier {
+    match ota_core::manifest::Ed25519Verifier::from_bytes(&fixture::PUBLIC_KEY) {
+        Some(v) => v,
+        None => fail("bad public key"),
+    }
+}
+
+/// Without Ed25519: a stand-in for a hardware verifier, accepting exactly the one signature
+/// given at build time, so the size comparison keeps the whole update path.
+#[cfg(not(feature = "ed25519"))]
+struct StandIn;
+
+#[cfg(not(feature = "ed25519"))]
+impl Verifier for StandIn {
+    fn verify(&self, _: &[u8], signature: &Signature) -> Result<(), ota_core::manifest::SignatureError> {
+        if core::hint::black_box(&fixture::SIGNATURE) == &signature.0 {
+            Ok(())
+        } else {
+            Err(ota_core::manifest::SignatureError)
+        }
+    }
+}
+
+#[cfg(not(feature = "ed25519"))]
+fn verifier() -> StandIn {
+    StandIn
+}
+
+fn fail(msg: &str) -> ! {
+    hprintln!("FAIL: {}", msg);
+    debug::exit(debug::EXIT_FAILURE);
+    loop {}
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    hprintln!("panic: {}", info);
+    debug::exit(debug::EXIT_FAILURE);
+    loop {}
+}
+
+const PAINT: u32 = 0x5A5A_A5A5;
+
+extern "C" {
+    static mut __ebss: u32;
+    static _stack_start: u32;
+}
+
+/// Fills the unused stack (from the end of .bss to just below the current frame) with a pattern.
+fn paint_stack() {
+    let sp = cortex_m::register::msp::read() as usize - 256;
+    // SAFETY: `__ebss` is the end of the statics the linker placed; between it and the current
+    // stack pointer (less a margin for this function's frame) lies memory nothing owns: there
+    // is no heap, and the stack grows down from `_stack_start` towards it. Writing there cannot
+    // alias any Rust object. The addresses are word-aligned (the linker aligns .bss to 4).
+    unsafe {
+        let mut p = core::ptr::addr_of_mut!(__ebss);
+        while (p as usize) < sp {
+            core::ptr::write_volatile(p, PAINT);
+            p = p.add(1);
+        }
+    }
+}
+
+/// Deepest stack use since [`paint_stack`], in bytes.
+fn stack_high_water() -> usize {
+    // SAFETY: reads the same unowned region `paint_stack` wrote, word by word, up to the first
+    // word the stack has overwritten; the region is below every live frame's data it reaches
+    // only through volatile reads of plain words.
+    unsafe {
+        let top = core::ptr::addr_of!(_stack_start) as usize;
+        let mut p = core::ptr::addr_of!(__ebss);
+        while (p as usize) < top && core::ptr::read_volatile(p) == PAINT {
+            p = p.add(1);
+        }
+        top - p as usize
+    }
+}
+
+#[entry]
+fn main() -> ! {
+    paint_stack();
+    let Some(mem) = cortex_m::singleton!(: [u8; FLASH_BYTES] = [0xFF; FLASH_BYTES]) else {
+        fail("flash buffer taken twice")
+    };
+    // The running 1.0.0 image, as the factory left it.
+    for (i, b) in mem.iter_mut().take(6000).enumerate() {
+        *b = (i % 251) as u8;
+    }
+    let layout = Layout {
+        active: Partition::new(0, 3 * SECTOR),
+        dfu: Partition::new(3 * SECTOR, 4 * SECTOR),
+        journal: Partition::new(7 * SECTOR, 2 * SECTOR),
+    };
+    let mut storage = match FlashStorage::open(RamFlash::new(mem), layout) {
+        Ok(s) => s,
+        Err(_) => fail("storage did not open"),
+    };
+    let clock = SimClock(Cell::new(0));
+    let mut link = Peer::new(&clock);
+    let mut running = RunningFirmware { version: Version::new(1, 0, 0), digest: DigestPrefix([0; 8]), sequence: 1 };
+
+    let mut wakes = 0u32;
+    let mut retransmissions = 0u32;
+    let staged_at_wake = loop {
+        wakes += 1;
+        if wakes > 50 {
+            fail("the update did not complete in 50 wakes");
+        }
+        let mut config = DeviceConfig::new(b"m4-demo", 1, 0xC0FFEE, running);
+        config.staging_capacity = storage.capacity();
+        config.window = 4;
+        let mut client: CoapClient<_, 512> = CoapClient::new(config, verifier(), 0x1234_5678 ^ wakes);
+        let mut staged = false;
+        // A budget of about three blocks per wake: the download spans several wakes.
+        let budget = WakeBudget { bytes: Some(2000), millis: None };
+        let end = match run_wake(&mut client, &mut link, &clock, &mut storage, budget, |e| {
+            if let Event::Staged { .. } = e {
+                staged = true;
+            }
+        }) {
+            Ok(end) => end,
+            Err(_) => fail("wake failed"),
+        };
+        retransmissions += client.device().stats().retransmissions;
+        if staged {
+            break wakes;
+        }
+        if !matches!(end.reason, SleepReason::BudgetExhausted | SleepReason::LinkLost) {
+            fail("unexpected end of wake");
+        }
+    };
+
+    // Reboot into the bootloader part: swap, trial boot, health check, confirm.
+    if storage.request_install().is_err() {
+        fail("install request");
+    }
+    match storage.boot() {
+        Ok(BootOutcome::Trial { sequence }) => running.sequence = sequence,
+        _ => fail("no trial boot"),
+    }
+    let mut h = Sha256::new();
+    let mut buf = [0u8; 256];
+    let mut off = 0u32;
+    while (off as usize) < fixture::IMAGE.len() {
+        let n = (fixture::IMAGE.len() - off as usize).min(buf.len());
+        if storage.flash_mut().read(off, &mut buf[..n]).is_err() {
+            fail("read ACTIVE");
+        }
+        h.update(&buf[..n]);
+        off += n as u32;
+    }
+    let active_ok = h.finalize()[..] == Sha256::digest(&fixture::IMAGE[..])[..];
+    if !active_ok || storage.confirm().is_err() {
+        fail("the new image is not what was signed");
+    }
+
+    hprintln!(
+        "update applied on Cortex-M4: {} bytes in {} wakes ({} datagrams, {} bytes on the link, {} responses lost, {} retransmissions); trial boot verified, confirmed at sequence {}",
+        fixture::IMAGE.len(),
+        staged_at_wake,
+        link.stats.requests,
+        link.stats.bytes,
+        link.stats.dropped,
+        retransmissions,
+        running.sequence
+    );
+    hprintln!("stack high-water: {} bytes", stack_high_water());
+    debug::exit(debug::EXIT_SUCCESS);
+    loop {}
+}
