@@ -16,7 +16,9 @@ fn main() {
     println!("cargo:rerun-if-changed=memory.x");
     println!("cargo:rerun-if-changed=build.rs");
 
-    let image: Vec<u8> = (0..8192u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let image: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
     let m = Manifest {
         format: MANIFEST_FORMAT,
@@ -31,8 +33,30 @@ fn main() {
     };
     let signed = OwnedManifest::sign(&m, &key);
     let mut f = std::fs::File::create(out.join("fixture.rs")).expect("fixture.rs");
-    writeln!(f, "/// The new image.\npub static IMAGE: [u8; {}] = {:?};", image.len(), image).expect("write");
-    writeln!(f, "/// Its signed manifest body.\npub static MANIFEST_BODY: [u8; {}] = {:?};", signed.body().len(), signed.body()).expect("write");
-    writeln!(f, "/// The signature over it.\npub static SIGNATURE: [u8; 64] = {:?};", signed.signature().0).expect("write");
-    writeln!(f, "/// The vendor's public key.\npub static PUBLIC_KEY: [u8; 32] = {:?};", key.verifying_key().to_bytes()).expect("write");
+    writeln!(
+        f,
+        "/// The new image.\npub static IMAGE: [u8; {}] = {:?};",
+        image.len(),
+        image
+    )
+    .expect("write");
+    writeln!(
+        f,
+        "/// Its signed manifest body.\npub static MANIFEST_BODY: [u8; {}] = {:?};",
+        signed.body().len(),
+        signed.body()
+    )
+    .expect("write");
+    writeln!(
+        f,
+        "/// The signature over it.\npub static SIGNATURE: [u8; 64] = {:?};",
+        signed.signature().0
+    )
+    .expect("write");
+    writeln!(
+        f,
+        "/// The vendor's public key.\npub static PUBLIC_KEY: [u8; 32] = {:?};",
+        key.verifying_key().to_bytes()
+    )
+    .expect("write");
 }

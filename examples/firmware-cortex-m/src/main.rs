@@ -53,7 +53,11 @@ struct StandIn;
 
 #[cfg(not(feature = "ed25519"))]
 impl Verifier for StandIn {
-    fn verify(&self, _: &[u8], signature: &Signature) -> Result<(), ota_core::manifest::SignatureError> {
+    fn verify(
+        &self,
+        _: &[u8],
+        signature: &Signature,
+    ) -> Result<(), ota_core::manifest::SignatureError> {
         if core::hint::black_box(&fixture::SIGNATURE) == &signature.0 {
             Ok(())
         } else {
@@ -139,7 +143,11 @@ fn main() -> ! {
     };
     let clock = SimClock(Cell::new(0));
     let mut link = Peer::new(&clock);
-    let mut running = RunningFirmware { version: Version::new(1, 0, 0), digest: DigestPrefix([0; 8]), sequence: 1 };
+    let mut running = RunningFirmware {
+        version: Version::new(1, 0, 0),
+        digest: DigestPrefix([0; 8]),
+        sequence: 1,
+    };
 
     let mut wakes = 0u32;
     let mut retransmissions = 0u32;
@@ -151,10 +159,14 @@ fn main() -> ! {
         let mut config = DeviceConfig::new(b"m4-demo", 1, 0xC0FFEE, running);
         config.staging_capacity = storage.capacity();
         config.window = 4;
-        let mut client: CoapClient<_, 512> = CoapClient::new(config, verifier(), 0x1234_5678 ^ wakes);
+        let mut client: CoapClient<_, 512> =
+            CoapClient::new(config, verifier(), 0x1234_5678 ^ wakes);
         let mut staged = false;
         // A budget of about three blocks per wake: the download spans several wakes.
-        let budget = WakeBudget { bytes: Some(2000), millis: None };
+        let budget = WakeBudget {
+            bytes: Some(2000),
+            millis: None,
+        };
         let end = match run_wake(&mut client, &mut link, &clock, &mut storage, budget, |e| {
             if let Event::Staged { .. } = e {
                 staged = true;
@@ -167,7 +179,10 @@ fn main() -> ! {
         if staged {
             break wakes;
         }
-        if !matches!(end.reason, SleepReason::BudgetExhausted | SleepReason::LinkLost) {
+        if !matches!(
+            end.reason,
+            SleepReason::BudgetExhausted | SleepReason::LinkLost
+        ) {
             fail("unexpected end of wake");
         }
     };

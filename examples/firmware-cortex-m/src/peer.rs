@@ -4,6 +4,7 @@
 
 use core::cell::Cell;
 
+use coap_message::MinimalWritableMessage as _;
 use heapless::{Deque, Vec};
 use ota_core::manifest::SignedManifest;
 use ota_core::time::Instant;
@@ -12,7 +13,6 @@ use ota_transport_coap::block::Block;
 use ota_transport_coap::resources::{code, opt};
 use ota_transport_coap::socket::{Clock, DatagramSocket};
 use ota_transport_coap::udp::{self, Item, MsgType};
-use coap_message::MinimalWritableMessage as _;
 
 use crate::fixture::{IMAGE, MANIFEST_BODY, SIGNATURE};
 
@@ -47,7 +47,11 @@ pub struct Peer<'c> {
 impl<'c> Peer<'c> {
     /// A peer sharing `clock` with the firmware.
     pub fn new(clock: &'c SimClock) -> Self {
-        Self { clock, queue: Deque::new(), stats: LinkStats::default() }
+        Self {
+            clock,
+            queue: Deque::new(),
+            stats: LinkStats::default(),
+        }
     }
 
     fn respond(&self, d: &[u8], out: &mut [u8]) -> Option<usize> {
@@ -56,8 +60,14 @@ impl<'c> Peer<'c> {
         let mut block = None;
         for item in req.items() {
             match item.ok()? {
-                Item::Option { number: opt::URI_PATH, value } => path.push(value).ok()?,
-                Item::Option { number: opt::BLOCK2, value } => block = Some(Block::decode(value).ok()?),
+                Item::Option {
+                    number: opt::URI_PATH,
+                    value,
+                } => path.push(value).ok()?,
+                Item::Option {
+                    number: opt::BLOCK2,
+                    value,
+                } => block = Some(Block::decode(value).ok()?),
                 _ => {}
             }
         }
@@ -66,7 +76,10 @@ impl<'c> Peer<'c> {
                 let mut payload = [0u8; 256];
                 let reply = Message::CheckInReply(CheckInReply::Update {
                     image: ImageId(1),
-                    manifest: Some(SignedManifest { body: &MANIFEST_BODY, signature: Signature(SIGNATURE) }),
+                    manifest: Some(SignedManifest {
+                        body: &MANIFEST_BODY,
+                        signature: Signature(SIGNATURE),
+                    }),
                     resume_from: 0,
                     urgency: Urgency::Attempt,
                     next_check_in: 60,
@@ -90,7 +103,10 @@ impl<'c> Peer<'c> {
                 let start = b.offset() as usize;
                 let end = (start + b.size() as usize).min(IMAGE.len());
                 let data = IMAGE.get(start..end)?;
-                let reply = Block { more: end < IMAGE.len(), ..b };
+                let reply = Block {
+                    more: end < IMAGE.len(),
+                    ..b
+                };
                 let mut v = [0u8; 3];
                 let vlen = reply.encode(&mut v);
                 udp::build(out, MsgType::Ack, req.mid, req.token, |m| {
@@ -112,7 +128,9 @@ impl DatagramSocket for Peer<'_> {
         self.stats.requests += 1;
         self.stats.bytes += datagram.len() as u32;
         let mut out = [0u8; 600];
-        let Some(n) = self.respond(datagram, &mut out) else { return Ok(()) };
+        let Some(n) = self.respond(datagram, &mut out) else {
+            return Ok(());
+        };
         if self.stats.requests % 9 == 0 {
             self.stats.dropped += 1;
             return Ok(());
@@ -132,7 +150,9 @@ impl DatagramSocket for Peer<'_> {
                 Ok(Some(d.len()))
             }
             None => {
-                self.clock.0.set(self.clock.0.get() + u64::from(timeout_ms.max(1)));
+                self.clock
+                    .0
+                    .set(self.clock.0.get() + u64::from(timeout_ms.max(1)));
                 Ok(None)
             }
         }

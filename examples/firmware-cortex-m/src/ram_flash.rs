@@ -37,7 +37,9 @@ impl RamFlash {
 
     fn range(&mut self, offset: u32, len: usize) -> Result<&mut [u8], RamFlashError> {
         let start = offset as usize;
-        self.mem.get_mut(start..start.saturating_add(len)).ok_or(RamFlashError::OutOfBounds)
+        self.mem
+            .get_mut(start..start.saturating_add(len))
+            .ok_or(RamFlashError::OutOfBounds)
     }
 }
 
