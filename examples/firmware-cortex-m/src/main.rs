@@ -74,14 +74,18 @@ fn verifier() -> StandIn {
 fn fail(msg: &str) -> ! {
     hprintln!("FAIL: {}", msg);
     debug::exit(debug::EXIT_FAILURE);
-    loop {}
+    loop {
+        cortex_m::asm::wfi();
+    }
 }
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     hprintln!("panic: {}", info);
     debug::exit(debug::EXIT_FAILURE);
-    loop {}
+    loop {
+        cortex_m::asm::wfi();
+    }
 }
 
 const PAINT: u32 = 0x5A5A_A5A5;
@@ -223,5 +227,7 @@ fn main() -> ! {
     );
     hprintln!("stack high-water: {} bytes", stack_high_water());
     debug::exit(debug::EXIT_SUCCESS);
-    loop {}
+    loop {
+        cortex_m::asm::wfi();
+    }
 }
