@@ -225,6 +225,11 @@ pub struct Device<V, const CHUNK: usize = 1024> {
     checkin_due: Instant,
     checkin_attempts: u8,
     window: Window,
+    /// Congestion window: requests allowed in flight now, 1..=`config.window`. It starts at 2
+    /// each wake, grows by one per chunk that arrives on its first request, and halves when a
+    /// request times out, so a slow link's queue does not turn the window into spurious
+    /// retransmissions.
+    cwnd: u8,
     next_check_in: u32,
     rtt: RttEstimator,
     ops: Deque<OpKind, 4>,
@@ -261,6 +266,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
             checkin_due: Instant(0),
             checkin_attempts: 0,
             window: Window::default(),
+            cwnd: 2,
             next_check_in: 0,
             rtt: RttEstimator::default(),
             ops: Deque::new(),
@@ -330,6 +336,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
         self.checkin_sent = None;
         self.checkin_due = now;
         self.checkin_attempts = 0;
+        self.cwnd = self.config.window.min(2);
         self.pending_sleep = None;
         self.events.clear();
         self.ops.clear();
@@ -457,9 +464,11 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
                 o.attempts += 1;
                 o.sent_at = Some(now);
                 o.due = now + self.rtt.rto(&self.config, o.attempts);
-                if o.attempts > 1 {
-                    self.stats.retransmissions += 1;
+                if !core::mem::take(&mut o.corrupt) {
+                    // A timeout: the link is congested or lossy; back off.
+                    self.cwnd = (self.cwnd / 2).max(1);
                 }
+                self.stats.retransmissions += 1;
                 (o.offset, o.len)
             }
             _ => self.new_request(now)?,
@@ -473,7 +482,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
 
     /// Opens a new request if the window, the image and the budget allow one.
     fn new_request(&mut self, now: Instant) -> Option<(u32, u16)> {
-        if self.window.len() >= usize::from(self.config.window) {
+        if self.window.len() >= usize::from(self.cwnd) {
             return None;
         }
         let dl = self.dl.as_mut()?;
@@ -742,6 +751,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
             if let Some(sent) = item.sent_at {
                 self.sample_rtt(sent, now);
             }
+            self.cwnd = (self.cwnd + 1).min(self.config.window);
         }
         let _ = self.window.take(chunk.offset);
         self.buf_busy = true;

@@ -15,6 +15,8 @@ pub(crate) struct Outstanding {
     /// When to resend if nothing arrives.
     pub due: Instant,
     pub attempts: u8,
+    /// Due again because its reply was corrupt (not because it timed out).
+    pub corrupt: bool,
 }
 
 /// Requests in flight, at most [`MAX_WINDOW`].
@@ -45,6 +47,7 @@ impl Window {
                 sent_at: Some(now),
                 due,
                 attempts: 1,
+                corrupt: false,
             })
             .is_ok()
     }
@@ -59,6 +62,7 @@ impl Window {
     pub fn resend_now(&mut self, offset: u32, now: Instant) {
         if let Some(o) = self.items.iter_mut().find(|o| o.offset == offset) {
             o.due = now;
+            o.corrupt = true;
         }
     }
 

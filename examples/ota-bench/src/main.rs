@@ -1,0 +1,355 @@
+//! `ota-bench`: one table of the project's headline figures, each measured in this run.
+//!
+//! The device side is the real CoAP client and state machine; the server side is the real CoAP
+//! responder and handler; between them a simulated link (`ota_core::sim`) in simulated time, so
+//! figures that depend on latency come out the same on any machine. The host throughput figures
+//! are wall-clock measurements on this machine.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::sync::Arc;
+use std::time::Instant as Wall;
+
+use ota_core::device::{Event, SleepReason};
+use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
+use ota_core::manifest::{Ed25519Verifier, Manifest, MANIFEST_FORMAT};
+use ota_core::sim::{LinkProfile, Pipe, SimRng};
+use ota_core::storage::MemStorage;
+use ota_core::wire::{
+    self, Chunk, Digest, DigestPrefix, ImageId, Message, RunningFirmware, Urgency, Version,
+    WakeBudget,
+};
+use ota_core::{DeviceConfig, Instant};
+use ota_transport_coap::server::{Responder, ServerConfig};
+use ota_transport_coap::CoapClient;
+use sha2::{Digest as _, Sha256};
+
+type Release = Arc<Handler<SingleRelease, MemImages>>;
+
+fn release(image: &[u8], chunk: u16) -> (Release, [u8; 32]) {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let m = Manifest {
+        format: MANIFEST_FORMAT,
+        vendor: 1,
+        class: 2,
+        sequence: 2,
+        version: Version::new(1, 1, 0),
+        image_size: image.len() as u32,
+        digest: Digest(Sha256::digest(image).into()),
+        chunk_size: chunk,
+        min_running: None,
+    };
+    let images = MemImages::new();
+    images.insert(ImageId(1), image.to_vec());
+    let rel = SingleRelease {
+        image: ImageId(1),
+        manifest: OwnedManifest::sign(&m, &key),
+        urgency: Urgency::Attempt,
+        next_check_in: 3600,
+    };
+    (
+        Arc::new(Handler::new(rel, images, 1024)),
+        key.verifying_key().to_bytes(),
+    )
+}
+
+fn client(
+    public: &[u8; 32],
+    window: u8,
+    sequence: u32,
+    capacity: u32,
+    seed: u32,
+) -> CoapClient<Ed25519Verifier> {
+    let mut c = DeviceConfig::new(
+        b"bench-01",
+        1,
+        2,
+        RunningFirmware {
+            version: Version::new(1, 0, 0),
+            digest: DigestPrefix([0; 8]),
+            sequence,
+        },
+    );
+    c.window = window;
+    c.staging_capacity = capacity;
+    CoapClient::new(c, Ed25519Verifier::from_bytes(public).unwrap(), seed)
+}
+
+/// What one wake cost.
+struct WakeCost {
+    reason: SleepReason,
+    radio: u64,
+    round_trips: u32,
+}
+
+/// One CoAP wake over the simulated link. `reset_percent`: chance, before each storage
+/// operation, that power fails there (the wake ends, with whatever storage holds).
+#[allow(clippy::too_many_arguments)]
+fn wake(
+    c: &mut CoapClient<Ed25519Verifier>,
+    responder: &mut Responder<SingleRelease, MemImages>,
+    storage: &mut MemStorage,
+    link: &LinkProfile,
+    rng: &mut SimRng,
+    now: &mut u64,
+    budget: WakeBudget,
+    reset_percent: u32,
+) -> Option<WakeCost> {
+    let (mut up, mut down) = (Pipe::default(), Pipe::default());
+    let peer = "127.0.0.1:1".parse().unwrap();
+    let (mut tx, mut out) = ([0u8; 512], [0u8; 1400]);
+    c.device_mut().restore_from(storage).unwrap();
+    c.device_mut().wake(Instant(*now), budget);
+    let mut round_trips = 0;
+    for _ in 0..1_000_000 {
+        while let Some(n) = c.poll_transmit(Instant(*now), &mut tx) {
+            up.send(*now, &tx[..n], link, rng);
+        }
+        c.device_mut().drive_storage(storage).unwrap();
+        while let Some(e) = c.device_mut().poll_event() {
+            if let Event::Sleep { reason, .. } = e {
+                return Some(WakeCost {
+                    reason,
+                    radio: up.stats.bytes + down.stats.bytes,
+                    round_trips,
+                });
+            }
+        }
+        let next = [
+            up.next_arrival(),
+            down.next_arrival(),
+            c.device().poll_timeout().map(|t| t.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
+        *now = (*now).max(next);
+        for req in up.due(*now) {
+            if let Some(m) = responder.respond(*now, peer, &req, &mut out) {
+                down.send(*now, &out[..m], link, rng);
+            }
+        }
+        for resp in down.due(*now) {
+            round_trips += 1;
+            let _ = c.handle_datagram(Instant(*now), &resp);
+            while let Some(op) = c.device_mut().poll_storage() {
+                if rng.chance(reset_percent) {
+                    return None; // power failed: nothing but storage survives
+                }
+                ota_core::UpdateStorage::apply(storage, op).unwrap();
+                c.device_mut().storage_done(Ok(()));
+            }
+        }
+        c.device_mut().handle_timeout(Instant(*now));
+    }
+    None
+}
+
+/// Downloads the whole image; returns (radio bytes, simulated ms, resets, payload accepted).
+fn download(
+    image: &[u8],
+    chunk: u16,
+    window: u8,
+    link: &LinkProfile,
+    budget: WakeBudget,
+    reset_percent: u32,
+    seed: u64,
+) -> (u64, u64, u32, u64) {
+    let (handler, public) = release(image, chunk);
+    let mut responder = Responder::new(handler, ServerConfig::default());
+    let mut storage = MemStorage::new(image.len() as u32 + 4096);
+    let mut rng = SimRng::new(seed);
+    let (mut now, mut radio, mut resets, mut accepted) = (0u64, 0u64, 0u32, 0u64);
+    for w in 0..100_000u32 {
+        let mut c = client(&public, window, 1, image.len() as u32 + 4096, w);
+        let cost = wake(
+            &mut c,
+            &mut responder,
+            &mut storage,
+            link,
+            &mut rng,
+            &mut now,
+            budget,
+            reset_percent,
+        );
+        accepted += c.device().stats().payload_bytes_accepted;
+        radio += c.stats().bytes_sent + c.stats().bytes_received;
+        match cost {
+            Some(w) if w.reason == SleepReason::Staged => {
+                assert_eq!(storage.staged(image.len()), image);
+                return (radio, now, resets, accepted);
+            }
+            Some(_) => {}
+            None => resets += 1,
+        }
+    }
+    panic!("download never finished");
+}
+
+fn image(len: usize) -> Vec<u8> {
+    let mut r = SimRng::new(3);
+    (0..len).map(|_| r.next_u64() as u8).collect()
+}
+
+fn main() {
+    let img = image(256 * 1024);
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let ideal = LinkProfile::ideal(50);
+
+    for chunk in [256u16, 512, 1024] {
+        let (radio, _, _, _) = download(&img, chunk, 8, &ideal, WakeBudget::default(), 0, 1);
+        rows.push((
+            format!("radio bytes / image byte, CoAP, {chunk} B blocks (both directions)"),
+            format!("{:.4}", radio as f64 / img.len() as f64),
+        ));
+    }
+
+    // "Nothing for you": a device already on the release.
+    let (handler, public) = release(&img, 1024);
+    let mut responder = Responder::new(handler, ServerConfig::default());
+    let mut c = client(&public, 8, 2, 1 << 20, 1);
+    let cost = wake(
+        &mut c,
+        &mut responder,
+        &mut MemStorage::new(1 << 20),
+        &LinkProfile::ideal(300),
+        &mut SimRng::new(1),
+        &mut 0,
+        WakeBudget::default(),
+        0,
+    )
+    .unwrap();
+    assert_eq!(cost.reason, SleepReason::UpToDate);
+    rows.push((
+        "\"nothing for you\" check-in over CoAP: bytes, round trips".into(),
+        format!("{} B, {}", cost.radio, cost.round_trips),
+    ));
+
+    // Refetch per interruption: power fails at random (2 % per storage operation) during a
+    // 64 KiB download in short wakes over a lossy NB-IoT-like link.
+    let small = image(64 * 1024);
+    let (_, _, resets, accepted) = download(
+        &small,
+        1024,
+        8,
+        &LinkProfile {
+            loss_percent: 5,
+            ..LinkProfile::NB_IOT
+        },
+        WakeBudget {
+            bytes: None,
+            millis: Some(8000),
+        },
+        2,
+        7,
+    );
+    let refetch = accepted.saturating_sub(small.len() as u64);
+    rows.push((
+        format!("refetched bytes per power cut (64 KiB, {resets} cuts, 1 KiB blocks)"),
+        format!("{:.0} B", refetch as f64 / f64::from(resets.max(1))),
+    ));
+
+    // Goodput at NB-IoT-like rates: window 8 against stop-and-wait.
+    for rtt in [100u64, 600, 1000] {
+        let link = LinkProfile {
+            latency_ms: rtt / 2,
+            jitter_ms: 0,
+            bits_per_sec: 30_000,
+            loss_percent: 0,
+            duplicate_percent: 0,
+            corrupt_percent: 0,
+        };
+        let share = |window| {
+            let (_, ms, _, _) = download(&small, 1024, window, &link, WakeBudget::default(), 0, 2);
+            (small.len() as f64 * 8.0 / (ms as f64 / 1000.0)) / link.bits_per_sec as f64
+        };
+        rows.push((
+            format!("goodput / link rate, 30 kbit/s, {rtt} ms RTT: window 8 vs stop-and-wait"),
+            format!("{:.0} % vs {:.0} %", 100.0 * share(8), 100.0 * share(1)),
+        ));
+    }
+
+    // Host: receive path (decode + CRC + SHA-256) next to SHA-256 alone, and the server.
+    let msgs: Vec<Vec<u8>> = img
+        .chunks(1024)
+        .enumerate()
+        .map(|(i, p)| {
+            wire::encode_vec(&Message::Chunk(Chunk::new(
+                ImageId(1),
+                (i * 1024) as u32,
+                p,
+            )))
+        })
+        .collect();
+    let reps = 40;
+    let t = Wall::now();
+    for _ in 0..reps {
+        let mut h = Sha256::new();
+        for m in &msgs {
+            let Ok(Message::Chunk(c)) = wire::decode(std::hint::black_box(m)) else {
+                panic!()
+            };
+            assert!(c.crc_ok());
+            h.update(c.payload);
+        }
+        std::hint::black_box(h.finalize());
+    }
+    let recv = (img.len() * reps) as f64 / t.elapsed().as_secs_f64() / 1e6;
+    let t = Wall::now();
+    for _ in 0..reps {
+        std::hint::black_box(Sha256::digest(std::hint::black_box(&img)));
+    }
+    let sha = (img.len() * reps) as f64 / t.elapsed().as_secs_f64() / 1e6;
+    rows.push((
+        "host receive path, 1 KiB chunks (decode + CRC + SHA-256) vs SHA-256 alone".into(),
+        format!("{recv:.0} MB/s vs {sha:.0} MB/s"),
+    ));
+
+    let (handler, public) = release(&img, 1024);
+    let mut responder = Responder::new(handler, ServerConfig::default());
+    let peer = "127.0.0.1:1".parse().unwrap();
+    let mut c = client(&public, 8, 1, 1 << 20, 5);
+    c.device_mut().wake(Instant(0), WakeBudget::default());
+    let (mut tx, mut out) = ([0u8; 512], [0u8; 1400]);
+    let n = c.poll_transmit(Instant(0), &mut tx).unwrap();
+    let checkin = tx[..n].to_vec();
+    let t = Wall::now();
+    let rounds = 100_000u64;
+    for i in 0..rounds {
+        let mut d = checkin.clone();
+        d[2..4].copy_from_slice(&(i as u16).to_be_bytes()); // a fresh message id each time
+        std::hint::black_box(responder.respond(i, peer, &d, &mut out));
+    }
+    let checkins = rounds as f64 / t.elapsed().as_secs_f64();
+    // Block requests as the device sends them.
+    let m = responder.respond(0, peer, &checkin, &mut out).unwrap();
+    c.handle_datagram(Instant(1), &out[..m]).unwrap();
+    let mut reqs = Vec::new();
+    while let Some(n) = c.poll_transmit(Instant(2), &mut tx) {
+        reqs.push(tx[..n].to_vec());
+    }
+    // Each is answered with a full 1 KiB block.
+    for r in &reqs {
+        let n = responder.respond(0, peer, r, &mut out).unwrap();
+        assert_eq!(out[1], (2 << 5) | 5, "2.05 Content");
+        assert!(n > 1024);
+    }
+    let t = Wall::now();
+    for i in 0..rounds {
+        std::hint::black_box(responder.respond(i, peer, &reqs[i as usize % reqs.len()], &mut out));
+    }
+    let blocks = rounds as f64 / t.elapsed().as_secs_f64();
+    rows.push((
+        "host server, one core: check-ins/s; 1 KiB blocks/s".into(),
+        format!("{checkins:.0}; {blocks:.0}"),
+    ));
+
+    println!("{:<82} measured", "figure");
+    for (k, v) in rows {
+        println!("{k:<82} {v}");
+    }
+}
