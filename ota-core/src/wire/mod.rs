@@ -12,6 +12,8 @@
 //! The CRC is there because a corrupted reply is worse than a lost one: a flipped bit in an
 //! `UpToDate` could put a device to sleep for a year, and one in a manifest would make it refuse
 //! a valid update. A message whose CRC fails is dropped like a lost one and asked for again.
+//! (A corrupted kind byte that turns a message into a chunk skips the trailer check; the chunk's
+//! own CRC then fails instead.)
 //!
 //! Bytes between the body and the CRC are ignored. That is the extension rule: a later minor
 //! revision may append fields, and a device in the field that does not know them still decodes
