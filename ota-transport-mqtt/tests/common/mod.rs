@@ -1,0 +1,251 @@
+//! A real mosquitto on a free loopback port, with passwords and the crate's ACL; a release; a
+//! server; a byte-counting TCP proxy.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
+use ota_core::manifest::{Ed25519Verifier, Manifest, MANIFEST_FORMAT};
+use ota_core::sim::SimRng;
+use ota_core::wire::{Digest, DigestPrefix, ImageId, RunningFirmware, Urgency, Version};
+use ota_core::DeviceConfig;
+use ota_transport_mqtt::server::{serve, ServerStats};
+use ota_transport_mqtt::Broker;
+use sha2::{Digest as _, Sha256};
+
+pub const PASSWORD: &str = "test-secret";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// mosquitto, stopped on drop.
+pub struct Mosquitto {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    pub fn start(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("ota-mqtt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let passwd = dir.join("passwd");
+        for (i, user) in ["ota-server", "dev-1", "dev-2", "dev-3"].iter().enumerate() {
+            let mut cmd = Command::new("mosquitto_passwd");
+            if i == 0 {
+                cmd.arg("-c");
+            }
+            let st = cmd
+                .args(["-b", passwd.to_str().unwrap(), user, PASSWORD])
+                .status()
+                .expect(
+                    "mosquitto_passwd (Debian mosquitto) must be installed: .ci/run installs it",
+                );
+            assert!(st.success());
+        }
+        let acl = concat!(env!("CARGO_MANIFEST_DIR"), "/mosquitto.acl");
+        let port = free_port();
+        std::fs::write(
+            dir.join("mosquitto.conf"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {acl}\npersistence true\npersistence_location {}/\nmax_queued_messages 2000\nmax_inflight_messages 100\n",
+                passwd.display(),
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let mut m = Mosquitto {
+            port,
+            dir,
+            child: None,
+        };
+        m.run();
+        m
+    }
+
+    fn run(&mut self) {
+        let child = Command::new("mosquitto")
+            .args(["-c", self.dir.join("mosquitto.conf").to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (Debian mosquitto) must be installed: .ci/run installs it");
+        self.child = Some(child);
+        for _ in 0..50 {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("mosquitto did not start");
+    }
+
+    /// Stops the broker (SIGTERM, so it saves its sessions) and starts it again.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn broker(&self, user: &str) -> Broker {
+        Broker {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            username: Some(user.into()),
+            password: Some(PASSWORD.into()),
+            prefix: "ota".into(),
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn image(len: usize, seed: u64) -> Vec<u8> {
+    let mut r = SimRng::new(seed);
+    (0..len).map(|_| r.next_u64() as u8).collect()
+}
+
+pub fn key() -> SigningKey {
+    SigningKey::from_bytes(&[7u8; 32])
+}
+
+pub fn handler(img: &[u8]) -> Arc<Handler<SingleRelease, MemImages>> {
+    let m = Manifest {
+        format: MANIFEST_FORMAT,
+        vendor: 1,
+        class: 2,
+        sequence: 5,
+        version: Version::new(2, 0, 0),
+        image_size: img.len() as u32,
+        digest: Digest(Sha256::digest(img).into()),
+        chunk_size: 1024,
+        min_running: None,
+    };
+    let images = MemImages::new();
+    images.insert(ImageId(1), img.to_vec());
+    let rel = SingleRelease {
+        image: ImageId(1),
+        manifest: OwnedManifest::sign(&m, &key()),
+        urgency: Urgency::Attempt,
+        next_check_in: 60,
+    };
+    Arc::new(Handler::new(rel, images, 1024))
+}
+
+/// A server instance on its own runtime; dropping it kills the instance.
+pub struct Server {
+    pub stats: Arc<ServerStats>,
+    _rt: tokio::runtime::Runtime,
+}
+
+pub fn start_server(
+    broker: Broker,
+    client_id: &str,
+    handler: Arc<Handler<SingleRelease, MemImages>>,
+) -> Server {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stats = Arc::new(ServerStats::default());
+    let (s, id) = (stats.clone(), client_id.to_string());
+    rt.spawn(async move {
+        let _ = serve(broker, &id, "ota-servers", handler, s).await;
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    Server { stats, _rt: rt }
+}
+
+pub fn config(id: &str, sequence: u32, capacity: u32) -> DeviceConfig {
+    let mut c = DeviceConfig::new(
+        id.as_bytes(),
+        1,
+        2,
+        RunningFirmware {
+            version: Version::new(1, 0, 0),
+            digest: DigestPrefix([0; 8]),
+            sequence,
+        },
+    );
+    c.staging_capacity = capacity;
+    c.window = 8;
+    c.initial_rto_ms = 1000;
+    c
+}
+
+pub fn verifier() -> Ed25519Verifier {
+    Ed25519Verifier::from_bytes(&key().verifying_key().to_bytes()).unwrap()
+}
+
+/// A TCP proxy to `port` that counts bytes both ways.
+pub struct Proxy {
+    pub port: u16,
+    pub up: Arc<AtomicU64>,
+    pub down: Arc<AtomicU64>,
+}
+
+pub fn proxy(target: u16) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (u, d) = (up.clone(), down.clone());
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                continue;
+            };
+            for (mut from, mut to, count) in [
+                (
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    u.clone(),
+                ),
+                (server, client, d.clone()),
+            ] {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 || to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        count.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    Proxy { port, up, down }
+}
