@@ -303,6 +303,27 @@ impl<D: DesiredState, I: ImageSource> Handler<D, I> {
     }
 }
 
+/// [`ImageSource::read_at`] over an image held as bytes: copies what `bytes` has from `offset`
+/// into `buf`; an offset at or past the end is [`ImageError::OutOfRange`].
+pub fn read_slice(
+    image: ImageId,
+    bytes: &[u8],
+    offset: u32,
+    buf: &mut [u8],
+) -> Result<usize, ImageError> {
+    let tail = bytes
+        .get(offset as usize..)
+        .filter(|t| !t.is_empty())
+        .ok_or(ImageError::OutOfRange {
+            image,
+            offset,
+            size: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+        })?;
+    let n = tail.len().min(buf.len());
+    buf.iter_mut().zip(tail).for_each(|(d, s)| *d = *s);
+    Ok(n)
+}
+
 /// Images held in memory, for tests, simulators and small servers.
 #[derive(Debug, Default)]
 pub struct MemImages {
@@ -334,19 +355,8 @@ impl ImageSource for MemImages {
             .images
             .read()
             .map_err(|_| ImageError::Io("lock poisoned".into()))?;
-        let (bytes, info) = map.get(&image).ok_or(ImageError::UnknownImage(image))?;
-        let size = info.size;
-        let tail = bytes
-            .get(offset as usize..)
-            .filter(|t| !t.is_empty())
-            .ok_or(ImageError::OutOfRange {
-                image,
-                offset,
-                size,
-            })?;
-        let n = tail.len().min(buf.len());
-        buf.iter_mut().zip(tail).for_each(|(d, s)| *d = *s);
-        Ok(n)
+        let (bytes, _) = map.get(&image).ok_or(ImageError::UnknownImage(image))?;
+        read_slice(image, bytes, offset, buf)
     }
 
     fn describe(&self, image: ImageId) -> Result<ImageInfo, ImageError> {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use ota_core::host::{Decision, DesiredState, ImageError, ImageInfo, ImageSource};
+use ota_core::host::{read_slice, Decision, DesiredState, ImageError, ImageInfo, ImageSource};
 use ota_core::wire::{
     CheckIn, DeferReason, ImageId, LastOutcome, Phase, Report, ResultCode, Urgency,
 };
@@ -229,19 +229,7 @@ impl Fleet {
 
 impl ImageSource for Fleet {
     fn read_at(&self, image: ImageId, offset: u32, buf: &mut [u8]) -> Result<usize, ImageError> {
-        let bytes = self.image(image)?;
-        let size = bytes.len() as u32;
-        let tail = bytes
-            .get(offset as usize..)
-            .filter(|t| !t.is_empty())
-            .ok_or(ImageError::OutOfRange {
-                image,
-                offset,
-                size,
-            })?;
-        let n = tail.len().min(buf.len());
-        buf.iter_mut().zip(tail).for_each(|(d, s)| *d = *s);
-        Ok(n)
+        read_slice(image, &self.image(image)?, offset, buf)
     }
 
     fn describe(&self, image: ImageId) -> Result<ImageInfo, ImageError> {
