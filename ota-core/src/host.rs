@@ -130,6 +130,13 @@ pub enum Decision {
 pub trait DesiredState {
     /// What the device that sent `checkin` should do now.
     fn decide(&self, checkin: &CheckIn<'_>) -> Decision;
+    /// What [`decide`](Self::decide) would answer `checkin` now, without recording anything:
+    /// a server refreshing a device's published desired state after a rollout changed asks
+    /// this of the device's last check-in. The default is `decide` itself, right for a desired
+    /// state that records nothing.
+    fn peek(&self, checkin: &CheckIn<'_>) -> Decision {
+        self.decide(checkin)
+    }
     /// A device reported progress or an outcome.
     fn on_report(&self, _report: &Report<'_>) {}
 }
@@ -175,6 +182,9 @@ pub trait ImageSource {
 impl<T: DesiredState + ?Sized> DesiredState for std::sync::Arc<T> {
     fn decide(&self, checkin: &CheckIn<'_>) -> Decision {
         (**self).decide(checkin)
+    }
+    fn peek(&self, checkin: &CheckIn<'_>) -> Decision {
+        (**self).peek(checkin)
     }
     fn on_report(&self, report: &Report<'_>) {
         (**self).on_report(report)
@@ -262,7 +272,20 @@ impl<D: DesiredState, I: ImageSource> Handler<D, I> {
 
     /// Builds the reply to a check-in and hands it to `f` (borrowing the manifest, no copy).
     pub fn with_reply<R>(&self, checkin: &CheckIn<'_>, f: impl FnOnce(Message<'_>) -> R) -> R {
-        let reply = match self.desired.decide(checkin) {
+        Self::reply(self.desired.decide(checkin), checkin, f)
+    }
+
+    /// The desired state of the device whose last check-in was `checkin`, as it stands now
+    /// ([`DesiredState::peek`]: nothing is recorded), encoded as [`desired_state`] does.
+    pub fn desired_state(&self, checkin: &CheckIn<'_>) -> Vec<u8> {
+        Self::reply(self.desired.peek(checkin), checkin, |m| match m {
+            Message::CheckInReply(r) => desired_state(&r),
+            other => wire::encode_vec(&other),
+        })
+    }
+
+    fn reply<R>(decision: Decision, checkin: &CheckIn<'_>, f: impl FnOnce(Message<'_>) -> R) -> R {
+        let reply = match decision {
             Decision::UpToDate { next_check_in } => CheckInReply::UpToDate { next_check_in },
             Decision::Defer {
                 retry_after,
@@ -301,6 +324,29 @@ impl<D: DesiredState, I: ImageSource> Handler<D, I> {
         };
         f(Message::CheckInReply(reply))
     }
+}
+
+/// A reply in the compact form a server publishes as a device's desired state (an MQTT
+/// retained message, say): the reply itself, but an offer leaves out its manifest and resume
+/// point, which the device gets by checking in. A device only needs to tell `UpToDate` (sleep
+/// again) from anything else (check in).
+pub fn desired_state(reply: &CheckInReply<'_>) -> Vec<u8> {
+    let compact = match *reply {
+        CheckInReply::Update {
+            image,
+            urgency,
+            next_check_in,
+            ..
+        } => CheckInReply::Update {
+            image,
+            manifest: None,
+            resume_from: 0,
+            urgency,
+            next_check_in,
+        },
+        ref other => other.clone(),
+    };
+    wire::encode_vec(&Message::CheckInReply(compact))
 }
 
 /// [`ImageSource::read_at`] over an image held as bytes: copies what `bytes` has from `offset`

@@ -405,3 +405,61 @@ fn valid_update_reports_staged() {
     assert_eq!(storage.staged(img.len()), img);
     assert_eq!(reports, vec![(Phase::Staged, ResultCode::INITIAL)]);
 }
+
+/// Counts the check-ins it was asked to decide; `peek` must not count.
+struct Recording(AlwaysOffer, std::sync::atomic::AtomicU32);
+
+impl DesiredState for Recording {
+    fn decide(&self, c: &CheckIn<'_>) -> Decision {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.decide(c)
+    }
+    fn peek(&self, c: &CheckIn<'_>) -> Decision {
+        self.0.decide(c)
+    }
+}
+
+#[test]
+fn desired_state_is_the_reply_without_its_manifest() {
+    let img = image(9_000, 4);
+    let release = Recording(
+        AlwaysOffer(signed(&manifest_for(&img, 512))),
+        Default::default(),
+    );
+    let handler = Handler::new(release, EvilImages(img), 1024);
+    let mut dev: Device<Ed25519Verifier> = Device::new(config(64 * 1024, 4), verifier());
+    dev.wake(Instant(0), WakeBudget::default());
+    let mut buf = [0u8; 256];
+    let n = dev.poll_transmit(Instant(0), &mut buf).unwrap();
+    let Ok(Message::CheckIn(checkin)) = wire::decode(&buf[..n]) else {
+        panic!("not a check-in")
+    };
+    let reply = handler.handle(&buf[..n]).unwrap().unwrap();
+    let desired = handler.desired_state(&checkin);
+    assert_eq!(handler.desired().1.load(std::sync::atomic::Ordering::Relaxed), 1);
+    match wire::decode(&desired).unwrap() {
+        Message::CheckInReply(wire::CheckInReply::Update {
+            image,
+            manifest,
+            resume_from,
+            next_check_in,
+            ..
+        }) => {
+            assert_eq!((image, resume_from, next_check_in), (ImageId(3), 0, 600));
+            assert!(manifest.is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        desired.len() * 4 < reply.len(),
+        "{} vs {}",
+        desired.len(),
+        reply.len()
+    );
+    // An "up to date" reply is kept whole.
+    let up = wire::CheckInReply::UpToDate { next_check_in: 7 };
+    assert_eq!(
+        ota_core::host::desired_state(&up),
+        wire::encode_vec(&Message::CheckInReply(up))
+    );
+}

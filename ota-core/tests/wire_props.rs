@@ -82,6 +82,7 @@ fn checkin_parts() -> impl Strategy<Value = CheckInParts> {
 fn roundtrip(msg: &Message<'_>) {
     let bytes = encode_vec(msg);
     assert_eq!(&decode(&bytes).unwrap(), msg);
+    assert_eq!(peek_kind(&bytes), Some(msg.kind()));
     let mut buf = vec![0u8; bytes.len()];
     assert_eq!(encode(msg, &mut buf).unwrap(), bytes.len());
     assert_eq!(buf, bytes);

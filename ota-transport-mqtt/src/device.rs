@@ -1,24 +1,77 @@
-//! A device wake over MQTT (blocking, `rumqttc`), for host simulators and tests.
+//! A device wake over MQTT 5: `no_std`, no allocation, on [`minimq`].
 //!
-//! The device connects with a persistent session (clean session off, client id = device id),
-//! subscribes to its down and desired-state topics, and first reads the retained desired state:
-//! if it says "up to date" and the device has no download in progress and nothing to report,
-//! the wake ends there without a check-in. Otherwise it checks in and downloads with the
-//! state machine's window of chunk requests, all at QoS 1.
+//! The same code runs on a Cortex-M (over an embassy-net TCP socket, say) and on a host (over
+//! tokio, with [`crate::tcp::TcpConnector`]). A wake goes:
+//!
+//! | step | packets | ends the wake when |
+//! |---|---|---|
+//! | connect (client id = device id, persistent session) | CONNECT, CONNACK | the broker refuses: [`WakeError::Refused`] |
+//! | subscribe `s` (QoS 0) and `d` (QoS 1) in one packet | SUBSCRIBE, SUBACK | |
+//! | read the retained desired state on `s` | PUBLISH | it says "up to date" and nothing is in progress or to report |
+//! | check in, download with the window of chunk requests | PUBLISH/PUBACK each way | the state machine says sleep |
+//! | disconnect (the broker keeps the session for its expiry) | DISCONNECT | |
+//!
+//! The desired state is subscribed at QoS 0: it is a latest value that the broker hands over on
+//! every subscription, so nothing queues for it while the device sleeps and it needs no PUBACK.
+//! A lost connection is redialled after [`WakeOptions::reconnect_delay_ms`]; `minimq` replays
+//! unacknowledged QoS 1 publishes on a resumed session, and the state machine's own timers
+//! refetch whatever else was lost. Messages the state machine sends while no connection is up
+//! are lost, as on a dead radio link, so its retry limits end a wake whose broker stays away.
+//!
+//! Keep the [`Session`] (and its buffers) across wakes in RAM that survives sleep, and the
+//! broker session resumes: the `d` subscription and any unacknowledged publish carry over. A
+//! device that loses RAM in sleep starts a fresh session each wake, which costs nothing more
+//! here because the wake subscribes anyway.
 
-use std::time::Duration;
+use core::future::Future;
 
+use embassy_time::{with_deadline, Duration, Instant as Clock, Timer};
+use minimq::{
+    Buffers, ConfigBuilder, ConfigError, ConnectEvent, Connection, Error as MqttError, Io,
+    PeerError, PubError, Publication, QoS, ReasonCode, Session, SubscriptionOptions, TopicFilter,
+};
 use ota_core::device::{Device, Event, SleepReason};
 use ota_core::manifest::Verifier;
 use ota_core::storage::UpdateStorage;
 use ota_core::time::Instant;
-use ota_core::wire::{self, CheckInReply, LastOutcome, Message, WakeBudget};
-use rumqttc::{
-    Client, Connection, Event as MqttEvent, MqttOptions, Outgoing, Packet, QoS, RecvTimeoutError,
-};
+use ota_core::wire::{self, CheckInReply, LastOutcome, Message, MessageKind, WakeBudget};
 
 use crate::topics::{self, Kind};
-use crate::Broker;
+
+/// Opens a byte stream to the broker: at the start of a wake and after a lost connection.
+pub trait Connector {
+    /// The stream (TCP, TLS over TCP, a modem's socket).
+    type Io: Io;
+    /// Why it could not be opened.
+    type Error: core::fmt::Debug;
+    /// Opens a stream. Should give up by itself; [`WakeOptions::connect_timeout_ms`] bounds it too.
+    fn connect(&mut self) -> impl Future<Output = Result<Self::Io, Self::Error>>;
+}
+
+/// Timing of a wake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WakeOptions {
+    /// Bound on opening the stream plus the CONNECT/CONNACK and SUBSCRIBE/SUBACK exchanges.
+    pub connect_timeout_ms: u32,
+    /// How long to wait after the SUBACK for a retained desired state. A broker sends it right
+    /// after the SUBACK, so this only runs out for a device the server has never seen.
+    pub retained_wait_ms: u32,
+    /// Pause before redialling a lost connection.
+    pub reconnect_delay_ms: u32,
+    /// How long to wait for the broker to acknowledge the last publishes before disconnecting.
+    pub drain_ms: u32,
+}
+
+impl Default for WakeOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 10_000,
+            retained_wait_ms: 500,
+            reconnect_delay_ms: 1_000,
+            drain_ms: 2_000,
+        }
+    }
+}
 
 /// How a wake went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,164 +82,427 @@ pub struct WakeOutcome {
     pub sleep_secs: u32,
     /// False if the retained desired state settled it without a check-in.
     pub checked_in: bool,
-    /// MQTT packets sent and received (every kind, acknowledgements included).
-    pub packets: u32,
+    /// Connections made (more than one if the broker went away during the wake).
+    pub connects: u32,
+    /// `ota-core` messages published.
+    pub published: u32,
+    /// `ota-core` messages received (desired state included).
+    pub received: u32,
 }
 
-/// Errors of a wake.
+/// Errors that end a wake early. A lost connection is not one: it is redialled.
 #[derive(Debug, thiserror::Error)]
 pub enum WakeError<S: core::fmt::Debug> {
-    /// The device id cannot be a topic level.
+    /// The device id or prefix cannot make a topic.
     #[error("device id not usable in a topic")]
     Topic,
-    /// The MQTT client failed.
-    #[error("mqtt: {0}")]
-    Client(#[from] rumqttc::ClientError),
+    /// The broker refused the connection, a subscription or a publish (bad credentials, ACL).
+    #[error("broker refused: {0:?}")]
+    Refused(ReasonCode),
+    /// The session's buffers are too small for a message of this wake.
+    #[error("mqtt session buffers too small")]
+    Buffers,
     /// Storage failed.
     #[error("storage: {0:?}")]
     Storage(S),
-    /// The wake ran past its step bound.
-    #[error("wake did not end")]
-    Stuck,
 }
 
-/// Runs one wake of `dev` over MQTT. Events go to `on_event`.
-pub fn run_wake<V, const C: usize, S>(
-    dev: &mut Device<V, C>,
+/// A session configuration for a device: client id and user name = `id`, the password, a
+/// 60 s keep-alive, and a session that the broker keeps for `session_expiry_secs` after each
+/// wake: make it a little longer than the longest sleep, so the session outlives every sleep
+/// and a device that is gone for good stops costing the broker.
+///
+/// Buffers: `rx` holds the largest message the device receives, so the chunk size plus 64
+/// bytes; `tx` holds the publishes awaiting acknowledgement, so 512 bytes plus 40 per chunk
+/// request in the window (1 KiB is plenty for a window of 8).
+///
+/// (MQTT 5 would let each DISCONNECT set the expiry for the sleep that follows; `minimq`
+/// 0.13.5 cannot encode a DISCONNECT with properties, so the expiry is set once, here.)
+pub fn session_config<'a>(
+    buffers: Buffers<'a>,
+    id: &'a str,
+    password: Option<&'a [u8]>,
+    session_expiry_secs: u32,
+) -> Result<ConfigBuilder<'a>, ConfigError> {
+    let c = ConfigBuilder::new(buffers)
+        .client_id(id)?
+        .keepalive_interval(60)
+        .session_expiry_interval(session_expiry_secs);
+    match password {
+        Some(p) => c.auth(id, p),
+        None => Ok(c),
+    }
+}
+
+/// Runs one wake of `dev` over MQTT: `prefix` and `id` name the topics (see [`crate::topics`]).
+/// Events go to `on_event`.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_wake<C, V, S, const N: usize>(
+    session: &mut Session<'_>,
+    connector: &mut C,
+    dev: &mut Device<V, N>,
     storage: &mut S,
-    broker: &Broker,
+    prefix: &str,
     id: &str,
     budget: WakeBudget,
+    options: &WakeOptions,
     mut on_event: impl FnMut(&Event),
 ) -> Result<WakeOutcome, WakeError<S::Error>>
 where
+    C: Connector,
     V: Verifier,
     S: UpdateStorage,
 {
-    let down = topics::topic(&broker.prefix, id, Kind::Down).ok_or(WakeError::Topic)?;
-    let desired_topic = topics::topic(&broker.prefix, id, Kind::Desired).ok_or(WakeError::Topic)?;
-    let mut opts = MqttOptions::new(id, broker.host.clone(), broker.port);
-    opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_clean_session(false);
-    opts.set_max_packet_size(8 * 1024, 8 * 1024);
-    if let (Some(u), Some(p)) = (&broker.username, &broker.password) {
-        opts.set_credentials(u.clone(), p.clone());
+    let wake = Wake {
+        prefix,
+        id,
+        budget,
+        options,
+        talking: false,
+        pending: None,
+        buf: [0; MESSAGE_BUF],
+        outcome: WakeOutcome {
+            reason: SleepReason::LinkLost,
+            sleep_secs: 0,
+            checked_in: false,
+            connects: 0,
+            published: 0,
+            received: 0,
+        },
+    };
+    // Both topics are checked once, so nothing later fails on them.
+    for kind in [Kind::Desired, Kind::Down] {
+        topics::topic(prefix, id, kind).ok_or(WakeError::Topic)?;
     }
-    let (client, mut conn) = Client::new(opts, 64);
-    client.subscribe(down.as_str(), QoS::AtLeastOnce)?;
-    client.subscribe(desired_topic.as_str(), QoS::AtLeastOnce)?;
     dev.restore_from(storage).map_err(WakeError::Storage)?;
-    let start = std::time::Instant::now();
-    let now = || Instant(start.elapsed().as_millis() as u64);
-    let mut packets = 0u32;
+    wake.run(session, connector, dev, storage, &mut on_event)
+        .await
+}
 
-    // 1. The retained desired state, which the broker sends right after the subscription.
-    let mut subacks = 0;
-    let mut desired = None;
-    let settle = std::time::Instant::now();
-    while settle.elapsed() < Duration::from_secs(3) && (subacks < 2 || desired.is_none()) {
-        match conn.recv_timeout(Duration::from_millis(100)) {
-            Ok(Ok(ev)) => {
-                packets += 1;
-                match ev {
-                    MqttEvent::Incoming(Packet::SubAck(_)) => subacks += 1,
-                    MqttEvent::Incoming(Packet::Publish(p))
-                        if p.topic == desired_topic.as_str() =>
-                    {
-                        desired = Some(p.payload.to_vec());
+/// Largest `ota-core` message a device sends (a check-in is under 100 bytes).
+const MESSAGE_BUF: usize = 256;
+
+/// Where a connection left the wake.
+enum Step<E> {
+    /// The wake is over.
+    Done,
+    /// The connection dropped; dial again.
+    Lost,
+    /// Give up.
+    Fatal(E),
+}
+
+struct Wake<'a> {
+    prefix: &'a str,
+    id: &'a str,
+    budget: WakeBudget,
+    options: &'a WakeOptions,
+    /// Past the desired state: checked in (or trying to).
+    talking: bool,
+    /// A message the state machine produced that the session could not take yet.
+    pending: Option<(Kind, usize)>,
+    buf: [u8; MESSAGE_BUF],
+    outcome: WakeOutcome,
+}
+
+fn now() -> Instant {
+    Instant(Clock::now().as_millis())
+}
+
+fn at(t: Instant) -> Clock {
+    Clock::from_millis(t.0)
+}
+
+fn after(ms: u32) -> Clock {
+    Clock::now() + Duration::from_millis(u64::from(ms))
+}
+
+/// What an MQTT error means for the wake.
+fn classify<T, E>(e: MqttError<T>) -> Step<WakeError<E>>
+where
+    E: core::fmt::Debug,
+{
+    match e {
+        MqttError::Peer(PeerError::Rejected(code)) => Step::Fatal(WakeError::Refused(code)),
+        MqttError::Resource(_) => Step::Fatal(WakeError::Buffers),
+        // Transport failures, a dead connection, a broker speaking nonsense: dial again.
+        _ => Step::Lost,
+    }
+}
+
+/// MQTT framing around a QoS 1 PUBLISH with no properties: fixed header, topic, packet id,
+/// property length; plus the 4-byte PUBACK going the other way.
+fn publish_overhead(topic_len: usize, payload_len: usize) -> (i64, i64) {
+    let remaining = 2 + topic_len + 2 + 1 + payload_len;
+    let varint = match remaining {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        _ => 3,
+    };
+    ((1 + varint + remaining - payload_len) as i64, 4)
+}
+
+impl Wake<'_> {
+    async fn run<C, V, S, const N: usize>(
+        mut self,
+        session: &mut Session<'_>,
+        connector: &mut C,
+        dev: &mut Device<V, N>,
+        storage: &mut S,
+        on_event: &mut impl FnMut(&Event),
+    ) -> Result<WakeOutcome, WakeError<S::Error>>
+    where
+        C: Connector,
+        V: Verifier,
+        S: UpdateStorage,
+    {
+        loop {
+            let deadline = after(self.options.connect_timeout_ms);
+            if let Ok(Ok(io)) = with_deadline(deadline, connector.connect()).await {
+                match with_deadline(deadline, session.connect(io)).await {
+                    Ok(Ok(mut conn)) => {
+                        self.outcome.connects += 1;
+                        match self.connected(&mut conn, dev, storage, on_event).await {
+                            Step::Done => return Ok(self.outcome),
+                            Step::Fatal(e) => return Err(e),
+                            Step::Lost => {}
+                        }
                     }
-                    _ => {}
+                    Ok(Err(e)) => {
+                        if let Step::Fatal(e) = classify(e) {
+                            return Err(e);
+                        }
+                    }
+                    Err(_) => {}
                 }
             }
-            // No retained message within a moment of the subscription: nothing is known.
-            Err(RecvTimeoutError::Timeout) if subacks >= 2 => break,
-            _ => {}
-        }
-    }
-    let nothing_pending =
-        dev.resume_state().is_none() && dev.config().last_outcome == LastOutcome::None;
-    if let (Some(d), true) = (&desired, nothing_pending) {
-        if let Ok(Message::CheckInReply(CheckInReply::UpToDate { next_check_in })) = wire::decode(d)
-        {
-            packets += disconnect(&client, &mut conn);
-            let end = Event::Sleep {
-                secs: next_check_in,
-                reason: SleepReason::UpToDate,
-            };
-            on_event(&end);
-            return Ok(WakeOutcome {
-                reason: SleepReason::UpToDate,
-                sleep_secs: next_check_in,
-                checked_in: false,
-                packets,
-            });
+            // No desired state this wake: check in once a connection is back.
+            if !self.talking {
+                self.talking = true;
+                dev.wake(now(), self.budget);
+            }
+            if self.offline(dev, storage, on_event).await? {
+                return Ok(self.outcome);
+            }
         }
     }
 
-    // 2. Check in and download.
-    dev.wake(now(), budget);
-    let mut buf = [0u8; 512];
-    for _ in 0..1_000_000 {
-        while let Some(n) = dev.poll_transmit(now(), &mut buf) {
-            let bytes = buf.get(..n).unwrap_or(&[]);
-            let kind = match wire::decode(bytes) {
-                Ok(Message::CheckIn(_)) => Kind::CheckIn,
-                Ok(Message::ChunkRequest(_)) => Kind::Request,
-                Ok(Message::Report(_)) => Kind::Report,
-                _ => continue,
-            };
-            let topic = topics::topic(&broker.prefix, id, kind).ok_or(WakeError::Topic)?;
-            client.publish(topic.as_str(), QoS::AtLeastOnce, false, bytes.to_vec())?;
+    /// Keeps the state machine's clock running while no connection is up, until the redial.
+    /// Its messages are lost meanwhile, so its retry limits end the wake. True if it ended.
+    async fn offline<V: Verifier, S: UpdateStorage, const N: usize>(
+        &mut self,
+        dev: &mut Device<V, N>,
+        storage: &mut S,
+        on_event: &mut impl FnMut(&Event),
+    ) -> Result<bool, WakeError<S::Error>> {
+        let redial = after(self.options.reconnect_delay_ms);
+        loop {
+            while dev.poll_transmit(now(), &mut self.buf).is_some() {}
+            if self.service(dev, storage, on_event)? {
+                return Ok(true);
+            }
+            let wake_at = dev.poll_timeout().map_or(redial, |t| at(t).min(redial));
+            Timer::at(wake_at).await;
+            dev.handle_timeout(now());
+            if Clock::now() >= redial {
+                return Ok(false);
+            }
         }
+    }
+
+    /// Storage and events; true once the state machine says sleep.
+    fn service<V: Verifier, S: UpdateStorage, const N: usize>(
+        &mut self,
+        dev: &mut Device<V, N>,
+        storage: &mut S,
+        on_event: &mut impl FnMut(&Event),
+    ) -> Result<bool, WakeError<S::Error>> {
         dev.drive_storage(storage).map_err(WakeError::Storage)?;
         while let Some(ev) = dev.poll_event() {
             on_event(&ev);
             if let Event::Sleep { secs, reason } = ev {
-                packets += disconnect(&client, &mut conn);
-                return Ok(WakeOutcome {
-                    reason,
-                    sleep_secs: secs,
-                    checked_in: true,
-                    packets,
-                });
+                self.outcome.reason = reason;
+                self.outcome.sleep_secs = secs;
+                return Ok(true);
             }
         }
-        let wait = dev
-            .poll_timeout()
-            .map(|t| t.since(now()))
-            .unwrap_or(100)
-            .clamp(1, 100);
-        match conn.recv_timeout(Duration::from_millis(wait)) {
-            Ok(Ok(ev)) => {
-                packets += 1;
-                if let MqttEvent::Incoming(Packet::Publish(p)) = ev {
-                    if p.topic == down.as_str() {
-                        let _ = dev.handle_message(now(), &p.payload);
+        Ok(false)
+    }
+
+    async fn connected<IO: Io, V: Verifier, S: UpdateStorage, const N: usize>(
+        &mut self,
+        conn: &mut Connection<'_, '_, IO>,
+        dev: &mut Device<V, N>,
+        storage: &mut S,
+        on_event: &mut impl FnMut(&Event),
+    ) -> Step<WakeError<S::Error>> {
+        let (Some(desired), Some(down)) = (
+            topics::topic(self.prefix, self.id, Kind::Desired),
+            topics::topic(self.prefix, self.id, Kind::Down),
+        ) else {
+            return Step::Fatal(WakeError::Topic);
+        };
+        let want_state = TopicFilter::new(&desired)
+            .options(SubscriptionOptions::default().maximum_qos(QoS::AtMostOnce));
+        let want_down = TopicFilter::new(&down)
+            .options(SubscriptionOptions::default().maximum_qos(QoS::AtLeastOnce));
+        let resumed = conn.connect_event() == ConnectEvent::Reconnected;
+        let subscribed = match (self.talking, resumed) {
+            (false, _) => conn.subscribe(&[want_state, want_down], &[]).await,
+            (true, false) => conn.subscribe(&[want_down], &[]).await,
+            (true, true) => return self.talk(conn, dev, storage, on_event).await,
+        };
+        let op = match subscribed {
+            Ok(op) => op,
+            Err(e) => return classify(e),
+        };
+        if self.talking {
+            return self.talk(conn, dev, storage, on_event).await;
+        }
+
+        // The retained desired state follows the SUBACK.
+        let mut deadline = after(self.options.connect_timeout_ms);
+        let mut up_to_date = None;
+        let mut acked = false;
+        loop {
+            match with_deadline(deadline, conn.poll()).await {
+                Err(_) => break,
+                Ok(Err(e)) => return classify(e),
+                Ok(Ok(Some(p))) => {
+                    if topics::parse(self.prefix, p.topic()) == Some((self.id, Kind::Desired)) {
+                        self.outcome.received += 1;
+                        if let Ok(Message::CheckInReply(CheckInReply::UpToDate { next_check_in })) =
+                            wire::decode(p.payload())
+                        {
+                            up_to_date = Some(next_check_in);
+                        }
+                        break;
+                    }
+                }
+                Ok(Ok(None)) => {}
+            }
+            if !acked && conn.is_complete(&op) {
+                acked = true;
+                deadline = after(self.options.retained_wait_ms);
+            }
+        }
+        if !acked && !conn.is_complete(&op) {
+            return Step::Lost;
+        }
+        let idle = dev.resume_state().is_none() && dev.config().last_outcome == LastOutcome::None;
+        if let (Some(secs), true) = (up_to_date, idle) {
+            on_event(&Event::Sleep {
+                secs,
+                reason: SleepReason::UpToDate,
+            });
+            self.outcome.reason = SleepReason::UpToDate;
+            self.outcome.sleep_secs = secs;
+            self.disconnect(conn).await;
+            return Step::Done;
+        }
+        self.talking = true;
+        dev.wake(now(), self.budget);
+        self.talk(conn, dev, storage, on_event).await
+    }
+
+    /// Check-in and download on a live connection.
+    async fn talk<IO: Io, V: Verifier, S: UpdateStorage, const N: usize>(
+        &mut self,
+        conn: &mut Connection<'_, '_, IO>,
+        dev: &mut Device<V, N>,
+        storage: &mut S,
+        on_event: &mut impl FnMut(&Event),
+    ) -> Step<WakeError<S::Error>> {
+        self.outcome.checked_in = true;
+        loop {
+            match self.transmit(conn, dev).await {
+                Ok(()) => {}
+                Err(step) => return step,
+            }
+            match self.service(dev, storage, on_event) {
+                Ok(true) => {
+                    self.disconnect(conn).await;
+                    return Step::Done;
+                }
+                Ok(false) => {}
+                Err(e) => return Step::Fatal(e),
+            }
+            // Wake for the state machine's next deadline; sooner while a publish waits for room.
+            let mut wake_at = dev.poll_timeout().map_or(after(1_000), at);
+            if self.pending.is_some() {
+                wake_at = wake_at.min(after(20));
+            }
+            match with_deadline(wake_at, conn.poll()).await {
+                Err(_) | Ok(Ok(None)) => {}
+                Ok(Err(e)) => return classify(e),
+                Ok(Ok(Some(p))) => {
+                    if topics::parse(self.prefix, p.topic()) == Some((self.id, Kind::Down)) {
+                        self.outcome.received += 1;
+                        let (framing, ack) = publish_overhead(p.topic().len(), p.payload().len());
+                        dev.add_link_bytes(ack, framing);
+                        // Unexpected or corrupt messages are dropped; the state machine's
+                        // timers fetch again what it still needs.
+                        let _ = dev.handle_message(now(), p.payload());
                     }
                 }
             }
-            // The broker is gone for now; the client reconnects on the next poll and the
-            // persistent session brings back what was queued. Timers keep running.
-            Ok(Err(_)) => std::thread::sleep(Duration::from_millis(100)),
-            Err(_) => {}
+            dev.handle_timeout(now());
         }
-        dev.handle_timeout(now());
     }
-    Err(WakeError::Stuck)
-}
 
-/// Disconnects cleanly, flushing what is queued; returns the packets that took.
-fn disconnect(client: &Client, conn: &mut Connection) -> u32 {
-    let mut packets = 0;
-    if client.disconnect().is_err() {
-        return 0;
-    }
-    for _ in 0..200 {
-        match conn.recv_timeout(Duration::from_millis(100)) {
-            Ok(Ok(MqttEvent::Outgoing(Outgoing::Disconnect))) => return packets + 1,
-            Ok(Ok(_)) => packets += 1,
-            _ => return packets,
+    /// Publishes what the state machine has to send, as far as the session has room.
+    async fn transmit<IO: Io, V: Verifier, E: core::fmt::Debug, const N: usize>(
+        &mut self,
+        conn: &mut Connection<'_, '_, IO>,
+        dev: &mut Device<V, N>,
+    ) -> Result<(), Step<WakeError<E>>> {
+        loop {
+            let (kind, n) = match self.pending.take() {
+                Some(p) => p,
+                None => {
+                    let Some(n) = dev.poll_transmit(now(), &mut self.buf) else {
+                        return Ok(());
+                    };
+                    let kind = match wire::peek_kind(self.buf.get(..n).unwrap_or(&[])) {
+                        Some(MessageKind::CheckIn) => Kind::CheckIn,
+                        Some(MessageKind::ChunkRequest) => Kind::Request,
+                        Some(MessageKind::Report) => Kind::Report,
+                        _ => continue,
+                    };
+                    (kind, n)
+                }
+            };
+            let topic =
+                topics::topic(self.prefix, self.id, kind).ok_or(Step::Fatal(WakeError::Topic))?;
+            let payload = self.buf.get(..n).unwrap_or(&[]);
+            let publication = Publication::bytes(&topic, payload).qos(QoS::AtLeastOnce);
+            match conn.publish(publication).await {
+                Ok(_) => {
+                    self.outcome.published += 1;
+                    let (framing, ack) = publish_overhead(topic.len(), n);
+                    dev.add_link_bytes(framing, ack);
+                }
+                // Every slot holds a publish awaiting its PUBACK: send this one later.
+                Err(PubError::Session(MqttError::NotReady)) => {
+                    self.pending = Some((kind, n));
+                    return Ok(());
+                }
+                // Lost with the connection, or kept by the session for replay: either way the
+                // state machine's timer covers it.
+                Err(PubError::Session(e)) => return Err(classify(e)),
+                Err(PubError::Payload(_)) => return Err(Step::Fatal(WakeError::Buffers)),
+            }
         }
     }
-    packets
+
+    /// Waits (bounded) for the broker to acknowledge what was published, then says goodbye.
+    async fn disconnect<IO: Io>(&mut self, conn: &mut Connection<'_, '_, IO>) {
+        let until = after(self.options.drain_ms);
+        while !conn.session().is_publish_quiescent() {
+            if !matches!(with_deadline(until, conn.poll()).await, Ok(Ok(_))) {
+                break;
+            }
+        }
+        let _ = with_deadline(after(self.options.drain_ms), conn.disconnect()).await;
+    }
 }

@@ -1,5 +1,6 @@
 //! The server: subscribes to every device's requests through shared subscriptions, answers each
-//! with the stateless `ota-core` handler, and keeps each device's desired state retained.
+//! with the stateless `ota-core` handler, and keeps each device's desired state retained. A
+//! [`Publisher`] republishes desired states when a release or rollout changes.
 //!
 //! Nothing is kept between requests, so any number of instances can share a group: the broker
 //! hands each request to one of them, and when one stops, the others get the rest.
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ota_core::host::{DesiredState, Handler, ImageSource};
+use ota_core::host::{desired_state, DesiredState, Handler, ImageSource};
 use ota_core::wire::{self, Message};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 
@@ -35,8 +36,105 @@ pub enum ServerError {
     Client(#[from] rumqttc::ClientError),
 }
 
-/// Runs one server instance until its task is dropped. `group` names the shared subscription;
-/// instances with the same group split the fleet.
+/// One server instance: a connection to the broker and a shared subscription.
+pub struct Server {
+    client: AsyncClient,
+    events: EventLoop,
+    prefix: String,
+    group: String,
+}
+
+/// Publishes devices' desired states while a [`Server`] runs; cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    client: AsyncClient,
+    prefix: String,
+}
+
+impl Server {
+    /// An instance connecting as `client_id`; `group` names the shared subscription, and
+    /// instances with the same group split the fleet.
+    pub fn new(broker: &Broker, client_id: &str, group: &str) -> Self {
+        let mut opts = MqttOptions::new(client_id, broker.host.clone(), broker.port);
+        opts.set_keep_alive(Duration::from_secs(10));
+        opts.set_clean_session(true);
+        opts.set_max_packet_size(8 * 1024, 8 * 1024);
+        if let (Some(u), Some(p)) = (&broker.username, &broker.password) {
+            opts.set_credentials(u.clone(), p.clone());
+        }
+        let (client, events) = AsyncClient::new(opts, 256);
+        Self {
+            client,
+            events,
+            prefix: broker.prefix.clone(),
+            group: group.to_string(),
+        }
+    }
+
+    /// A handle to publish desired states through this instance's connection.
+    pub fn publisher(&self) -> Publisher {
+        Publisher {
+            client: self.client.clone(),
+            prefix: self.prefix.clone(),
+        }
+    }
+
+    /// Answers requests until the task is dropped.
+    pub async fn run<D, I>(
+        mut self,
+        handler: Arc<Handler<D, I>>,
+        stats: Arc<ServerStats>,
+    ) -> Result<(), ServerError>
+    where
+        D: DesiredState,
+        I: ImageSource,
+    {
+        let filters = [Kind::CheckIn, Kind::Request, Kind::Report]
+            .map(|k| topics::shared_filter(&self.group, &self.prefix, k));
+        loop {
+            match self.events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    for f in filters.iter() {
+                        let f = f.as_ref().ok_or(ServerError::Topic)?;
+                        self.client.subscribe(f.as_str(), QoS::AtLeastOnce).await?;
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    match answer(&self.prefix, &p.topic, &p.payload, &handler) {
+                        Some(out) => {
+                            stats.answered.fetch_add(1, Ordering::Relaxed);
+                            for (topic, retain, payload) in out {
+                                self.client
+                                    .publish(topic.as_str(), QoS::AtLeastOnce, retain, payload)
+                                    .await?;
+                            }
+                        }
+                        None => {
+                            stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                // The broker went away: rumqttc reconnects on the next poll.
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+}
+
+impl Publisher {
+    /// Publishes `state` (an encoded reply, see [`ota_core::host::desired_state`]) as the
+    /// retained desired state of device `id`, at QoS 1.
+    pub async fn desired(&self, id: &str, state: Vec<u8>) -> Result<(), ServerError> {
+        let topic = topics::topic(&self.prefix, id, Kind::Desired).ok_or(ServerError::Topic)?;
+        self.client
+            .publish(topic.as_str(), QoS::AtLeastOnce, true, state)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Runs one server instance until its task is dropped: [`Server::new`] then [`Server::run`].
 pub async fn serve<D, I>(
     broker: Broker,
     client_id: &str,
@@ -48,48 +146,15 @@ where
     D: DesiredState,
     I: ImageSource,
 {
-    let mut opts = MqttOptions::new(client_id, broker.host.clone(), broker.port);
-    opts.set_keep_alive(Duration::from_secs(10));
-    opts.set_clean_session(true);
-    opts.set_max_packet_size(8 * 1024, 8 * 1024);
-    if let (Some(u), Some(p)) = (&broker.username, &broker.password) {
-        opts.set_credentials(u.clone(), p.clone());
-    }
-    let (client, mut events): (AsyncClient, EventLoop) = AsyncClient::new(opts, 256);
-    let filters = [Kind::CheckIn, Kind::Request, Kind::Report]
-        .map(|k| topics::shared_filter(group, &broker.prefix, k));
-    loop {
-        match events.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                for f in filters.iter() {
-                    let f = f.as_ref().ok_or(ServerError::Topic)?;
-                    client.subscribe(f.as_str(), QoS::AtLeastOnce).await?;
-                }
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                let handled = answer(&broker.prefix, &p.topic, &p.payload, &handler);
-                match handled {
-                    Some(out) => {
-                        stats.answered.fetch_add(1, Ordering::Relaxed);
-                        for (topic, retain, payload) in out {
-                            client
-                                .publish(topic.as_str(), QoS::AtLeastOnce, retain, payload)
-                                .await?;
-                        }
-                    }
-                    None => {
-                        stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            Ok(_) => {}
-            // The broker went away: rumqttc reconnects on the next poll.
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+    Server::new(&broker, client_id, group)
+        .run(handler, stats)
+        .await
 }
 
 /// The publications answering one request: (topic, retained, payload). `None`: drop it.
+///
+/// A check-in is answered on the device's `d` topic, and its desired state (the reply without
+/// a manifest, [`ota_core::host::desired_state`]) is retained on `s` for the next wake.
 pub fn answer<D: DesiredState, I: ImageSource>(
     prefix: &str,
     topic: &str,
@@ -97,26 +162,31 @@ pub fn answer<D: DesiredState, I: ImageSource>(
     handler: &Handler<D, I>,
 ) -> Option<Vec<(topics::Topic, bool, Vec<u8>)>> {
     let (id, kind) = topics::parse(prefix, topic)?;
-    let msg = wire::decode(payload).ok()?;
+    let down = topics::topic(prefix, id, Kind::Down)?;
     // A device may only speak for itself: the id in the message must be the topic's.
-    let (expected, claimed) = match (&msg, kind) {
-        (Message::CheckIn(c), Kind::CheckIn) => (id.as_bytes(), c.device_id),
-        (Message::Report(r), Kind::Report) => (id.as_bytes(), r.device_id),
-        (Message::ChunkRequest(_), Kind::Request) => (id.as_bytes(), id.as_bytes()),
-        _ => return None,
-    };
-    if expected != claimed {
-        return None;
-    }
-    let reply = handler.handle(payload).ok()?;
-    let mut out = Vec::new();
-    if let Some(reply) = reply {
-        let retained = (kind == Kind::CheckIn).then(|| reply.clone());
-        out.push((topics::topic(prefix, id, Kind::Down)?, false, reply));
-        if let Some(r) = retained {
-            // The desired state for the next wake: what this check-in was told.
-            out.push((topics::topic(prefix, id, Kind::Desired)?, true, r));
+    match (wire::decode(payload).ok()?, kind) {
+        (Message::CheckIn(c), Kind::CheckIn) if c.device_id == id.as_bytes() => {
+            let (reply, desired) = handler.with_reply(&c, |m| {
+                let reply = wire::encode_vec(&m);
+                let desired = match &m {
+                    Message::CheckInReply(r) => desired_state(r),
+                    _ => reply.clone(),
+                };
+                (reply, desired)
+            });
+            Some(vec![
+                (down, false, reply),
+                (topics::topic(prefix, id, Kind::Desired)?, true, desired),
+            ])
         }
+        (Message::Report(r), Kind::Report) if r.device_id == id.as_bytes() => {
+            handler.handle(payload).ok()?;
+            Some(Vec::new())
+        }
+        (Message::ChunkRequest(_), Kind::Request) => {
+            let chunk = handler.handle(payload).ok()??;
+            Some(vec![(down, false, chunk)])
+        }
+        _ => None,
     }
-    Some(out)
 }

@@ -8,38 +8,51 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use common::*;
 use ota_core::device::SleepReason;
+use ota_core::host::{Decision, DesiredState, Handler, MemImages, SingleRelease};
 use ota_core::storage::MemStorage;
 use ota_core::wire::WakeBudget;
-use ota_core::{Device, Event};
-use ota_transport_mqtt::device::run_wake;
-use ota_transport_mqtt::Broker;
+use ota_core::wire::{CheckIn, ImageId};
+use ota_core::Device;
+use ota_transport_mqtt::server::ServerStats;
 use rumqttc::{Client, Event as MqttEvent, MqttOptions, Packet, QoS};
 
-/// Wakes `id` until the image is staged; returns (wakes, payload bytes accepted).
+/// What an update took.
+struct Updated {
+    wakes: u32,
+    /// Connections over all wakes (more than `wakes` if one was lost during a wake).
+    connects: u32,
+    /// Payload bytes accepted, refetches included.
+    accepted: u64,
+}
+
+/// Wakes `id` (one session kept across wakes) until the image is staged.
 fn update(
-    broker: &Broker,
+    port: u16,
     id: &str,
     img: &[u8],
     storage: &mut MemStorage,
     budget: WakeBudget,
     mut between: impl FnMut(u32),
-) -> (u32, u64) {
-    let mut accepted = 0;
+) -> Updated {
+    let mut session = session(id, id);
+    let (mut accepted, mut connects) = (0, 0);
     for wake in 1..=60u32 {
         between(wake);
         let mut dev: Device<_> = Device::new(config(id, 4, img.len() as u32 + 4096), verifier());
-        let out = run_wake(&mut dev, storage, broker, id, budget, |e| {
-            if let Event::ManifestRejected(e) = e {
-                panic!("manifest rejected: {e}");
-            }
-        })
-        .unwrap();
+        let out = common::wake(&mut session, port, &mut dev, storage, id, budget).unwrap();
         accepted += dev.stats().payload_bytes_accepted;
+        connects += out.connects;
         if out.reason == SleepReason::Staged {
             assert!(storage.staged(img.len()) == img, "staged bytes differ");
-            return (wake, accepted);
+            return Updated {
+                wakes: wake,
+                connects,
+                accepted,
+            };
         }
     }
     panic!("not staged after 60 wakes");
@@ -57,38 +70,50 @@ fn update_survives_a_broker_restart_mid_transfer() {
         millis: None,
     };
     let port = broker.port;
-    let dev_broker = broker.broker("dev-1");
-    let (wakes, accepted) = update(&dev_broker, "dev-1", &img, &mut storage, budget, |wake| {
+    let u = update(port, "dev-1", &img, &mut storage, budget, |wake| {
         if wake == 4 {
             broker.restart();
             assert_eq!(broker.port, port);
         }
     });
-    assert!(wakes >= 7, "40 kB wakes for 256 KiB: {wakes}");
+    assert!(u.wakes >= 7, "40 kB wakes for 256 KiB: {}", u.wakes);
+    let refetched = u.accepted - img.len() as u64;
     println!(
-        "256 KiB over MQTT in {wakes} wakes with a broker restart; {} bytes refetched",
-        accepted - img.len() as u64
+        "256 KiB over MQTT in {} wakes with a broker restart between wakes; {refetched} bytes refetched",
+        u.wakes
     );
+    assert!(refetched <= 1024, "more than one chunk refetched");
 }
 
 #[test]
 fn broker_restart_during_a_wake() {
     let mut broker = Mosquitto::start("restart-during");
-    let img = image(128 * 1024, 2);
+    let img = image(256 * 1024, 2);
     let _server = start_server(broker.broker("ota-server"), "srv-1", handler(&img));
-    let dev_broker = broker.broker("dev-1");
     let mut storage = MemStorage::new(img.len() as u32 + 4096);
     let budget = WakeBudget {
         bytes: None,
-        millis: Some(20_000),
+        millis: Some(60_000),
     };
+    let port = broker.port;
     let dev = std::thread::spawn(move || {
-        update(&dev_broker, "dev-1", &img, &mut storage, budget, |_| {})
+        let u = update(port, "dev-1", &img, &mut storage, budget, |_| {});
+        (u, img.len() as u64)
     });
-    std::thread::sleep(Duration::from_millis(150));
+    // Restart once the download is under way (the broker saves and restores its sessions).
+    std::thread::sleep(Duration::from_millis(400));
     broker.restart();
-    let (wakes, _) = dev.join().unwrap();
-    println!("restart during a wake: staged after {wakes} wakes");
+    let (u, len) = dev.join().unwrap();
+    let refetched = u.accepted - len;
+    println!(
+        "256 KiB with the broker restarted during the wake: {} wakes, {} connections, {refetched} bytes refetched",
+        u.wakes, u.connects
+    );
+    assert!(
+        u.connects > u.wakes,
+        "the restart should have cost a reconnection within a wake"
+    );
+    assert!(refetched <= 8 * 1024, "more than a window refetched");
 }
 
 #[test]
@@ -97,21 +122,19 @@ fn nothing_for_you_is_one_round_trip_on_the_retained_state() {
     let img = image(10_000, 3);
     let _server = start_server(broker.broker("ota-server"), "srv-1", handler(&img));
     let p = proxy(broker.port);
-    let via_proxy = Broker {
-        port: p.port,
-        ..broker.broker("dev-2")
-    };
     // Already on the release (sequence 5): the first wake checks in and is told "up to date",
     // which the server also leaves as the retained desired state.
     let mut storage = MemStorage::new(1 << 20);
+    let mut session = session("dev-2", "dev-2");
     let mut dev: Device<_> = Device::new(config("dev-2", 5, 1 << 20), verifier());
-    let first = run_wake(
+    let budget = WakeBudget::default();
+    let first = wake(
+        &mut session,
+        p.port,
         &mut dev,
         &mut storage,
-        &via_proxy,
         "dev-2",
-        WakeBudget::default(),
-        |_| {},
+        budget,
     )
     .unwrap();
     assert_eq!(
@@ -119,33 +142,125 @@ fn nothing_for_you_is_one_round_trip_on_the_retained_state() {
         (SleepReason::UpToDate, true)
     );
     std::thread::sleep(Duration::from_millis(200));
-    let (u0, d0) = (p.up.load(Ordering::Relaxed), p.down.load(Ordering::Relaxed));
+    let (up0, down0) = (p.up.get(), p.down.get());
     let mut dev: Device<_> = Device::new(config("dev-2", 5, 1 << 20), verifier());
-    let second = run_wake(
+    let second = wake(
+        &mut session,
+        p.port,
         &mut dev,
         &mut storage,
-        &via_proxy,
         "dev-2",
-        WakeBudget::default(),
-        |_| {},
+        budget,
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(200));
+    let (up1, down1) = (p.up.get(), p.down.get());
     let (up, down) = (
-        p.up.load(Ordering::Relaxed) - u0,
-        p.down.load(Ordering::Relaxed) - d0,
+        (up1.0 - up0.0, up1.1 - up0.1),
+        (down1.0 - down0.0, down1.1 - down0.1),
     );
     assert_eq!(second.reason, SleepReason::UpToDate);
     assert!(
         !second.checked_in,
         "the retained desired state should settle it"
     );
-    println!("\"nothing for you\" over MQTT: {} packets, {up} bytes up, {down} bytes down (TCP payload, connect to disconnect)", second.packets);
-    assert!(
-        second.packets <= 10 && up + down < 400,
-        "{} packets, {} bytes",
-        second.packets,
-        up + down
+    println!(
+        "\"nothing for you\" over MQTT: {} packets up ({} B), {} packets down ({} B), TCP payload from connect to disconnect",
+        up.0, up.1, down.0, down.1
+    );
+    // CONNECT, SUBSCRIBE, DISCONNECT up; CONNACK, SUBACK, the retained state down.
+    assert_eq!((up.0, down.0), (3, 3), "packets");
+    assert!(up.1 + down.1 < 200, "{} bytes", up.1 + down.1);
+}
+
+/// A desired state whose release can be swapped, recording each device's last check-in so the
+/// test can republish, as `ota-server` does from its store.
+struct Switchable {
+    release: std::sync::RwLock<SingleRelease>,
+    last: std::sync::Mutex<Vec<u8>>,
+}
+
+impl DesiredState for Switchable {
+    fn decide(&self, c: &CheckIn<'_>) -> Decision {
+        *self.last.lock().unwrap() =
+            ota_core::wire::encode_vec(&ota_core::wire::Message::CheckIn(c.clone()));
+        self.peek(c)
+    }
+    fn peek(&self, c: &CheckIn<'_>) -> Decision {
+        self.release.read().unwrap().decide(c)
+    }
+}
+
+#[test]
+fn a_new_release_is_republished_to_sleeping_devices() {
+    let broker = Mosquitto::start("republish");
+    let old = image(8_000, 8);
+    let new = image(40_000, 9);
+    let images = MemImages::new();
+    images.insert(ImageId(1), old.clone());
+    images.insert(ImageId(2), new.clone());
+    let desired = Arc::new(Switchable {
+        release: std::sync::RwLock::new(release(ImageId(1), &old, 5)),
+        last: Default::default(),
+    });
+    let handler = Arc::new(Handler::new(desired.clone(), images, 1024));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = ota_transport_mqtt::server::Server::new(
+        &broker.broker("ota-server"),
+        "srv-1",
+        "ota-servers",
+    );
+    let publisher = server.publisher();
+    rt.spawn(server.run(handler.clone(), Arc::new(ServerStats::default())));
+    std::thread::sleep(Duration::from_millis(300));
+
+    // On sequence 5: the first wake checks in, the second reads "up to date" and sleeps.
+    let mut storage = MemStorage::new(1 << 20);
+    let mut session = session("dev-3", "dev-3");
+    let budget = WakeBudget::default();
+    for checks_in in [true, false] {
+        let mut dev: Device<_> = Device::new(config("dev-3", 5, 1 << 20), verifier());
+        let out = wake(
+            &mut session,
+            broker.port,
+            &mut dev,
+            &mut storage,
+            "dev-3",
+            budget,
+        )
+        .unwrap();
+        assert_eq!(
+            (out.reason, out.checked_in),
+            (SleepReason::UpToDate, checks_in)
+        );
+    }
+    // Sequence 6 is released while the device sleeps: the server republishes its desired state
+    // from its last check-in, and the next wake finds it and downloads.
+    *desired.release.write().unwrap() = release(ImageId(2), &new, 6);
+    let last = desired.last.lock().unwrap().clone();
+    let Ok(ota_core::wire::Message::CheckIn(c)) = ota_core::wire::decode(&last) else {
+        panic!("no check-in recorded")
+    };
+    let state = handler.desired_state(&c);
+    rt.block_on(publisher.desired("dev-3", state.clone()))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut dev: Device<_> = Device::new(config("dev-3", 5, 1 << 20), verifier());
+    let out = wake(
+        &mut session,
+        broker.port,
+        &mut dev,
+        &mut storage,
+        "dev-3",
+        budget,
+    )
+    .unwrap();
+    assert!(out.checked_in);
+    assert_eq!(out.reason, SleepReason::Staged);
+    assert!(storage.staged(new.len()) == new);
+    println!(
+        "republished desired state: {} bytes; the sleeping device checked in and staged the new release",
+        state.len()
     );
 }
 
@@ -155,7 +270,6 @@ fn two_servers_share_the_fleet_and_one_dies() {
     let img = image(256 * 1024, 4);
     let a = start_server(broker.broker("ota-server"), "srv-a", handler(&img));
     let b = start_server(broker.broker("ota-server"), "srv-b", handler(&img));
-    let dev_broker = broker.broker("dev-3");
     let (a_stats, b_stats) = (a.stats.clone(), b.stats.clone());
     let killer = std::thread::spawn(move || {
         // Kill A once it has answered a good share of the requests.
@@ -168,8 +282,8 @@ fn two_servers_share_the_fleet_and_one_dies() {
         drop(a);
     });
     let mut storage = MemStorage::new(img.len() as u32 + 4096);
-    let (_, accepted) = update(
-        &dev_broker,
+    let u = update(
+        broker.port,
         "dev-3",
         &img,
         &mut storage,
@@ -181,22 +295,19 @@ fn two_servers_share_the_fleet_and_one_dies() {
         a_stats.answered.load(Ordering::Relaxed),
         b_stats.answered.load(Ordering::Relaxed),
     );
+    let refetched = u.accepted - img.len() as u64;
     println!(
-        "shared subscription: server A answered {na} before it died, B {nb}; refetched {} bytes",
-        accepted - img.len() as u64
+        "shared subscription: server A answered {na} before it died, B {nb}; refetched {refetched} bytes"
     );
     assert!(
         na >= 40 && nb > 0,
         "both instances should have served: {na} / {nb}"
     );
-    assert!(
-        accepted - img.len() as u64 <= 1024,
-        "more than one chunk refetched"
-    );
+    assert!(refetched <= 1024, "more than one chunk refetched");
 }
 
-fn connect(broker: &Broker, user: &str) -> (Client, rumqttc::Connection) {
-    let mut o = MqttOptions::new(format!("{user}-probe"), "127.0.0.1", broker.port);
+fn connect(port: u16, user: &str) -> (Client, rumqttc::Connection) {
+    let mut o = MqttOptions::new(format!("{user}-probe"), "127.0.0.1", port);
     o.set_credentials(user, PASSWORD);
     Client::new(o, 16)
 }
@@ -206,9 +317,33 @@ fn acl_keeps_a_device_to_its_own_topics() {
     let broker = Mosquitto::start("acl");
     let img = image(5000, 5);
     let server = start_server(broker.broker("ota-server"), "srv-1", handler(&img));
-    // dev-1 listens on dev-2's reply and desired-state topics (mosquitto 2.0 grants the
-    // subscription for MQTT 3.1.1 clients but delivers nothing the ACL does not allow).
-    let (spy, mut spy_conn) = connect(&broker.broker("dev-1"), "dev-1");
+    // dev-1 runs a wake on dev-2's topics with its own credentials: the broker refuses the
+    // subscription (MQTT 5 SUBACK "not authorized") and the wake ends with that error.
+    let mut storage = MemStorage::new(1 << 20);
+    let mut impostor = session("dev-2-impostor", "dev-1");
+    let mut dev: Device<_> = Device::new(config("dev-2", 4, 1 << 20), verifier());
+    let budget = WakeBudget::default();
+    let refused = wake(
+        &mut impostor,
+        broker.port,
+        &mut dev,
+        &mut storage,
+        "dev-2",
+        budget,
+    );
+    println!("dev-1 on dev-2's topics: {refused:?}");
+    assert!(
+        matches!(
+            refused,
+            Err(ota_transport_mqtt::device::WakeError::Refused(
+                minimq::ReasonCode::NotAuthorized
+            ))
+        ),
+        "{refused:?}"
+    );
+    // An MQTT 3.1.1 spy as dev-1 on dev-2's reply and desired-state topics (mosquitto 2.0
+    // grants such a subscription to a 3.1.1 client but delivers nothing the ACL denies).
+    let (spy, mut spy_conn) = connect(broker.port, "dev-1");
     spy.subscribe("ota/dev-2/d", QoS::AtLeastOnce).unwrap();
     spy.subscribe("ota/dev-2/s", QoS::AtLeastOnce).unwrap();
     spy.subscribe("ota/+/d", QoS::AtLeastOnce).unwrap();
@@ -232,15 +367,15 @@ fn acl_keeps_a_device_to_its_own_topics() {
         "a foreign publish reached the server"
     );
     // The real dev-2 checks in: the server answers on dev-2's topics, and dev-1 hears none of it.
-    let mut storage = MemStorage::new(1 << 20);
+    let mut session2 = session("dev-2", "dev-2");
     let mut dev2: Device<_> = Device::new(config("dev-2", 5, 1 << 20), verifier());
-    let out = run_wake(
+    let out = wake(
+        &mut session2,
+        broker.port,
         &mut dev2,
         &mut storage,
-        &broker.broker("dev-2"),
         "dev-2",
-        WakeBudget::default(),
-        |_| {},
+        budget,
     )
     .unwrap();
     assert!(out.checked_in);
@@ -304,7 +439,7 @@ fn malformed_payloads_are_dropped_and_serving_goes_on() {
     assert_eq!(server.stats.answered.load(Ordering::Relaxed), 0);
     let mut storage = MemStorage::new(img.len() as u32 + 4096);
     update(
-        &broker.broker("dev-1"),
+        broker.port,
         "dev-1",
         &img,
         &mut storage,
@@ -321,29 +456,32 @@ fn cost_of_one_update() {
     let img = image(256 * 1024, 7);
     let _server = start_server(broker.broker("ota-server"), "srv-1", handler(&img));
     let p = proxy(broker.port);
-    let via_proxy = Broker {
-        port: p.port,
-        ..broker.broker("dev-1")
-    };
     let mut storage = MemStorage::new(img.len() as u32 + 4096);
+    let mut session = session("dev-1", "dev-1");
     let mut dev: Device<_> = Device::new(config("dev-1", 4, img.len() as u32 + 4096), verifier());
-    let out = run_wake(
+    let out = wake(
+        &mut session,
+        p.port,
         &mut dev,
         &mut storage,
-        &via_proxy,
         "dev-1",
         WakeBudget::default(),
-        |_| {},
     )
     .unwrap();
     assert_eq!(out.reason, SleepReason::Staged);
     assert!(storage.staged(img.len()) == img);
     std::thread::sleep(Duration::from_millis(200));
-    let (up, down) = (p.up.load(Ordering::Relaxed), p.down.load(Ordering::Relaxed));
-    let ratio = (up + down) as f64 / img.len() as f64;
+    let (up, down) = (p.up.get(), p.down.get());
+    let ratio = (up.1 + down.1) as f64 / img.len() as f64;
     println!(
-        "one 256 KiB update over MQTT (1 KiB chunks, QoS 1): {} packets, {up} bytes up, {down} bytes down, {ratio:.3} bytes per image byte",
-        out.packets
+        "one 256 KiB update over MQTT (1 KiB chunks, QoS 1): {} packets up ({} B), {} packets down ({} B), {ratio:.3} bytes per image byte",
+        up.0, up.1, down.0, down.1
+    );
+    // The device's own count of link bytes (messages plus MQTT framing) matches the wire.
+    let counted = dev.stats().bytes_sent + dev.stats().bytes_received;
+    println!(
+        "device-counted link bytes {counted} vs {} on the wire",
+        up.1 + down.1
     );
     assert!(ratio < 1.10, "{ratio}");
 }

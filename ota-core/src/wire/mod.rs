@@ -99,6 +99,37 @@ pub enum EncodeError {
 /// Postcard index of [`Message::Chunk`], the one kind without a CRC trailer.
 const KIND_CHUNK: u8 = 3;
 
+/// The kind of a message, read from its envelope alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// [`Message::CheckIn`].
+    CheckIn,
+    /// [`Message::CheckInReply`].
+    CheckInReply,
+    /// [`Message::ChunkRequest`].
+    ChunkRequest,
+    /// [`Message::Chunk`].
+    Chunk,
+    /// [`Message::Report`].
+    Report,
+}
+
+/// The kind of the message in `bytes` from its first two bytes, without checking or decoding
+/// the rest: for a transport routing a message it has just encoded (to a topic, say).
+pub fn peek_kind(bytes: &[u8]) -> Option<MessageKind> {
+    match bytes {
+        [PROTOCOL_VERSION, kind, ..] => Some(match *kind {
+            0 => MessageKind::CheckIn,
+            1 => MessageKind::CheckInReply,
+            2 => MessageKind::ChunkRequest,
+            KIND_CHUNK => MessageKind::Chunk,
+            4 => MessageKind::Report,
+            _ => return None,
+        }),
+        _ => None,
+    }
+}
+
 const CRC_LEN: usize = 4;
 
 /// Encodes `msg` with its envelope into `buf`, returning the number of bytes written.
@@ -160,6 +191,17 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
 }
 
 impl Message<'_> {
+    /// Its kind.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Message::CheckIn(_) => MessageKind::CheckIn,
+            Message::CheckInReply(_) => MessageKind::CheckInReply,
+            Message::ChunkRequest(_) => MessageKind::ChunkRequest,
+            Message::Chunk(_) => MessageKind::Chunk,
+            Message::Report(_) => MessageKind::Report,
+        }
+    }
+
     fn check_limits(&self) -> Result<(), DecodeError> {
         let id_len = match self {
             Message::CheckIn(c) => c.device_id.len(),

@@ -7,6 +7,7 @@
     clippy::indexing_slicing
 )]
 
+use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -16,12 +17,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
+use minimq::{Buffers, Session};
+use ota_core::device::Event;
 use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
 use ota_core::manifest::{Ed25519Verifier, Manifest, MANIFEST_FORMAT};
 use ota_core::sim::SimRng;
+use ota_core::storage::{MemError, MemStorage};
+use ota_core::wire::WakeBudget;
 use ota_core::wire::{Digest, DigestPrefix, ImageId, RunningFirmware, Urgency, Version};
-use ota_core::DeviceConfig;
+use ota_core::{Device, DeviceConfig};
+use ota_transport_mqtt::device::{run_wake, session_config, WakeError, WakeOptions, WakeOutcome};
 use ota_transport_mqtt::server::{serve, ServerStats};
+use ota_transport_mqtt::tcp::TcpConnector;
 use ota_transport_mqtt::Broker;
 use sha2::{Digest as _, Sha256};
 
@@ -140,27 +147,32 @@ pub fn key() -> SigningKey {
     SigningKey::from_bytes(&[7u8; 32])
 }
 
-pub fn handler(img: &[u8]) -> Arc<Handler<SingleRelease, MemImages>> {
+/// Release `sequence` (version 2.`sequence`.0) of `img` as `image`, signed with [`key`].
+pub fn release(image: ImageId, img: &[u8], sequence: u32) -> SingleRelease {
     let m = Manifest {
         format: MANIFEST_FORMAT,
         vendor: 1,
         class: 2,
-        sequence: 5,
-        version: Version::new(2, 0, 0),
+        sequence,
+        version: Version::new(2, sequence as u16, 0),
         image_size: img.len() as u32,
         digest: Digest(Sha256::digest(img).into()),
         chunk_size: 1024,
         min_running: None,
     };
-    let images = MemImages::new();
-    images.insert(ImageId(1), img.to_vec());
-    let rel = SingleRelease {
-        image: ImageId(1),
+    SingleRelease {
+        image,
         manifest: OwnedManifest::sign(&m, &key()),
         urgency: Urgency::Attempt,
         next_check_in: 60,
-    };
-    Arc::new(Handler::new(rel, images, 1024))
+    }
+}
+
+/// A handler offering `img` as release 5.
+pub fn handler(img: &[u8]) -> Arc<Handler<SingleRelease, MemImages>> {
+    let images = MemImages::new();
+    images.insert(ImageId(1), img.to_vec());
+    Arc::new(Handler::new(release(ImageId(1), img, 5), images, 1024))
 }
 
 /// A server instance on its own runtime; dropping it kills the instance.
@@ -209,24 +221,74 @@ pub fn verifier() -> Ed25519Verifier {
     Ed25519Verifier::from_bytes(&key().verifying_key().to_bytes()).unwrap()
 }
 
-/// A TCP proxy to `port` that counts bytes both ways.
+/// Counts MQTT control packets in one direction of a byte stream, from their fixed headers.
+#[derive(Default)]
+struct PacketCounter {
+    header: Vec<u8>,
+    skip: usize,
+}
+
+impl PacketCounter {
+    /// Feeds bytes; returns how many packets started in them.
+    fn feed(&mut self, mut data: &[u8]) -> u64 {
+        let mut packets = 0;
+        while let Some((&b, rest)) = data.split_first() {
+            if self.skip > 0 {
+                let n = self.skip.min(data.len());
+                self.skip -= n;
+                data = &data[n..];
+                continue;
+            }
+            data = rest;
+            self.header.push(b);
+            // Type byte, then the remaining length: 7 bits a byte, high bit = more follows.
+            if self.header.len() >= 2 && b & 0x80 == 0 {
+                self.skip = self.header[1..]
+                    .iter()
+                    .rev()
+                    .fold(0, |acc, &x| (acc << 7) | usize::from(x & 0x7f));
+                self.header.clear();
+                packets += 1;
+            }
+        }
+        packets
+    }
+}
+
+/// Bytes and MQTT packets through a [`Proxy`] in one direction.
+#[derive(Default)]
+pub struct Flow {
+    pub bytes: AtomicU64,
+    pub packets: AtomicU64,
+}
+
+impl Flow {
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.packets.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A TCP proxy to `port` that counts bytes and MQTT packets both ways.
 pub struct Proxy {
     pub port: u16,
-    pub up: Arc<AtomicU64>,
-    pub down: Arc<AtomicU64>,
+    pub up: Arc<Flow>,
+    pub down: Arc<Flow>,
 }
 
 pub fn proxy(target: u16) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (up, down) = (Arc::new(Flow::default()), Arc::new(Flow::default()));
     let (u, d) = (up.clone(), down.clone());
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
             let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                 continue;
             };
-            for (mut from, mut to, count) in [
+            for (mut from, mut to, flow) in [
                 (
                     client.try_clone().unwrap(),
                     server.try_clone().unwrap(),
@@ -236,11 +298,14 @@ pub fn proxy(target: u16) -> Proxy {
             ] {
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 4096];
+                    let mut counter = PacketCounter::default();
                     while let Ok(n) = from.read(&mut buf) {
                         if n == 0 || to.write_all(&buf[..n]).is_err() {
                             break;
                         }
-                        count.fetch_add(n as u64, Ordering::Relaxed);
+                        flow.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        flow.packets
+                            .fetch_add(counter.feed(&buf[..n]), Ordering::Relaxed);
                     }
                     let _ = to.shutdown(std::net::Shutdown::Both);
                 });
@@ -248,4 +313,59 @@ pub fn proxy(target: u16) -> Proxy {
         }
     });
     Proxy { port, up, down }
+}
+
+/// Runs `f` to completion on a fresh single-threaded tokio runtime.
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A device's MQTT session, logging in as `user` (buffers leaked: they live as long as the
+/// test, as a device's live in RAM that survives sleep).
+pub fn session(client_id: &str, user: &str) -> Session<'static> {
+    let rx: &'static mut [u8] = Box::leak(vec![0u8; 1536].into_boxed_slice());
+    let tx: &'static mut [u8] = Box::leak(vec![0u8; 1024].into_boxed_slice());
+    let user: &'static str = Box::leak(user.to_string().into_boxed_str());
+    let config = session_config(Buffers::new(rx, tx), user, Some(PASSWORD.as_bytes()), 3600)
+        .unwrap()
+        .client_id(client_id)
+        .unwrap();
+    Session::new(config)
+}
+
+pub fn options() -> WakeOptions {
+    WakeOptions {
+        reconnect_delay_ms: 300,
+        ..WakeOptions::default()
+    }
+}
+
+/// One wake of `dev` as `id`, through the broker (or a proxy) on `port`.
+pub fn wake(
+    session: &mut Session<'_>,
+    port: u16,
+    dev: &mut Device<Ed25519Verifier>,
+    storage: &mut MemStorage,
+    id: &str,
+    budget: WakeBudget,
+) -> Result<WakeOutcome, WakeError<MemError>> {
+    block_on(run_wake(
+        session,
+        &mut TcpConnector::new("127.0.0.1", port),
+        dev,
+        storage,
+        "ota",
+        id,
+        budget,
+        &options(),
+        |e| {
+            if let Event::ManifestRejected(e) = e {
+                panic!("manifest rejected: {e}");
+            }
+        },
+    ))
 }
