@@ -53,6 +53,12 @@ post = bytes([0x42, 0x02, 0x12, 0x35, 0xAB, 0xCE]) + opt(11, b"ota") + opt(0, b"
 put("coap_server", "checkin_post", post)
 put("coap_client", "ack", bytes([0x62, 0x44, 0x00, 0x02, 0x00, 0x02]) + b"\xff" + bytes.fromhex(vectors[2][1]))
 
+# MQTT: the golden check-in on its device's topic, and a chunk request (topic length first).
+def mqtt(topic, payload):
+    return bytes([len(topic)]) + topic + payload
+put("mqtt_server", "checkin", mqtt(b"ota/dev-0001/c", msg))
+put("mqtt_server", "request", mqtt(b"ota/dev-0001/q", bytes.fromhex(dict(vectors)["chunk request"])))
+
 # The state machine: the offer, then the five real chunks in order (stages the image).
 put("device_machine", "offer_then_chunks", bytes([0, 1, 0, 1, 1, 1, 2, 1, 3, 1, 4]))
 put("device_machine", "offer_reordered", bytes([0, 1, 4, 1, 2, 4, 1, 0, 1, 1, 1, 3]))

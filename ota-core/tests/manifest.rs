@@ -436,7 +436,13 @@ fn desired_state_is_the_reply_without_its_manifest() {
     };
     let reply = handler.handle(&buf[..n]).unwrap().unwrap();
     let desired = handler.desired_state(&checkin);
-    assert_eq!(handler.desired().1.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        handler
+            .desired()
+            .1
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     match wire::decode(&desired).unwrap() {
         Message::CheckInReply(wire::CheckInReply::Update {
             image,

@@ -244,6 +244,36 @@ fn byte_budget_is_respected() {
 }
 
 #[test]
+fn an_unanswered_check_in_ends_at_the_time_budget() {
+    let mut dev: Device<Ed25519Verifier> = Device::new(config(32 * 1024, 4), verifier());
+    dev.wake(
+        Instant(0),
+        WakeBudget {
+            bytes: None,
+            millis: Some(1_500),
+        },
+    );
+    let mut buf = [0u8; 256];
+    let mut now = Instant(0);
+    // Nothing ever answers; the retry schedule alone (2 s, 4 s, ...) would run past 30 s.
+    loop {
+        while dev.poll_transmit(now, &mut buf).is_some() {}
+        if let Some(Event::Sleep { reason, .. }) = dev.poll_event() {
+            assert_eq!(reason, SleepReason::BudgetExhausted);
+            break;
+        }
+        now = dev.poll_timeout().expect("a timer while checking in");
+        assert!(
+            now.0 <= 1_500,
+            "timer at {} ms past the 1500 ms budget",
+            now.0
+        );
+        dev.handle_timeout(now);
+    }
+    assert_eq!(now, Instant(1_500));
+}
+
+#[test]
 fn lossy_link_with_resets() {
     check(&Scenario {
         image_len: 12_345,

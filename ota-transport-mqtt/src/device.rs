@@ -157,6 +157,9 @@ where
         prefix,
         id,
         budget,
+        end: budget
+            .millis
+            .map(|ms| Clock::now() + Duration::from_millis(u64::from(ms))),
         options,
         talking: false,
         pending: None,
@@ -196,6 +199,8 @@ struct Wake<'a> {
     prefix: &'a str,
     id: &'a str,
     budget: WakeBudget,
+    /// When the wake's time budget runs out: it bounds connecting too.
+    end: Option<Clock>,
     options: &'a WakeOptions,
     /// Past the desired state: checked in (or trying to).
     talking: bool,
@@ -243,6 +248,24 @@ fn publish_overhead(topic_len: usize, payload_len: usize) -> (i64, i64) {
 }
 
 impl Wake<'_> {
+    /// `t`, or the end of the wake's time budget if that comes first.
+    fn bound(&self, t: Clock) -> Clock {
+        self.end.map_or(t, |end| t.min(end))
+    }
+
+    /// Starts the state machine's part with what is left of the time budget.
+    fn start_talking<V: Verifier, const N: usize>(&mut self, dev: &mut Device<V, N>) {
+        self.talking = true;
+        let left = self
+            .end
+            .map(|end| u32::try_from(end.saturating_duration_since(Clock::now()).as_millis()));
+        let budget = WakeBudget {
+            millis: left.map(|l| l.unwrap_or(u32::MAX)),
+            ..self.budget
+        };
+        dev.wake(now(), budget);
+    }
+
     async fn run<C, V, S, const N: usize>(
         mut self,
         session: &mut Session<'_>,
@@ -257,7 +280,7 @@ impl Wake<'_> {
         S: UpdateStorage,
     {
         loop {
-            let deadline = after(self.options.connect_timeout_ms);
+            let deadline = self.bound(after(self.options.connect_timeout_ms));
             if let Ok(Ok(io)) = with_deadline(deadline, connector.connect()).await {
                 match with_deadline(deadline, session.connect(io)).await {
                     Ok(Ok(mut conn)) => {
@@ -278,8 +301,7 @@ impl Wake<'_> {
             }
             // No desired state this wake: check in once a connection is back.
             if !self.talking {
-                self.talking = true;
-                dev.wake(now(), self.budget);
+                self.start_talking(dev);
             }
             if self.offline(dev, storage, on_event).await? {
                 return Ok(self.outcome);
@@ -361,7 +383,7 @@ impl Wake<'_> {
         }
 
         // The retained desired state follows the SUBACK.
-        let mut deadline = after(self.options.connect_timeout_ms);
+        let mut deadline = self.bound(after(self.options.connect_timeout_ms));
         let mut up_to_date = None;
         let mut acked = false;
         loop {
@@ -383,7 +405,7 @@ impl Wake<'_> {
             }
             if !acked && conn.is_complete(&op) {
                 acked = true;
-                deadline = after(self.options.retained_wait_ms);
+                deadline = self.bound(after(self.options.retained_wait_ms));
             }
         }
         if !acked && !conn.is_complete(&op) {
@@ -400,8 +422,7 @@ impl Wake<'_> {
             self.disconnect(conn).await;
             return Step::Done;
         }
-        self.talking = true;
-        dev.wake(now(), self.budget);
+        self.start_talking(dev);
         self.talk(conn, dev, storage, on_event).await
     }
 

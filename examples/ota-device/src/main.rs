@@ -1,5 +1,6 @@
 //! `ota-device`: a simulated sleepy device. Its flash is a file (ACTIVE, DFU and journal, as
-//! on a real MCU), so it survives restarts; each wake checks in over CoAP, downloads within its
+//! on a real MCU), so it survives restarts; each wake checks in over CoAP or MQTT (where the
+//! retained desired state settles "nothing for you" without a check-in), downloads within its
 //! budget and sleeps; a staged image is installed at the next "reboot", booted on trial, and
 //! confirmed, or rolled back when `--fail-health-check` is set. Outcomes are reported at the
 //! next check-in.
@@ -10,21 +11,26 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use minimq::{Buffers, Session};
 use ota_core::device::{Event, SleepReason};
 use ota_core::manifest::Ed25519Verifier;
 use ota_core::wire::{DigestPrefix, ResultCode, RunningFirmware, WakeBudget};
+use ota_core::Device;
 use ota_core::DeviceConfig;
 use ota_storage::file::FileFlash;
 use ota_storage::{BootOutcome, FlashStorage, Layout, Partition, UpdateState};
-use ota_transport_coap::socket::{run_wake, StdClock};
+use ota_transport_coap::socket::{run_wake as coap_wake, StdClock};
 use ota_transport_coap::CoapClient;
+use ota_transport_mqtt::device::{run_wake as mqtt_wake, session_config, WakeOptions};
+use ota_transport_mqtt::tcp::TcpConnector;
 
 const SECTOR: u32 = 4096;
 
 #[derive(Parser)]
 #[command(name = "ota-device", version, about = "A simulated sleepy device")]
 struct Args {
-    /// Update server, coap://HOST:PORT.
+    /// Update server: coap://HOST:PORT, or an MQTT broker,
+    /// mqtt://[ID:PASSWORD@]HOST[:PORT][/PREFIX] (the user name is the device id).
     #[arg(long)]
     server: String,
     #[arg(long)]
@@ -111,13 +117,6 @@ fn run(a: Args) -> anyhow::Result<()> {
     let public = ota_server::keys::load_public(&a.key)?;
     let verifier =
         Ed25519Verifier::from_bytes(&public).context("public key is not a valid Ed25519 key")?;
-    let addr = a
-        .server
-        .strip_prefix("coap://")
-        .context("--server must be coap://HOST:PORT")?
-        .to_socket_addrs()?
-        .next()
-        .context("server address does not resolve")?;
     std::fs::create_dir_all(&a.state)?;
     let slot = a.slot_kib * 1024 / SECTOR * SECTOR;
     let layout = Layout {
@@ -128,14 +127,7 @@ fn run(a: Args) -> anyhow::Result<()> {
     let sectors = ((2 * slot + 3 * SECTOR) / SECTOR) as usize;
     let running_path = a.state.join("running");
     let flash_path = a.state.join("flash.bin");
-    let socket = UdpSocket::bind(if addr.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    })?;
-    socket.connect(addr)?;
-    let mut socket = socket;
-    let clock = StdClock::default();
+    let mut link = Link::open(&a.server, &a.id, a.wake_every)?;
 
     let mut wakes = 0;
     while wakes < a.max_wakes {
@@ -193,59 +185,55 @@ fn run(a: Args) -> anyhow::Result<()> {
         config.staging_capacity = ota_core::UpdateStorage::capacity(&storage);
         config.last_outcome = storage.last_outcome();
         config.window = 8;
-        let seed = wakes.wrapping_mul(2_654_435_761) ^ std::process::id();
-        let mut client: CoapClient<_> = CoapClient::new(config, verifier.clone(), seed);
+        let budget = WakeBudget {
+            bytes: None,
+            millis: Some(a.budget_ms),
+        };
         let mut staged = false;
-        let end = run_wake(
-            &mut client,
-            &mut socket,
-            &clock,
-            &mut storage,
-            WakeBudget {
-                bytes: None,
-                millis: Some(a.budget_ms),
-            },
-            |e| match e {
-                Event::UpdateOffered {
-                    version,
-                    size,
-                    resume_from,
-                    ..
-                } => {
+        let on_event = |e: &Event| log_event(&a.id, &mut staged, e);
+        let (reason, sleep_secs, progress) = match &mut link {
+            Link::Coap { socket, clock } => {
+                let seed = wakes.wrapping_mul(2_654_435_761) ^ std::process::id();
+                let mut client: CoapClient<_> = CoapClient::new(config, verifier.clone(), seed);
+                let end = coap_wake(&mut client, socket, clock, &mut storage, budget, on_event)
+                    .map_err(|e| anyhow::anyhow!("wake: {e}"))?;
+                (end.reason, end.sleep_secs, progress(client.device()))
+            }
+            Link::Mqtt {
+                rt,
+                session,
+                connector,
+                prefix,
+            } => {
+                let mut dev: Device<_> = Device::new(config, verifier.clone());
+                let end = rt
+                    .block_on(mqtt_wake(
+                        session,
+                        connector,
+                        &mut dev,
+                        &mut storage,
+                        prefix,
+                        &a.id,
+                        budget,
+                        &WakeOptions::default(),
+                        on_event,
+                    ))
+                    .map_err(|e| anyhow::anyhow!("wake: {e}"))?;
+                if !end.checked_in && end.reason == SleepReason::UpToDate {
                     log(
                         &a.id,
-                        &format!(
-                            "update {} offered: {size} bytes, resuming at {resume_from}",
-                            vtext(*version)
-                        ),
+                        "the retained desired state says up to date: no check-in",
                     );
                 }
-                Event::ManifestRejected(err) => log(&a.id, &format!("manifest refused: {err}")),
-                Event::Staged { version, .. } => {
-                    staged = true;
-                    log(&a.id, &format!("{} staged and verified", vtext(*version)));
-                }
-                Event::DownloadFailed(code) => log(
-                    &a.id,
-                    &format!(
-                        "download failed: {}",
-                        ota_server::desired::reason_text(*code)
-                    ),
-                ),
-                Event::Sleep { .. } => {}
-            },
-        )
-        .map_err(|e| anyhow::anyhow!("wake: {e}"))?;
+                (end.reason, end.sleep_secs, progress(&dev))
+            }
+        };
         let staged_bytes = storage.state();
         log(
             &a.id,
-            &format!(
-                "wake {wakes}: {:?}, {} bytes staged, sleeping",
-                end.reason,
-                progress(&client)
-            ),
+            &format!("wake {wakes}: {reason:?}, {progress} bytes staged, sleeping"),
         );
-        if end.reason != SleepReason::LinkLost {
+        if reason != SleepReason::LinkLost {
             // The server has seen the check-in and with it the last outcome.
             storage
                 .outcome_reported()
@@ -258,7 +246,7 @@ fn run(a: Args) -> anyhow::Result<()> {
             log(&a.id, "rebooting to install");
             continue;
         }
-        let idle = matches!(end.reason, SleepReason::UpToDate)
+        let idle = matches!(reason, SleepReason::UpToDate)
             && storage.last_outcome() == ota_core::wire::LastOutcome::None;
         if a.exit_when_idle && idle {
             log(
@@ -268,18 +256,108 @@ fn run(a: Args) -> anyhow::Result<()> {
             return Ok(());
         }
         std::thread::sleep(Duration::from_secs(
-            a.wake_every.min(u64::from(end.sleep_secs.max(1))),
+            a.wake_every.min(u64::from(sleep_secs.max(1))),
         ));
     }
     Ok(())
 }
 
-fn progress<V: ota_core::Verifier>(client: &CoapClient<V>) -> u64 {
-    client
-        .device()
-        .resume_state()
+/// Bytes of the download in progress already staged.
+fn progress<V: ota_core::Verifier>(dev: &Device<V>) -> u64 {
+    dev.resume_state()
         .map(|s| u64::from(s.next_offset))
         .unwrap_or(0)
+}
+
+fn log_event(id: &str, staged: &mut bool, e: &Event) {
+    match e {
+        Event::UpdateOffered {
+            version,
+            size,
+            resume_from,
+            ..
+        } => log(
+            id,
+            &format!(
+                "update {} offered: {size} bytes, resuming at {resume_from}",
+                vtext(*version)
+            ),
+        ),
+        Event::ManifestRejected(err) => log(id, &format!("manifest refused: {err}")),
+        Event::Staged { version, .. } => {
+            *staged = true;
+            log(id, &format!("{} staged and verified", vtext(*version)));
+        }
+        Event::DownloadFailed(code) => log(
+            id,
+            &format!(
+                "download failed: {}",
+                ota_server::desired::reason_text(*code)
+            ),
+        ),
+        Event::Sleep { .. } => {}
+    }
+}
+
+/// How the device reaches the server.
+enum Link {
+    Coap {
+        socket: UdpSocket,
+        clock: StdClock,
+    },
+    Mqtt {
+        rt: tokio::runtime::Runtime,
+        /// Kept across wakes, as in RAM that survives sleep: the broker session resumes.
+        session: Box<Session<'static>>,
+        connector: TcpConnector,
+        prefix: String,
+    },
+}
+
+impl Link {
+    fn open(server: &str, id: &str, sleep_secs: u64) -> anyhow::Result<Self> {
+        if let Some(hostport) = server.strip_prefix("coap://") {
+            let addr = hostport
+                .to_socket_addrs()?
+                .next()
+                .context("server address does not resolve")?;
+            let socket = UdpSocket::bind(if addr.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            })?;
+            socket.connect(addr)?;
+            return Ok(Link::Coap {
+                socket,
+                clock: StdClock::default(),
+            });
+        }
+        let broker = ota_server::mqtt::parse_url(server).context(
+            "--server must be coap://HOST:PORT or mqtt://[ID:PASSWORD@]HOST[:PORT][/PREFIX]",
+        )?;
+        if let Some(user) = broker.username.as_deref().filter(|u| *u != id) {
+            bail!("the MQTT user name is the device id: {user:?} is not {id:?}");
+        }
+        // The process's "RAM": buffers for a 1 KiB chunk and a window of 8 requests.
+        let rx: &'static mut [u8] = Box::leak(vec![0u8; 1024 + 128].into_boxed_slice());
+        let tx: &'static mut [u8] = Box::leak(vec![0u8; 1024].into_boxed_slice());
+        let id: &'static str = Box::leak(id.to_string().into_boxed_str());
+        let password: Option<&'static [u8]> = broker
+            .password
+            .map(|p| &*Box::leak(p.into_bytes().into_boxed_slice()));
+        // The broker keeps the session over a few sleeps.
+        let expiry = u32::try_from(sleep_secs.saturating_mul(4).max(60)).unwrap_or(u32::MAX);
+        let config = session_config(Buffers::new(rx, tx), id, password, expiry)
+            .map_err(|e| anyhow::anyhow!("mqtt session: {e}"))?;
+        Ok(Link::Mqtt {
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+            session: Box::new(Session::new(config)),
+            connector: TcpConnector::new(&broker.host, broker.port),
+            prefix: broker.prefix,
+        })
+    }
 }
 
 fn vtext(v: ota_core::wire::Version) -> String {

@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex};
 
 use ota_core::host::{read_slice, Decision, DesiredState, ImageError, ImageInfo, ImageSource};
 use ota_core::wire::{
-    CheckIn, DeferReason, ImageId, LastOutcome, Phase, Report, ResultCode, Urgency,
+    self, CheckIn, DeferReason, ImageId, LastOutcome, Phase, Report, ResultCode, Urgency,
 };
 
-use crate::store::{bucket, unix_now, vtext, Store};
+use crate::store::{bucket, unix_now, vtext, DeviceRow, Store};
 
 /// Answers check-ins from the store and records what devices say.
 pub struct Fleet {
@@ -53,14 +53,39 @@ impl Fleet {
         }
     }
 
+    fn store(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Store>> {
+        self.store
+            .lock()
+            .map_err(|_| anyhow::anyhow!("store lock poisoned"))
+    }
+
+    /// Every device's last check-in, by id (see [`Store::checkins`]).
+    pub fn checkins(&self) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        self.store()?.checkins()
+    }
+
+    /// See [`Store::data_version`].
+    pub fn data_version(&self) -> anyhow::Result<i64> {
+        self.store()?.data_version()
+    }
+
+    /// Decides and records the check-in: the device row and the check-in itself.
     fn decide_inner(&self, c: &CheckIn<'_>) -> anyhow::Result<Decision> {
+        let store = self.store()?;
+        let (decision, row) = self.plan(&store, c)?;
+        store.upsert_device(&row)?;
+        store.set_checkin(
+            &row.id,
+            &wire::encode_vec(&wire::Message::CheckIn(c.clone())),
+        )?;
+        Ok(decision)
+    }
+
+    /// The decision for `c` and the device row it leaves, without writing anything.
+    fn plan(&self, store: &Store, c: &CheckIn<'_>) -> anyhow::Result<(Decision, DeviceRow)> {
         let up_to_date = Decision::UpToDate {
             next_check_in: self.next_check_in,
         };
-        let store = self
-            .store
-            .lock()
-            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
         let id = String::from_utf8_lossy(c.device_id).into_owned();
         let class = store
             .class_name(c.class)?
@@ -150,8 +175,7 @@ impl Fleet {
                 }
             }
         };
-        store.upsert_device(&row)?;
-        Ok(decision)
+        Ok((decision, row))
     }
 }
 
@@ -169,6 +193,17 @@ impl DesiredState for Fleet {
                     reason: DeferReason::ServerBusy,
                 }
             }
+        }
+    }
+
+    fn peek(&self, checkin: &CheckIn<'_>) -> Decision {
+        let planned = self.store().and_then(|store| self.plan(&store, checkin));
+        match planned {
+            Ok((d, _)) => d,
+            Err(_) => Decision::Defer {
+                retry_after: 300,
+                reason: DeferReason::ServerBusy,
+            },
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod desired;
 pub mod keys;
+pub mod mqtt;
 pub mod store;
 
 /// Vendor id the server signs for and devices expect (one vendor per server here).

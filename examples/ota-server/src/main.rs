@@ -3,14 +3,17 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ota_core::host::Handler;
 use ota_server::desired::Fleet;
+use ota_server::mqtt::{keep_desired_states, parse_url};
 use ota_server::store::{unix_now, vtext, Store, Window};
 use ota_server::{keys, parse_version};
 use ota_transport_coap::server::{serve, Responder, ServerConfig};
+use ota_transport_mqtt::server::{Server as MqttServer, ServerStats};
 
 #[derive(Parser)]
 #[command(
@@ -68,11 +71,23 @@ enum Command {
         #[arg(long, default_value = "ota-data")]
         data: PathBuf,
     },
-    /// Serve check-ins, images and reports.
+    /// Serve check-ins, images and reports over CoAP, MQTT or both.
     Serve {
         /// CoAP (UDP) address to listen on.
         #[arg(long, default_value = "0.0.0.0:5683")]
         coap: String,
+        /// Do not serve CoAP.
+        #[arg(long)]
+        no_coap: bool,
+        /// Also serve through this MQTT broker: mqtt://[USER[:PASSWORD]@]HOST[:PORT][/PREFIX].
+        #[arg(long)]
+        mqtt: Option<String>,
+        /// Shared-subscription group: server instances in one group split the fleet.
+        #[arg(long, default_value = "ota-servers")]
+        mqtt_group: String,
+        /// MQTT client id of this instance (unique per instance).
+        #[arg(long, default_value = "ota-server-1")]
+        mqtt_client_id: String,
         #[arg(long, default_value = "ota-data")]
         data: PathBuf,
         /// Seconds between device check-ins.
@@ -159,19 +174,55 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve {
             coap,
+            no_coap,
+            mqtt,
+            mqtt_group,
+            mqtt_client_id,
             data,
             check_in_secs,
         } => {
+            anyhow::ensure!(
+                !no_coap || mqtt.is_some(),
+                "--no-coap needs --mqtt: nothing to serve"
+            );
+            let broker = mqtt.as_deref().map(parse_url).transpose()?;
             let fleet = Arc::new(Fleet::new(Store::open(&data)?, check_in_secs));
-            let handler = Arc::new(Handler::new(fleet.clone(), fleet, 1024));
+            let handler = Arc::new(Handler::new(fleet.clone(), fleet.clone(), 1024));
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             rt.block_on(async move {
-                let socket = tokio::net::UdpSocket::bind(&coap).await.with_context(|| format!("cannot bind {coap}"))?;
-                eprintln!("ota-server: serving CoAP on {}", socket.local_addr()?);
+                let coap = async {
+                    if no_coap {
+                        return std::future::pending().await;
+                    }
+                    let socket = tokio::net::UdpSocket::bind(&coap)
+                        .await
+                        .with_context(|| format!("cannot bind {coap}"))?;
+                    eprintln!("ota-server: serving CoAP on {}", socket.local_addr()?);
+                    serve(socket, Responder::new(handler.clone(), ServerConfig::default()))
+                        .await
+                        .context("CoAP server failed")
+                };
+                let mqtt = async {
+                    let Some(broker) = broker else {
+                        return std::future::pending().await;
+                    };
+                    eprintln!(
+                        "ota-server: serving MQTT through {}:{} under {}/",
+                        broker.host, broker.port, broker.prefix
+                    );
+                    let server = MqttServer::new(&broker, &mqtt_client_id, &mqtt_group);
+                    let publisher = server.publisher();
+                    let stats = Arc::new(ServerStats::default());
+                    tokio::select! {
+                        r = server.run(handler.clone(), stats) => r.context("MQTT server failed"),
+                        r = keep_desired_states(fleet.clone(), handler.clone(), publisher, Duration::from_secs(1)) => r,
+                    }
+                };
                 tokio::select! {
-                    r = serve(socket, Responder::new(handler, ServerConfig::default())) => r.context("server failed"),
+                    r = coap => r,
+                    r = mqtt => r,
                     _ = tokio::signal::ctrl_c() => Ok(()),
                 }
             })?;

@@ -169,7 +169,8 @@ impl Store {
              CREATE TABLE IF NOT EXISTS devices (
                 id TEXT PRIMARY KEY, class TEXT NOT NULL, running TEXT NOT NULL, running_seq INTEGER NOT NULL,
                 phase TEXT NOT NULL, staged INTEGER, size INTEGER, result TEXT NOT NULL, reason TEXT NOT NULL,
-                last_seen INTEGER NOT NULL, failed_seq INTEGER);",
+                last_seen INTEGER NOT NULL, failed_seq INTEGER);
+             CREATE TABLE IF NOT EXISTS checkins (id TEXT PRIMARY KEY, bytes BLOB NOT NULL);",
         )
         .context("cannot create the schema")?;
         Ok(Self { conn })
@@ -412,33 +413,66 @@ impl Store {
 
     /// One device.
     pub fn device(&self, id: &str) -> anyhow::Result<Option<DeviceRow>> {
-        Ok(self.devices()?.into_iter().find(|d| d.id == id))
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{DEVICE_COLUMNS} WHERE id = ?1"))?;
+        Ok(stmt.query_row([id], device_row).optional()?)
     }
 
     /// Every device, by id.
     pub fn devices(&self) -> anyhow::Result<Vec<DeviceRow>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, class, running, running_seq, phase, staged, size, result, reason, last_seen, failed_seq
-             FROM devices ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            let staged: Option<u32> = r.get(5)?;
-            let size: Option<u32> = r.get(6)?;
-            Ok(DeviceRow {
-                id: r.get(0)?,
-                class: r.get(1)?,
-                running: r.get(2)?,
-                running_seq: r.get(3)?,
-                phase: r.get(4)?,
-                progress: staged.zip(size),
-                result: r.get(7)?,
-                reason: r.get(8)?,
-                last_seen: r.get(9)?,
-                failed_seq: r.get(10)?,
-            })
-        })?;
+        let mut stmt = self
+            .conn
+            .prepare(&format!("{DEVICE_COLUMNS} ORDER BY id"))?;
+        let rows = stmt.query_map([], device_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    /// Keeps a device's last check-in (encoded), to work out its desired state again when a
+    /// rollout changes while it sleeps.
+    pub fn set_checkin(&self, id: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO checkins (id, bytes) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET bytes = ?2",
+            params![id, bytes],
+        )?;
+        Ok(())
+    }
+
+    /// Every device's last check-in, by id.
+    pub fn checkins(&self) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, bytes FROM checkins ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Changes whenever another connection (an `ota-server release` or `rollout` run) commits
+    /// to the store: a cheap way for `serve` to notice a new rollout.
+    pub fn data_version(&self) -> anyhow::Result<i64> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "data_version", |r| r.get(0))?)
+    }
+}
+
+const DEVICE_COLUMNS: &str = "SELECT id, class, running, running_seq, phase, staged, size, result, reason, last_seen, failed_seq FROM devices";
+
+fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
+    let staged: Option<u32> = r.get(5)?;
+    let size: Option<u32> = r.get(6)?;
+    Ok(DeviceRow {
+        id: r.get(0)?,
+        class: r.get(1)?,
+        running: r.get(2)?,
+        running_seq: r.get(3)?,
+        phase: r.get(4)?,
+        progress: staged.zip(size),
+        result: r.get(7)?,
+        reason: r.get(8)?,
+        last_seen: r.get(9)?,
+        failed_seq: r.get(10)?,
+    })
 }
 
 /// Stable per-device bucket 0..100 for percentage rollouts.

@@ -772,9 +772,10 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
             State::Downloading => self.window.earliest_due(),
             _ => None,
         };
+        let talking = matches!(self.state, State::CheckingIn | State::Downloading);
         match (timer, self.wake.deadline) {
-            (Some(t), Some(d)) if self.state == State::Downloading => Some(t.min(d)),
-            (None, Some(d)) if self.state == State::Downloading => Some(d),
+            (Some(t), Some(d)) if talking => Some(t.min(d)),
+            (None, Some(d)) if talking => Some(d),
             (t, _) => t,
         }
     }
@@ -783,6 +784,13 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
     /// Due retransmissions come out of the next [`Device::poll_transmit`].
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.state {
+            // No answer within the wake's time: try again after the fallback sleep.
+            State::CheckingIn if self.past_deadline(now) => {
+                self.finish(
+                    self.config.fallback_sleep_secs,
+                    SleepReason::BudgetExhausted,
+                );
+            }
             State::CheckingIn
                 if self.checkin_attempts >= self.config.max_attempts && now >= self.checkin_due =>
             {
