@@ -59,7 +59,7 @@ pub type Topic = heapless::String<128>;
 /// `{prefix}/{id}/{kind}`; `None` if it does not fit or the id could break the topic structure
 /// (empty, or containing `/`, `+`, `#` or NUL).
 pub fn topic(prefix: &str, id: &str, kind: Kind) -> Option<Topic> {
-    if id.is_empty() || id.contains(['/', '+', '#', '\0']) {
+    if !usable_id(id) {
         return None;
     }
     let mut t = Topic::new();
@@ -78,8 +78,13 @@ pub fn shared_filter(group: &str, prefix: &str, kind: Kind) -> Option<Topic> {
 pub fn parse<'a>(prefix: &str, topic: &'a str) -> Option<(&'a str, Kind)> {
     let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
     let (id, suffix) = rest.rsplit_once('/')?;
-    if id.is_empty() || id.contains('/') {
+    if !usable_id(id) {
         return None;
     }
     Some((id, Kind::from_suffix(suffix)?))
+}
+
+/// One non-empty topic level, with no wildcard and no NUL.
+fn usable_id(id: &str) -> bool {
+    !id.is_empty() && !id.contains(['/', '+', '#', '\0'])
 }

@@ -485,3 +485,22 @@ fn cost_of_one_update() {
     );
     assert!(ratio < 1.10, "{ratio}");
 }
+
+#[test]
+fn a_wake_with_no_broker_ends_on_its_time_budget() {
+    // Nothing listens on the port: every dial is refused at once, and the device's check-in
+    // retries (1 s, 2 s, 4 s, ...) would outlast the 1.5 s budget.
+    let port = free_port();
+    let mut session = session("dev-1", "dev-1");
+    let mut storage = MemStorage::new(1 << 20);
+    let mut dev: Device<_> = Device::new(config("dev-1", 4, 1 << 20), verifier());
+    let budget = WakeBudget {
+        bytes: None,
+        millis: Some(1_500),
+    };
+    let out = wake(&mut session, port, &mut dev, &mut storage, "dev-1", budget).unwrap();
+    assert_eq!(
+        (out.reason, out.connects, out.checked_in),
+        (SleepReason::BudgetExhausted, 0, false)
+    );
+}
