@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the firmware with and without Ed25519 (opt-level "z", LTO), prints its flash and RAM
-# footprint, and runs the Ed25519 build under QEMU, which applies an update and prints the stack
-# it needed. Needs Debian's binutils-arm-none-eabi and qemu-system-arm.
+# Builds the firmware over CoAP with and without Ed25519, and over MQTT (opt-level "z", LTO),
+# prints its flash and RAM footprint, and runs each build under QEMU, where it applies an update
+# and prints the stack it needed. Needs Debian's binutils-arm-none-eabi and qemu-system-arm.
 set -euo pipefail
 cd "$(dirname "$0")"
 elf=target/thumbv7em-none-eabihf/release/firmware-cortex-m
@@ -26,15 +26,19 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 cargo build --release -q --no-default-features
 s1=$(stack --no-default-features)
-r1=$(row "without Ed25519")
+r1=$(row "CoAP, without Ed25519")
 cargo build --release -q
 s2=$(stack)
-r2=$(row "with Ed25519")
+r2=$(row "CoAP, with Ed25519")
+cargo build --release -q --features mqtt
+s3=$(stack --features mqtt)
+r3=$(row "MQTT, with Ed25519")
 echo
 printf "%-28s %9s %9s %9s\n" "firmware (thumbv7em, z, LTO)" "flash B" "RAM B" "stack B"
 printf "%s %9s\n" "$r1" "$s1"
 printf "%s %9s\n" "$r2" "$s2"
+printf "%s %9s\n" "$r3" "$s3"
 echo "(flash: the whole firmware less the ${image_bytes}-byte test image, including semihosting output and the"
-echo " in-memory test server; RAM: .data + .bss less the ${flash_bytes} bytes that stand in for flash; the OTA"
-echo " path keeps its state on the stack: the high-water mark of the whole run under QEMU, which includes the"
-echo " in-memory test server's 4.8 KiB response queue)"
+echo " in-memory test server or broker; RAM: .data + .bss less the ${flash_bytes} bytes that stand in for flash;"
+echo " the OTA path keeps its state on the stack: the high-water mark of the whole run under QEMU, which includes"
+echo " the in-memory peer: the CoAP server's 4.8 KiB response queue, the MQTT broker's 6 KiB of buffers)"
