@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use ota_core::host::Handler;
 use ota_core::wire::{self, Message};
-use ota_transport_mqtt::server::Publisher;
+use ota_transport_mqtt::server::{Publisher, ServerError};
 use ota_transport_mqtt::Broker;
 
 use crate::desired::Fleet;
@@ -86,11 +86,21 @@ pub async fn keep_desired_states(
 ) -> anyhow::Result<()> {
     let mut seen = None;
     loop {
-        let version = fleet.data_version()?;
-        if seen != Some(version) {
-            seen = Some(version);
-            let n = republish_all(&fleet, &handler, &publisher).await?;
-            eprintln!("ota-server: desired state published for {n} devices");
+        // A store error (a busy database, say) is retried at the next tick rather than
+        // stopping the server; only a closed MQTT client ends this.
+        match fleet.data_version() {
+            Ok(version) if seen != Some(version) => {
+                match republish_all(&fleet, &handler, &publisher).await {
+                    Ok(n) => {
+                        seen = Some(version);
+                        eprintln!("ota-server: desired state published for {n} devices");
+                    }
+                    Err(e) if e.is::<ServerError>() => return Err(e),
+                    Err(e) => eprintln!("ota-server: republishing desired states: {e:#}"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("ota-server: reading the store: {e:#}"),
         }
         tokio::time::sleep(every).await;
     }
