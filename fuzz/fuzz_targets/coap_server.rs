@@ -1,42 +1,13 @@
 //! The CoAP server's request handling: arbitrary datagrams, bare and behind a valid header.
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+#[path = "fixture.rs"]
+mod fixture;
 
+use fixture::handler;
 use libfuzzer_sys::fuzz_target;
-use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
-use ota_core::manifest::{Manifest, MANIFEST_FORMAT};
-use ota_core::wire::{Digest, ImageId, Urgency, Version};
 use ota_transport_coap::server::{Responder, ServerConfig};
 use ota_transport_coap::udp;
-
-fn handler() -> Arc<Handler<SingleRelease, MemImages>> {
-    static H: OnceLock<Arc<Handler<SingleRelease, MemImages>>> = OnceLock::new();
-    H.get_or_init(|| {
-        let images = MemImages::new();
-        images.insert(ImageId(7), (0..5000u32).map(|i| i as u8).collect());
-        let m = Manifest {
-            format: MANIFEST_FORMAT,
-            vendor: 1,
-            class: 2,
-            sequence: 5,
-            version: Version::new(1, 0, 0),
-            image_size: 5000,
-            digest: Digest([0; 32]),
-            chunk_size: 512,
-            min_running: None,
-        };
-        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-        let release = SingleRelease {
-            image: ImageId(7),
-            manifest: OwnedManifest::sign(&m, &key),
-            urgency: Urgency::Attempt,
-            next_check_in: 60,
-        };
-        Arc::new(Handler::new(release, images, 1024))
-    })
-    .clone()
-}
 
 fuzz_target!(|data: &[u8]| {
     let mut r = Responder::new(handler(), ServerConfig::default());

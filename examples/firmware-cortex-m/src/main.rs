@@ -133,6 +133,20 @@ fn stack_high_water() -> usize {
     }
 }
 
+/// The offer the server in the peer makes: the release, with its signed manifest.
+fn offer() -> ota_core::wire::CheckInReply<'static> {
+    ota_core::wire::CheckInReply::Update {
+        image: ota_core::wire::ImageId(1),
+        manifest: Some(ota_core::manifest::SignedManifest {
+            body: &fixture::MANIFEST_BODY,
+            signature: ota_core::wire::Signature(fixture::SIGNATURE),
+        }),
+        resume_from: 0,
+        urgency: ota_core::wire::Urgency::Attempt,
+        next_check_in: 60,
+    }
+}
+
 /// The device's configuration for one wake.
 fn config<S: UpdateStorage>(storage: &S, running: RunningFirmware) -> DeviceConfig {
     let mut config = DeviceConfig::new(b"m4-demo", 1, 0xC0FFEE, running);

@@ -11,11 +11,10 @@ use core::task::{Context, Poll, Waker};
 use critical_section::Mutex;
 use embedded_io_async::{ErrorKind, ErrorType, Read, Write};
 use heapless::{Deque, Vec};
-use ota_core::manifest::SignedManifest;
-use ota_core::wire::{self, CheckInReply, Chunk, ImageId, Message, Signature, Urgency};
+use ota_core::wire::{self, CheckInReply, Chunk, ImageId, Message, Urgency};
 use ota_transport_mqtt::device::Connector;
 
-use crate::fixture::{IMAGE, MANIFEST_BODY, SIGNATURE};
+use crate::fixture::IMAGE;
 
 /// Simulated microseconds since reset: every reading advances it by 100 µs, so a busy-polled
 /// timer always comes due.
@@ -190,7 +189,7 @@ impl Broker {
         let mut out = [0u8; 600];
         let reply = match (topic.last(), wire::decode(payload)) {
             (Some(b'c'), Ok(Message::CheckIn(_))) => {
-                wire::encode(&Message::CheckInReply(offer()), &mut out).ok()
+                wire::encode(&Message::CheckInReply(crate::offer()), &mut out).ok()
             }
             (Some(b'q'), Ok(Message::ChunkRequest(r))) => {
                 self.requests += 1;
@@ -237,20 +236,6 @@ impl Broker {
         let _ = p.push(0);
         let _ = p.extend_from_slice(payload);
         self.send(&p);
-    }
-}
-
-/// The offer a server makes: the release, with its signed manifest.
-fn offer() -> CheckInReply<'static> {
-    CheckInReply::Update {
-        image: ImageId(1),
-        manifest: Some(SignedManifest {
-            body: &MANIFEST_BODY,
-            signature: Signature(SIGNATURE),
-        }),
-        resume_from: 0,
-        urgency: Urgency::Attempt,
-        next_check_in: 60,
     }
 }
 

@@ -6,15 +6,14 @@ use core::cell::Cell;
 
 use coap_message::MinimalWritableMessage as _;
 use heapless::{Deque, Vec};
-use ota_core::manifest::SignedManifest;
 use ota_core::time::Instant;
-use ota_core::wire::{self, CheckInReply, ImageId, Message, Signature, Urgency};
+use ota_core::wire::{self, Message};
 use ota_transport_coap::block::Block;
 use ota_transport_coap::resources::{code, opt};
 use ota_transport_coap::socket::{Clock, DatagramSocket};
 use ota_transport_coap::udp::{self, Item, MsgType};
 
-use crate::fixture::{IMAGE, MANIFEST_BODY, SIGNATURE};
+use crate::fixture::IMAGE;
 
 /// Milliseconds since reset, advanced by the link.
 pub struct SimClock(pub Cell<u64>);
@@ -74,16 +73,7 @@ impl<'c> Peer<'c> {
         match (path.as_slice(), req.code) {
             ([b"ota", b"c"], code::POST) => {
                 let mut payload = [0u8; 256];
-                let reply = Message::CheckInReply(CheckInReply::Update {
-                    image: ImageId(1),
-                    manifest: Some(SignedManifest {
-                        body: &MANIFEST_BODY,
-                        signature: Signature(SIGNATURE),
-                    }),
-                    resume_from: 0,
-                    urgency: Urgency::Attempt,
-                    next_check_in: 60,
-                });
+                let reply = Message::CheckInReply(crate::offer());
                 let n = wire::encode(&reply, &mut payload).ok()?;
                 udp::build(out, MsgType::Ack, req.mid, req.token, |m| {
                     m.set_code(code::CHANGED);
