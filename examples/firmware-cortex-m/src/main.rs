@@ -164,14 +164,20 @@ const BUDGET: WakeBudget = WakeBudget {
 /// Wakes over CoAP until the update is staged.
 #[cfg(not(feature = "mqtt"))]
 fn download<S: UpdateStorage>(storage: &mut S, running: RunningFirmware) {
-    let clock = SimClock(Cell::new(0));
-    let mut link = Peer::new(&clock);
+    // The peer lives in a static, so the stack measured is the device's alone.
+    let Some(clock) = cortex_m::singleton!(: SimClock = SimClock(Cell::new(0))) else {
+        fail("peer taken twice")
+    };
+    let clock: &'static SimClock = clock;
+    let Some(link) = cortex_m::singleton!(: Peer<'static> = Peer::new(clock)) else {
+        fail("peer taken twice")
+    };
     let mut retransmissions = 0u32;
     for wakes in 1..=50u32 {
         let mut client: CoapClient<_, 512> =
             CoapClient::new(config(storage, running), verifier(), 0x1234_5678 ^ wakes);
         let mut staged = false;
-        let end = match run_wake(&mut client, &mut link, &clock, storage, BUDGET, |e| {
+        let end = match run_wake(&mut client, link, clock, storage, BUDGET, |e| {
             if let Event::Staged { .. } = e {
                 staged = true;
             }
@@ -213,8 +219,13 @@ fn download<S: UpdateStorage>(storage: &mut S, running: RunningFirmware) {
     use ota_core::Device;
     use ota_transport_mqtt::device::{run_wake, session_config, WakeOptions};
 
-    let broker = RefCell::new(Broker::new(5));
-    let mut dialer = Dialer(&broker);
+    // The broker lives in a static, so the stack measured is the device's alone.
+    let Some(broker) = cortex_m::singleton!(: RefCell<Broker> = RefCell::new(Broker::new(5)))
+    else {
+        fail("broker taken twice")
+    };
+    let broker: &'static RefCell<Broker> = broker;
+    let mut dialer = Dialer(broker);
     let (mut rx, mut tx) = ([0u8; 512 + 96], [0u8; 768]);
     let session = session_config(Buffers::new(&mut rx, &mut tx), "m4-demo", None, 600);
     let Ok(session) = session else {
