@@ -9,6 +9,7 @@
 //! | subscribe `s` (QoS 0) and `d` (QoS 1) in one packet | SUBSCRIBE, SUBACK | |
 //! | read the retained desired state on `s` | PUBLISH | it says "up to date" and nothing is in progress or to report |
 //! | check in, download with the window of chunk requests | PUBLISH/PUBACK each way | the state machine says sleep |
+//! | a wake cut short: unsubscribe `d`, so late answers do not wait for the next wake | UNSUBSCRIBE, UNSUBACK | |
 //! | disconnect (the broker keeps the session for its expiry) | DISCONNECT | |
 //!
 //! The desired state is subscribed at QoS 0: it is a latest value that the broker hands over on
@@ -88,6 +89,11 @@ pub struct WakeOutcome {
     pub published: u32,
     /// `ota-core` messages received (desired state included).
     pub received: u32,
+    /// Messages received that were of no use: duplicates, late or stale chunks (bytes that
+    /// were paid for and wasted).
+    pub ignored: u32,
+    /// Of those, the ones left over from an earlier wake (received before this wake's check-in).
+    pub stale: u32,
 }
 
 /// Errors that end a wake early. A lost connection is not one: it is redialled.
@@ -171,6 +177,8 @@ where
             connects: 0,
             published: 0,
             received: 0,
+            ignored: 0,
+            stale: 0,
         },
     };
     // Both topics are checked once, so nothing later fails on them.
@@ -391,7 +399,14 @@ impl Wake<'_> {
                 Err(_) => break,
                 Ok(Err(e)) => return classify(e),
                 Ok(Ok(Some(p))) => {
-                    if topics::parse(self.prefix, p.topic()) == Some((self.id, Kind::Desired)) {
+                    let to = topics::parse(self.prefix, p.topic());
+                    if to == Some((self.id, Kind::Down)) {
+                        // Left over from an earlier wake: no check-in of this wake yet.
+                        self.outcome.received += 1;
+                        self.outcome.ignored += 1;
+                        self.outcome.stale += 1;
+                    }
+                    if to == Some((self.id, Kind::Desired)) {
                         self.outcome.received += 1;
                         if let Ok(Message::CheckInReply(CheckInReply::UpToDate { next_check_in })) =
                             wire::decode(p.payload())
@@ -463,7 +478,9 @@ impl Wake<'_> {
                         dev.add_link_bytes(ack, framing);
                         // Unexpected or corrupt messages are dropped; the state machine's
                         // timers fetch again what it still needs.
-                        let _ = dev.handle_message(now(), p.payload());
+                        if dev.handle_message(now(), p.payload()).is_err() {
+                            self.outcome.ignored += 1;
+                        }
                     }
                 }
             }
@@ -517,11 +534,34 @@ impl Wake<'_> {
     }
 
     /// Waits (bounded) for the broker to acknowledge what was published, then says goodbye.
+    ///
+    /// A wake cut short (time budget, lost link) may leave chunk requests unanswered. Their
+    /// answers would wait in the persistent session and reach the device at its next wake,
+    /// before its check-in, to be dropped: paid for and wasted. So such a wake first
+    /// unsubscribes from `d` (24 bytes), and the broker discards what comes after.
     async fn disconnect<IO: Io>(&mut self, conn: &mut Connection<'_, '_, IO>) {
         let until = after(self.options.drain_ms);
-        while !conn.session().is_publish_quiescent() {
-            if !matches!(with_deadline(until, conn.poll()).await, Ok(Ok(_))) {
+        let cut_short = matches!(
+            self.outcome.reason,
+            SleepReason::BudgetExhausted | SleepReason::LinkLost
+        );
+        let mut unsubscribed = None;
+        if self.outcome.checked_in && cut_short {
+            if let Some(down) = topics::topic(self.prefix, self.id, Kind::Down) {
+                if let Ok(Ok(op)) = with_deadline(until, conn.unsubscribe(&[&down], &[])).await {
+                    unsubscribed = Some(op);
+                }
+            }
+        }
+        loop {
+            let acked = unsubscribed.is_none_or(|op| !conn.is_pending(&op));
+            if acked && conn.session().is_publish_quiescent() {
                 break;
+            }
+            match with_deadline(until, conn.poll()).await {
+                Ok(Ok(Some(_))) => self.outcome.ignored += 1,
+                Ok(Ok(None)) => {}
+                _ => break,
             }
         }
         let _ = with_deadline(after(self.options.drain_ms), conn.disconnect()).await;

@@ -504,3 +504,49 @@ fn a_wake_with_no_broker_ends_on_its_time_budget() {
         (SleepReason::BudgetExhausted, 0, false)
     );
 }
+
+#[test]
+fn short_wakes_waste_nothing_between_wakes() {
+    // Wakes end on their time budget with chunk requests in flight; with the session kept
+    // through sleep, nothing the server sends after a wake ends may reach the device later.
+    let broker = Mosquitto::start("short-wakes");
+    let img = image(512 * 1024, 10);
+    let _server = start_server(broker.broker("ota-server"), "srv-1", handler(&img));
+    let p = proxy(broker.port);
+    let mut storage = MemStorage::new(img.len() as u32 + 4096);
+    let budget = WakeBudget {
+        bytes: None,
+        millis: Some(600),
+    };
+    let mut session = session("dev-1", "dev-1");
+    let (mut wakes, mut dropped, mut stale) = (0, 0u64, 0u64);
+    loop {
+        wakes += 1;
+        assert!(wakes <= 200, "not staged after 200 wakes");
+        let mut dev: Device<_> =
+            Device::new(config("dev-1", 4, img.len() as u32 + 4096), verifier());
+        let out = wake(
+            &mut session,
+            p.port,
+            &mut dev,
+            &mut storage,
+            "dev-1",
+            budget,
+        )
+        .unwrap();
+        dropped += u64::from(out.ignored);
+        stale += u64::from(out.stale);
+        if out.reason == SleepReason::Staged {
+            break;
+        }
+    }
+    assert!(storage.staged(img.len()) == img);
+    std::thread::sleep(Duration::from_millis(200));
+    let down = p.down.get();
+    let ratio = down.1 as f64 / img.len() as f64;
+    println!(
+        "512 KiB in {wakes} wakes of 600 ms: {} bytes down ({ratio:.3} per image byte), {dropped} messages received and dropped, {stale} of them left from an earlier wake",
+        down.1
+    );
+    assert_eq!(stale, 0, "answers from an earlier wake were delivered");
+}
