@@ -124,6 +124,12 @@ impl Broker {
             8 => self.subscribe(body),
             // PUBLISH from the device.
             3 => self.publish(kind, body),
+            // UNSUBSCRIBE (one filter): done.
+            10 => {
+                if let Some(id) = body.get(..2) {
+                    self.send(&[0xB0, 4, id[0], id[1], 0, 0]);
+                }
+            }
             // PINGREQ.
             12 => self.send(&[0xD0, 0]),
             // PUBACK, DISCONNECT: nothing to say.
