@@ -4,16 +4,9 @@
 # desired state; a release made while it is off is republished by `serve` and reaches it; a
 # wrong password is refused. Bounded in time; cleans up.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/sbin
-cargo build --release -q -p ota-server -p ota-device
-S=target/release/ota-server
-D=target/release/ota-device
-T=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
-trap cleanup EXIT
-fail() { echo "e2e-mqtt: FAIL: $*" >&2; exit 1; }
+E2E_NAME=e2e-mqtt
+source "$(dirname "$0")/e2e-common.sh"
 
 PW=e2e-secret
 for u in ota-server m-1; do

@@ -2,15 +2,8 @@
 # End-to-end test of the real binaries: keygen, release, rollout, serve, two ota-device
 # processes (one healthy, one failing its health check), then status. Bounded in time; cleans up.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-cargo build --release -q -p ota-server -p ota-device
-S=target/release/ota-server
-D=target/release/ota-device
-T=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
-trap cleanup EXIT
-fail() { echo "e2e: FAIL: $*" >&2; exit 1; }
+E2E_NAME=e2e
+source "$(dirname "$0")/e2e-common.sh"
 
 # A command that must fail with a one-line error and a non-zero exit.
 must_fail() {

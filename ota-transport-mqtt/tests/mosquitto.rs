@@ -13,7 +13,6 @@ use std::sync::Arc;
 use common::*;
 use ota_core::device::SleepReason;
 use ota_core::host::{Decision, DesiredState, Handler, MemImages, SingleRelease};
-use ota_core::storage::MemStorage;
 use ota_core::wire::WakeBudget;
 use ota_core::wire::{CheckIn, ImageId};
 use ota_core::Device;
@@ -29,25 +28,24 @@ struct Updated {
     accepted: u64,
 }
 
-/// Wakes `id` (one session kept across wakes) until the image is staged.
+/// Wakes device `id` (running release 4) until `img` is staged.
 fn update(
     port: u16,
     id: &str,
     img: &[u8],
-    storage: &mut MemStorage,
     budget: WakeBudget,
     mut between: impl FnMut(u32),
 ) -> Updated {
-    let mut session = session(id, id);
+    let mut d = TestDevice::new(id, port, img.len() as u32 + 4096);
     let (mut accepted, mut connects) = (0, 0);
     for wake in 1..=60u32 {
         between(wake);
-        let mut dev: Device<_> = Device::new(config(id, 4, img.len() as u32 + 4096), verifier());
-        let out = common::wake(&mut session, port, &mut dev, storage, id, budget).unwrap();
+        let (out, dev) = d.wake(4, budget);
+        let out = out.unwrap();
         accepted += dev.stats().payload_bytes_accepted;
         connects += out.connects;
         if out.reason == SleepReason::Staged {
-            assert!(storage.staged(img.len()) == img, "staged bytes differ");
+            assert!(d.storage.staged(img.len()) == img, "staged bytes differ");
             return Updated {
                 wakes: wake,
                 connects,
@@ -63,14 +61,13 @@ fn update_survives_a_broker_restart_mid_transfer() {
     let mut broker = Mosquitto::start("restart");
     let img = image(256 * 1024, 1);
     let _server = start_server(broker.broker("ota-server"), "srv-1", handler(&img));
-    let mut storage = MemStorage::new(img.len() as u32 + 4096);
     // Wakes of about 40 kB; the broker restarts (sessions saved and restored) before the fourth.
     let budget = WakeBudget {
         bytes: Some(40_000),
         millis: None,
     };
     let port = broker.port;
-    let u = update(port, "dev-1", &img, &mut storage, budget, |wake| {
+    let u = update(port, "dev-1", &img, budget, |wake| {
         if wake == 4 {
             broker.restart();
             assert_eq!(broker.port, port);
@@ -90,14 +87,13 @@ fn broker_restart_during_a_wake() {
     let mut broker = Mosquitto::start("restart-during");
     let img = image(256 * 1024, 2);
     let _server = start_server(broker.broker("ota-server"), "srv-1", handler(&img));
-    let mut storage = MemStorage::new(img.len() as u32 + 4096);
     let budget = WakeBudget {
         bytes: None,
         millis: Some(60_000),
     };
     let port = broker.port;
     let dev = std::thread::spawn(move || {
-        let u = update(port, "dev-1", &img, &mut storage, budget, |_| {});
+        let u = update(port, "dev-1", &img, budget, |_| {});
         (u, img.len() as u64)
     });
     // Restart once the download is under way (the broker saves and restores its sessions).
@@ -124,35 +120,16 @@ fn nothing_for_you_is_one_round_trip_on_the_retained_state() {
     let p = proxy(broker.port);
     // Already on the release (sequence 5): the first wake checks in and is told "up to date",
     // which the server also leaves as the retained desired state.
-    let mut storage = MemStorage::new(1 << 20);
-    let mut session = session("dev-2", "dev-2");
-    let mut dev: Device<_> = Device::new(config("dev-2", 5, 1 << 20), verifier());
+    let mut d = TestDevice::new("dev-2", p.port, 1 << 20);
     let budget = WakeBudget::default();
-    let first = wake(
-        &mut session,
-        p.port,
-        &mut dev,
-        &mut storage,
-        "dev-2",
-        budget,
-    )
-    .unwrap();
+    let first = d.wake(5, budget).0.unwrap();
     assert_eq!(
         (first.reason, first.checked_in),
         (SleepReason::UpToDate, true)
     );
     std::thread::sleep(Duration::from_millis(200));
     let (up0, down0) = (p.up.get(), p.down.get());
-    let mut dev: Device<_> = Device::new(config("dev-2", 5, 1 << 20), verifier());
-    let second = wake(
-        &mut session,
-        p.port,
-        &mut dev,
-        &mut storage,
-        "dev-2",
-        budget,
-    )
-    .unwrap();
+    let second = d.wake(5, budget).0.unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let (up1, down1) = (p.up.get(), p.down.get());
     let (up, down) = (
@@ -215,20 +192,10 @@ fn a_new_release_is_republished_to_sleeping_devices() {
     std::thread::sleep(Duration::from_millis(300));
 
     // On sequence 5: the first wake checks in, the second reads "up to date" and sleeps.
-    let mut storage = MemStorage::new(1 << 20);
-    let mut session = session("dev-3", "dev-3");
+    let mut d = TestDevice::new("dev-3", broker.port, 1 << 20);
     let budget = WakeBudget::default();
     for checks_in in [true, false] {
-        let mut dev: Device<_> = Device::new(config("dev-3", 5, 1 << 20), verifier());
-        let out = wake(
-            &mut session,
-            broker.port,
-            &mut dev,
-            &mut storage,
-            "dev-3",
-            budget,
-        )
-        .unwrap();
+        let out = d.wake(5, budget).0.unwrap();
         assert_eq!(
             (out.reason, out.checked_in),
             (SleepReason::UpToDate, checks_in)
@@ -245,19 +212,10 @@ fn a_new_release_is_republished_to_sleeping_devices() {
     rt.block_on(publisher.desired("dev-3", state.clone()))
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let mut dev: Device<_> = Device::new(config("dev-3", 5, 1 << 20), verifier());
-    let out = wake(
-        &mut session,
-        broker.port,
-        &mut dev,
-        &mut storage,
-        "dev-3",
-        budget,
-    )
-    .unwrap();
+    let out = d.wake(5, budget).0.unwrap();
     assert!(out.checked_in);
     assert_eq!(out.reason, SleepReason::Staged);
-    assert!(storage.staged(new.len()) == new);
+    assert!(d.storage.staged(new.len()) == new);
     println!(
         "republished desired state: {} bytes; the sleeping device checked in and staged the new release",
         state.len()
@@ -281,15 +239,7 @@ fn two_servers_share_the_fleet_and_one_dies() {
         }
         drop(a);
     });
-    let mut storage = MemStorage::new(img.len() as u32 + 4096);
-    let u = update(
-        broker.port,
-        "dev-3",
-        &img,
-        &mut storage,
-        WakeBudget::default(),
-        |_| {},
-    );
+    let u = update(broker.port, "dev-3", &img, WakeBudget::default(), |_| {});
     killer.join().unwrap();
     let (na, nb) = (
         a_stats.answered.load(Ordering::Relaxed),
@@ -319,18 +269,9 @@ fn acl_keeps_a_device_to_its_own_topics() {
     let server = start_server(broker.broker("ota-server"), "srv-1", handler(&img));
     // dev-1 runs a wake on dev-2's topics with its own credentials: the broker refuses the
     // subscription (MQTT 5 SUBACK "not authorized") and the wake ends with that error.
-    let mut storage = MemStorage::new(1 << 20);
-    let mut impostor = session("dev-2-impostor", "dev-1");
-    let mut dev: Device<_> = Device::new(config("dev-2", 4, 1 << 20), verifier());
+    let mut impostor = TestDevice::logging_in_as("dev-2", "dev-1", broker.port, 1 << 20);
     let budget = WakeBudget::default();
-    let refused = wake(
-        &mut impostor,
-        broker.port,
-        &mut dev,
-        &mut storage,
-        "dev-2",
-        budget,
-    );
+    let refused = impostor.wake(4, budget).0;
     println!("dev-1 on dev-2's topics: {refused:?}");
     assert!(
         matches!(
@@ -367,17 +308,10 @@ fn acl_keeps_a_device_to_its_own_topics() {
         "a foreign publish reached the server"
     );
     // The real dev-2 checks in: the server answers on dev-2's topics, and dev-1 hears none of it.
-    let mut session2 = session("dev-2", "dev-2");
-    let mut dev2: Device<_> = Device::new(config("dev-2", 5, 1 << 20), verifier());
-    let out = wake(
-        &mut session2,
-        broker.port,
-        &mut dev2,
-        &mut storage,
-        "dev-2",
-        budget,
-    )
-    .unwrap();
+    let out = TestDevice::new("dev-2", broker.port, 1 << 20)
+        .wake(5, budget)
+        .0
+        .unwrap();
     assert!(out.checked_in);
     assert_eq!(s.answered.load(Ordering::Relaxed), 1);
     for _ in 0..10 {
@@ -437,15 +371,7 @@ fn malformed_payloads_are_dropped_and_serving_goes_on() {
         "every bad payload is dropped"
     );
     assert_eq!(server.stats.answered.load(Ordering::Relaxed), 0);
-    let mut storage = MemStorage::new(img.len() as u32 + 4096);
-    update(
-        broker.port,
-        "dev-1",
-        &img,
-        &mut storage,
-        WakeBudget::default(),
-        |_| {},
-    );
+    update(broker.port, "dev-1", &img, WakeBudget::default(), |_| {});
     std::fs::remove_file(foreign).unwrap();
     std::fs::remove_file(truncated).unwrap();
 }
@@ -456,20 +382,10 @@ fn cost_of_one_update() {
     let img = image(256 * 1024, 7);
     let _server = start_server(broker.broker("ota-server"), "srv-1", handler(&img));
     let p = proxy(broker.port);
-    let mut storage = MemStorage::new(img.len() as u32 + 4096);
-    let mut session = session("dev-1", "dev-1");
-    let mut dev: Device<_> = Device::new(config("dev-1", 4, img.len() as u32 + 4096), verifier());
-    let out = wake(
-        &mut session,
-        p.port,
-        &mut dev,
-        &mut storage,
-        "dev-1",
-        WakeBudget::default(),
-    )
-    .unwrap();
-    assert_eq!(out.reason, SleepReason::Staged);
-    assert!(storage.staged(img.len()) == img);
+    let mut d = TestDevice::new("dev-1", p.port, img.len() as u32 + 4096);
+    let (out, dev) = d.wake(4, WakeBudget::default());
+    assert_eq!(out.unwrap().reason, SleepReason::Staged);
+    assert!(d.storage.staged(img.len()) == img);
     std::thread::sleep(Duration::from_millis(200));
     let (up, down) = (p.up.get(), p.down.get());
     let ratio = (up.1 + down.1) as f64 / img.len() as f64;
@@ -490,15 +406,12 @@ fn cost_of_one_update() {
 fn a_wake_with_no_broker_ends_on_its_time_budget() {
     // Nothing listens on the port: every dial is refused at once, and the device's check-in
     // retries (1 s, 2 s, 4 s, ...) would outlast the 1.5 s budget.
-    let port = free_port();
-    let mut session = session("dev-1", "dev-1");
-    let mut storage = MemStorage::new(1 << 20);
-    let mut dev: Device<_> = Device::new(config("dev-1", 4, 1 << 20), verifier());
+    let mut d = TestDevice::new("dev-1", free_port(), 1 << 20);
     let budget = WakeBudget {
         bytes: None,
         millis: Some(1_500),
     };
-    let out = wake(&mut session, port, &mut dev, &mut storage, "dev-1", budget).unwrap();
+    let out = d.wake(4, budget).0.unwrap();
     assert_eq!(
         (out.reason, out.connects, out.checked_in),
         (SleepReason::BudgetExhausted, 0, false)
@@ -513,34 +426,23 @@ fn short_wakes_waste_nothing_between_wakes() {
     let img = image(512 * 1024, 10);
     let _server = start_server(broker.broker("ota-server"), "srv-1", handler(&img));
     let p = proxy(broker.port);
-    let mut storage = MemStorage::new(img.len() as u32 + 4096);
     let budget = WakeBudget {
         bytes: None,
         millis: Some(600),
     };
-    let mut session = session("dev-1", "dev-1");
+    let mut d = TestDevice::new("dev-1", p.port, img.len() as u32 + 4096);
     let (mut wakes, mut dropped, mut stale) = (0, 0u64, 0u64);
     loop {
         wakes += 1;
         assert!(wakes <= 200, "not staged after 200 wakes");
-        let mut dev: Device<_> =
-            Device::new(config("dev-1", 4, img.len() as u32 + 4096), verifier());
-        let out = wake(
-            &mut session,
-            p.port,
-            &mut dev,
-            &mut storage,
-            "dev-1",
-            budget,
-        )
-        .unwrap();
+        let out = d.wake(4, budget).0.unwrap();
         dropped += u64::from(out.ignored);
         stale += u64::from(out.stale);
         if out.reason == SleepReason::Staged {
             break;
         }
     }
-    assert!(storage.staged(img.len()) == img);
+    assert!(d.storage.staged(img.len()) == img);
     std::thread::sleep(Duration::from_millis(200));
     let down = p.down.get();
     let ratio = down.1 as f64 / img.len() as f64;

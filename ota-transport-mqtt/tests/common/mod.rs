@@ -344,28 +344,64 @@ pub fn options() -> WakeOptions {
     }
 }
 
-/// One wake of `dev` as `id`, through the broker (or a proxy) on `port`.
-pub fn wake(
-    session: &mut Session<'_>,
-    port: u16,
-    dev: &mut Device<Ed25519Verifier>,
-    storage: &mut MemStorage,
-    id: &str,
-    budget: WakeBudget,
-) -> Result<WakeOutcome, WakeError<MemError>> {
-    block_on(run_wake(
-        session,
-        &mut TcpConnector::new("127.0.0.1", port),
-        dev,
-        storage,
-        "ota",
-        id,
-        budget,
-        &options(),
-        |e| {
-            if let Event::ManifestRejected(e) = e {
-                panic!("manifest rejected: {e}");
-            }
-        },
-    ))
+/// A device as the tests run it: id, MQTT session (kept across wakes, as in RAM that survives
+/// sleep), storage, and the port of the broker (or a proxy in front of it).
+pub struct TestDevice {
+    pub id: String,
+    pub session: Session<'static>,
+    pub storage: MemStorage,
+    pub port: u16,
+}
+
+impl TestDevice {
+    /// Device `id` logging in as itself, with `capacity` bytes of staging storage.
+    pub fn new(id: &str, port: u16, capacity: u32) -> Self {
+        Self::logging_in_as(id, id, port, capacity)
+    }
+
+    /// Device `id` logging in with `user`'s credentials (client id `{id}-as-{user}` if they
+    /// differ).
+    pub fn logging_in_as(id: &str, user: &str, port: u16, capacity: u32) -> Self {
+        let client_id = if id == user {
+            id.to_string()
+        } else {
+            format!("{id}-as-{user}")
+        };
+        Self {
+            id: id.to_string(),
+            session: session(&client_id, user),
+            storage: MemStorage::new(capacity),
+            port,
+        }
+    }
+
+    /// One wake of a fresh state machine running release `sequence`; the outcome and the
+    /// device, for its statistics.
+    pub fn wake(
+        &mut self,
+        sequence: u32,
+        budget: WakeBudget,
+    ) -> (
+        Result<WakeOutcome, WakeError<MemError>>,
+        Device<Ed25519Verifier>,
+    ) {
+        let capacity = ota_core::UpdateStorage::capacity(&self.storage);
+        let mut dev = Device::new(config(&self.id, sequence, capacity), verifier());
+        let out = block_on(run_wake(
+            &mut self.session,
+            &mut TcpConnector::new("127.0.0.1", self.port),
+            &mut dev,
+            &mut self.storage,
+            "ota",
+            &self.id,
+            budget,
+            &options(),
+            |e| {
+                if let Event::ManifestRejected(e) = e {
+                    panic!("manifest rejected: {e}");
+                }
+            },
+        ));
+        (out, dev)
+    }
 }
