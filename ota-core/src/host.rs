@@ -248,7 +248,13 @@ impl<D: DesiredState, I: ImageSource> Handler<D, I> {
     /// Answers one request: `Ok(Some(reply))`, `Ok(None)` for a report (nothing to say), or a
     /// typed error for bytes that are not a valid request.
     pub fn handle(&self, request: &[u8]) -> Result<Option<Vec<u8>>, HandlerError> {
-        match wire::decode(request)? {
+        self.respond(wire::decode(request)?)
+    }
+
+    /// [`Handler::handle`] for a request already decoded (a transport that looked inside it
+    /// first, to route or authorise it, need not decode it twice).
+    pub fn respond(&self, request: Message<'_>) -> Result<Option<Vec<u8>>, HandlerError> {
+        match request {
             Message::CheckIn(checkin) => {
                 Ok(Some(self.with_reply(&checkin, |m| wire::encode_vec(&m))))
             }

@@ -180,11 +180,11 @@ pub fn answer<D: DesiredState, I: ImageSource>(
             ])
         }
         (Message::Report(r), Kind::Report) if r.device_id == id.as_bytes() => {
-            handler.handle(payload).ok()?;
+            handler.respond(Message::Report(r)).ok()?;
             Some(Vec::new())
         }
-        (Message::ChunkRequest(_), Kind::Request) => {
-            let chunk = handler.handle(payload).ok()??;
+        (msg @ Message::ChunkRequest(_), Kind::Request) => {
+            let chunk = handler.respond(msg).ok()??;
             Some(vec![(down, false, chunk)])
         }
         _ => None,
