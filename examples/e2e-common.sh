@@ -3,8 +3,8 @@
 # Set E2E_NAME before sourcing.
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release -q -p ota-server -p ota-device
-S=target/release/ota-server
-D=target/release/ota-device
+S=${CARGO_TARGET_DIR:-target}/release/ota-server
+D=${CARGO_TARGET_DIR:-target}/release/ota-device
 T=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }

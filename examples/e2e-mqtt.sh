@@ -12,16 +12,18 @@ PW=e2e-secret
 for u in ota-server m-1; do
   if [ -f "$T/passwd" ]; then mosquitto_passwd -b "$T/passwd" "$u" "$PW"; else mosquitto_passwd -c -b "$T/passwd" "$u" "$PW"; fi
 done
-# mosquitto drops root for its own user: let it read the password file.
-chmod 755 "$T"; chmod 644 "$T/passwd"
+# mosquitto drops root for its own user, which cannot read a checkout in a private directory
+# (mode 0700): copy what it reads into a directory it can read.
+cp ota-transport-mqtt/mosquitto.acl "$T/mosquitto.acl"
+chmod 755 "$T"; chmod 644 "$T/passwd" "$T/mosquitto.acl"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat >"$T/mosquitto.conf" <<CONF
 listener $port 127.0.0.1
 allow_anonymous false
 password_file $T/passwd
-acl_file $PWD/ota-transport-mqtt/mosquitto.acl
+acl_file $T/mosquitto.acl
 CONF
-mosquitto -c "$T/mosquitto.conf" 2>"$T/broker.log" &
+mosquitto -c "$T/mosquitto.conf" >"$T/broker.log" 2>&1 &
 pids+=($!)
 up=0
 for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && { up=1; break; }; sleep 0.1; done

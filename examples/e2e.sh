@@ -51,4 +51,8 @@ $S status --data "$T/data" | tee "$T/status"
 grep -E "^dev-ok +sensor +1\.1\.1 +1\.1\.1 .*confirmed" "$T/status" >/dev/null || fail "dev-ok is not confirmed on 1.1.1"
 grep -E "^dev-bad +sensor +1\.0\.0 +1\.1\.1 .*rolled back +health check failed" "$T/status" >/dev/null \
   || fail "dev-bad is not rolled back with its reason"
+# A reader that closes the pipe early ends status quietly (no "Broken pipe" panic): head -0 has
+# exited before status writes.
+rc=0; { sleep 0.3; $S status --data "$T/data" 2>"$T/pipe.err"; } | head -0 || rc=$?
+[ "$rc" = 0 ] && [ ! -s "$T/pipe.err" ] || { cat "$T/pipe.err"; fail "status | head -1 did not end quietly"; }
 echo "e2e: 2 passed, 0 failed"

@@ -19,6 +19,13 @@ pub const IMAGE: &[u8] = b"i";
 /// Report resource segment.
 pub const REPORT: &[u8] = b"r";
 
+/// Bytes of a block request as [`crate::CoapClient`] sends it for an image id of one digit:
+/// header 4, token 2, Uri-Path `ota`/`i`/`N` 8, Block2 3 (`tests/overhead.rs` checks it).
+pub const BLOCK_REQUEST_BYTES: u32 = 17;
+/// Bytes of a block response beyond its payload: header 4, token 2, ETag 5, Block2 4, payload
+/// marker 1 (`tests/overhead.rs` checks it).
+pub const BLOCK_RESPONSE_OVERHEAD: u32 = 16;
+
 /// Option numbers (RFC 7252 section 12.2, RFC 7959).
 pub mod opt {
     /// If-Match (critical).

@@ -9,8 +9,8 @@ use ota_core::storage::MemStorage;
 use ota_core::wire::WakeBudget;
 use ota_core::Instant;
 use ota_transport_coap::server::{Responder, ServerConfig};
-use ota_transport_coap::udp;
 use ota_transport_coap::CoapClient;
+use ota_transport_coap::{resources, udp};
 
 #[test]
 fn block_exchange_overhead() {
@@ -55,11 +55,13 @@ fn block_exchange_overhead() {
     let (request, response_overhead) = sizes.unwrap();
     println!("check-in datagram {checkin_datagram} B; block request {request} B; block response {response_overhead} B + payload");
     assert_eq!(
-        request, 17,
+        request as u32,
+        resources::BLOCK_REQUEST_BYTES,
         "4 header + 2 token + Uri-Path ota/i/7 (8) + Block2 (3)"
     );
     assert_eq!(
-        response_overhead, 16,
+        response_overhead as u32,
+        resources::BLOCK_RESPONSE_OVERHEAD,
         "4 header + 2 token + ETag (5) + Block2 (4) + marker (1)"
     );
 }

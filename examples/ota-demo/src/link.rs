@@ -1,8 +1,10 @@
 //! An emulated radio link between one device and the server, on loopback UDP: each direction
 //! serialises datagrams at the link rate, delays them by the latency plus jitter, and drops a
-//! share of them. It runs in wall-clock time.
+//! share of them. It runs in wall-clock time, and counts every datagram handed to it, lost ones
+//! included: a metered SIM is billed for what went on the air, delivered or not.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +15,41 @@ use tokio::time::Instant;
 struct Direction {
     busy_until: Instant,
     rng: SimRng,
+}
+
+/// What one direction of the link carried.
+#[derive(Debug, Default)]
+pub struct Carried {
+    /// Datagrams handed to the link.
+    pub datagrams: AtomicU64,
+    /// Their bytes (UDP payload), lost ones included.
+    pub bytes: AtomicU64,
+    /// Datagrams the link lost.
+    pub lost: AtomicU64,
+}
+
+impl Carried {
+    fn count(&self, len: usize, lost: bool) {
+        self.datagrams.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        if lost {
+            self.lost.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes carried so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// The link's counters, both directions.
+#[derive(Debug, Default)]
+pub struct LinkCount {
+    /// Device to server.
+    pub up: Carried,
+    /// Server to device.
+    pub down: Carried,
 }
 
 impl Direction {
@@ -32,12 +69,14 @@ impl Direction {
     }
 }
 
-/// Starts a relay to `server`; returns the address the device should talk to.
+/// Starts a relay to `server`; returns the address the device should talk to and the link's
+/// counters.
 pub async fn start(
     server: SocketAddr,
     link: LinkProfile,
     seed: u64,
-) -> std::io::Result<SocketAddr> {
+) -> std::io::Result<(SocketAddr, Arc<LinkCount>)> {
+    let count = Arc::new(LinkCount::default());
     let device_side = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
     let server_side = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
     server_side.connect(server).await?;
@@ -54,10 +93,11 @@ pub async fn start(
 
     // Device to server.
     {
-        let (rx, tx, peer) = (
+        let (rx, tx, peer, count) = (
             device_side.clone(),
             server_side.clone(),
             device_peer.clone(),
+            count.clone(),
         );
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
@@ -66,6 +106,7 @@ pub async fn start(
                     *p = Some(from);
                 }
                 let at = up.lock().ok().and_then(|mut d| d.schedule(n, &link));
+                count.up.count(n, at.is_none());
                 if let Some(at) = at {
                     let (tx, bytes) = (
                         tx.clone(),
@@ -80,6 +121,7 @@ pub async fn start(
         });
     }
     // Server to device.
+    let counted = count.clone();
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
         while let Ok(n) = server_side.recv(&mut buf).await {
@@ -87,6 +129,7 @@ pub async fn start(
                 continue;
             };
             let at = down.lock().ok().and_then(|mut d| d.schedule(n, &link));
+            counted.down.count(n, at.is_none());
             if let Some(at) = at {
                 let (tx, bytes) = (
                     device_side.clone(),
@@ -99,5 +142,5 @@ pub async fn start(
             }
         }
     });
-    Ok(addr)
+    Ok((addr, count))
 }

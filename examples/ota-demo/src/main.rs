@@ -28,6 +28,7 @@ use ota_server::desired::Fleet;
 use ota_server::store::Store;
 use ota_storage::sim::SimFlash;
 use ota_storage::{BootOutcome, FlashStorage, Layout, Partition};
+use ota_transport_coap::resources::{BLOCK_REQUEST_BYTES, BLOCK_RESPONSE_OVERHEAD};
 use ota_transport_coap::server::{serve, Responder, ServerConfig};
 use ota_transport_coap::socket::{run_wake, StdClock};
 use ota_transport_coap::CoapClient;
@@ -89,7 +90,10 @@ impl Args {
 struct Outcome {
     updated: bool,
     wakes: u32,
+    /// Bytes the link carried, both directions, lost datagrams included.
     radio_bytes: u64,
+    /// Bytes the devices sent and received by their own count (lost downlink not seen).
+    device_bytes: u64,
     accepted: u64,
     awake_ms: u64,
 }
@@ -145,6 +149,7 @@ fn running_config(id: &str, running: RunningFirmware, a: &Args) -> DeviceConfig 
 fn device_life(
     id: String,
     relay: std::net::SocketAddr,
+    carried: &link::LinkCount,
     public: [u8; 32],
     a: &Args,
     bar: &ProgressBar,
@@ -215,13 +220,14 @@ fn device_life(
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         out.awake_ms += t.elapsed().as_millis() as u64;
-        out.radio_bytes += client.stats().bytes_sent + client.stats().bytes_received;
         out.accepted += client.device().stats().payload_bytes_accepted;
         if end.reason != SleepReason::LinkLost {
             storage
                 .outcome_reported()
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         }
+        out.radio_bytes = carried.up.bytes() + carried.down.bytes();
+        out.device_bytes += client.stats().bytes_sent + client.stats().bytes_received;
         if staged {
             bar.set_message("installing, trial boot");
             storage
@@ -295,6 +301,7 @@ fn blind_restart(
             now += 3_600_000;
         }
         out.radio_bytes += up.stats.bytes + down.stats.bytes;
+        out.device_bytes = out.radio_bytes;
         out.accepted += accepted;
         all.push(out);
     }
@@ -352,7 +359,7 @@ fn main() -> anyhow::Result<()> {
             .progress_chars("=> ");
     let mut threads = Vec::new();
     for d in 0..a.devices {
-        let relay = rt.block_on(link::start(
+        let (relay, carried) = rt.block_on(link::start(
             server_addr,
             link,
             a.seed.wrapping_add(u64::from(d) * 7919),
@@ -364,7 +371,7 @@ fn main() -> anyhow::Result<()> {
         );
         let args = a.clone();
         threads.push(std::thread::spawn(move || {
-            device_life(format!("dev-{d:02}"), relay, public, &args, &bar)
+            device_life(format!("dev-{d:02}"), relay, &carried, public, &args, &bar)
         }));
     }
     let ours: Vec<Outcome> = threads
@@ -418,6 +425,31 @@ fn main() -> anyhow::Result<()> {
             sum(|o| o.awake_ms) / n / 1000.0
         );
     }
+    let (req, resp, chunk) = (
+        f64::from(BLOCK_REQUEST_BYTES),
+        f64::from(BLOCK_RESPONSE_OVERHEAD),
+        f64::from(a.chunk),
+    );
+    let keep = 1.0 - f64::from(a.loss) / 100.0;
+    let blocks = (img / chunk).ceil();
+    let lossless = blocks * (req + resp) + img;
+    // A block takes one request that crosses the link and one response that crosses back: the
+    // request is sent until both get through ((1 - loss)^-2 times), the response once per
+    // request that arrived ((1 - loss)^-1 times).
+    let limit = (blocks * req / (keep * keep) + (blocks * resp + img) / keep) / img;
+    println!(
+        "\nradio/image: bytes the emulated link carried (both directions, lost datagrams included)\n\
+         per image byte. Limit at {}% loss: {limit:.3} = a lossless block transfer ({:.3}: {} B request,\n\
+         {} B response framing per {} B block) with each datagram repeated until it gets through;\n\
+         check-ins and reports come on top. The devices' own count was {:.3} (it misses what was\n\
+         lost on the way down).",
+        a.loss,
+        lossless / img,
+        BLOCK_REQUEST_BYTES,
+        BLOCK_RESPONSE_OVERHEAD,
+        a.chunk,
+        ours.iter().map(|o| o.device_bytes).sum::<u64>() as f64 / n / img
+    );
     println!(
         "\nwall time {:.1} s: link time is real time, sleeps between wakes are shortened to 1 s.\n\
          Blind-wait devices give up after {MAX_WAKES} wakes: a download longer than one wake never\n\

@@ -1,6 +1,7 @@
 //! `ota-server`: keys, releases, rollouts, serving and fleet status.
 #![allow(clippy::print_stdout)]
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,6 +104,15 @@ enum Command {
 
 fn main() {
     if let Err(e) = run(Cli::parse()) {
+        // A reader that closed our stdout (`status | head -1`) ends the command quietly, as it
+        // ends any Unix tool.
+        let closed_pipe = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if closed_pipe {
+            std::process::exit(0);
+        }
         eprintln!("ota-server: {e:#}");
         std::process::exit(1);
     }
@@ -230,7 +240,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { data } => {
             let store = Store::open(&data)?;
             let devices = store.devices()?;
-            println!(
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
                 "{:<14} {:<12} {:>9} {:>9} {:<20} {:>9} {:<12} {:<28} {:>9}",
                 "device",
                 "class",
@@ -241,7 +253,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "last result",
                 "reason",
                 "last seen"
-            );
+            )?;
             let now = unix_now();
             for d in devices {
                 let desired = store
@@ -253,7 +265,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .progress
                     .map(|(a, b)| format!("{:.0}%", 100.0 * f64::from(a) / f64::from(b.max(1))))
                     .unwrap_or_else(|| "-".into());
-                println!(
+                writeln!(
+                    out,
                     "{:<14} {:<12} {:>9} {:>9} {:<20} {:>9} {:<12} {:<28} {:>8}s",
                     d.id,
                     d.class,
@@ -264,7 +277,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     if d.result.is_empty() { "-" } else { &d.result },
                     if d.reason.is_empty() { "-" } else { &d.reason },
                     now.saturating_sub(d.last_seen)
-                );
+                )?;
             }
         }
     }

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,10 +50,18 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
+    /// Starts a broker with passwords for the server and three devices and the crate's ACL.
+    ///
+    /// mosquitto started as root drops to its own user, which cannot read a checkout in a private
+    /// directory (mode 0700, like `/root` or `mktemp -d`): everything it reads is copied into a
+    /// directory of its own that it can read and write (persistence).
     pub fn start(name: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("ota-mqtt-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        // World-writable like /tmp itself, so the broker's own user can save its sessions.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let passwd = dir.join("passwd");
         for (i, user) in ["ota-server", "dev-1", "dev-2", "dev-3"].iter().enumerate() {
             let mut cmd = Command::new("mosquitto_passwd");
@@ -68,13 +76,18 @@ impl Mosquitto {
                 );
             assert!(st.success());
         }
-        let acl = concat!(env!("CARGO_MANIFEST_DIR"), "/mosquitto.acl");
+        let acl = dir.join("mosquitto.acl");
+        std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/mosquitto.acl"), &acl).unwrap();
+        for f in [&passwd, &acl] {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
         let port = free_port();
         std::fs::write(
             dir.join("mosquitto.conf"),
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {acl}\npersistence true\npersistence_location {}/\nmax_queued_messages 2000\nmax_inflight_messages 100\n",
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence true\npersistence_location {}/\nmax_queued_messages 2000\nmax_inflight_messages 100\n",
                 passwd.display(),
+                acl.display(),
                 dir.display()
             ),
         )
@@ -88,21 +101,41 @@ impl Mosquitto {
         m
     }
 
+    /// The broker's own log (its stdout and stderr), for a failure message.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default()
+    }
+
     fn run(&mut self) {
-        let child = Command::new("mosquitto")
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("broker.log"))
+            .unwrap();
+        let mut child = Command::new("mosquitto")
             .args(["-c", self.dir.join("mosquitto.conf").to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .expect("mosquitto (Debian mosquitto) must be installed: .ci/run installs it");
-        self.child = Some(child);
-        for _ in 0..50 {
+        for _ in 0..100 {
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                self.child = Some(child);
                 return;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "mosquitto exited ({status}) before listening; its log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("mosquitto did not start");
+        let _ = child.kill();
+        panic!(
+            "mosquitto did not listen within 5 s; its log:\n{}",
+            self.log()
+        );
     }
 
     /// Stops the broker (SIGTERM, so it saves its sessions) and starts it again.

@@ -1,0 +1,133 @@
+//! Check-ins per second through `ota-server serve`'s own path: its CoAP server on a loopback UDP
+//! socket, the fleet logic and the SQLite store behind it, answering real check-ins from distinct
+//! devices that each keep one request in flight (closed loop).
+
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::time::{Duration, Instant as Wall};
+
+use ota_core::host::Handler;
+use ota_core::manifest::Ed25519Verifier;
+use ota_core::wire::{DigestPrefix, RunningFirmware, Version, WakeBudget};
+use ota_core::{DeviceConfig, Instant};
+use ota_server::desired::Fleet;
+use ota_server::store::Store;
+use ota_transport_coap::server::{serve, Responder, ServerConfig};
+use ota_transport_coap::CoapClient;
+
+const CLASS: &str = "bench";
+
+/// What the closed loop measured.
+pub struct Served {
+    pub clients: usize,
+    pub per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Check-ins that got no answer within a second (each is sent again under a new id).
+    pub unanswered: u64,
+}
+
+/// `clients` devices send `total` check-ins between them to a server started as `ota-server
+/// serve` starts it.
+pub fn checkins(clients: usize, total: usize) -> Served {
+    let dir = std::env::temp_dir().join(format!("ota-bench-served-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut store = Store::open(&dir).unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let image = super::image(64 * 1024);
+    let release = store
+        .add_release(CLASS, Version::new(1, 1, 0), &image, &key, 1024)
+        .unwrap();
+    store
+        .set_rollout(CLASS, release.version, 100, &[], None, false)
+        .unwrap();
+    let fleet = Arc::new(Fleet::new(store, 3600));
+    let handler = Arc::new(Handler::new(fleet.clone(), fleet, 1024));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let socket = rt
+        .block_on(tokio::net::UdpSocket::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = socket.local_addr().unwrap();
+    rt.spawn(serve(
+        socket,
+        Responder::new(handler, ServerConfig::default()),
+    ));
+
+    let verifier = Ed25519Verifier::from_bytes(&key.verifying_key().to_bytes()).unwrap();
+    let per_client = total / clients;
+    let started = Wall::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let verifier = verifier.clone();
+            std::thread::spawn(move || client_loop(addr, c, per_client, verifier))
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(total);
+    let mut unanswered = 0;
+    for t in threads {
+        let (l, u) = t.join().unwrap();
+        latencies.extend(l);
+        unanswered += u;
+    }
+    let elapsed = started.elapsed();
+    drop(rt);
+    let _ = std::fs::remove_dir_all(&dir);
+    latencies.sort();
+    let pick = |q: f64| {
+        latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64()
+            * 1e3
+    };
+    Served {
+        clients,
+        per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: pick(0.5),
+        p99_ms: pick(0.99),
+        unanswered,
+    }
+}
+
+/// One client: a device id of its own per check-in (so each is a real row), one in flight.
+fn client_loop(
+    server: std::net::SocketAddr,
+    client: usize,
+    count: usize,
+    verifier: Ed25519Verifier,
+) -> (Vec<Duration>, u64) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(server).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let (mut tx, mut rx) = ([0u8; 512], [0u8; 1500]);
+    let mut latencies = Vec::with_capacity(count);
+    let mut unanswered = 0;
+    let mut i = 0;
+    while latencies.len() < count && unanswered < 1000 {
+        i += 1;
+        let id = format!("bench-{client:03}-{}", i % 500);
+        let mut config = DeviceConfig::new(
+            id.as_bytes(),
+            ota_server::VENDOR,
+            ota_server::class_id(CLASS),
+            RunningFirmware {
+                version: Version::new(1, 0, 0),
+                digest: DigestPrefix([0; 8]),
+                sequence: 0,
+            },
+        );
+        config.staging_capacity = 1 << 20;
+        let mut c: CoapClient<_> = CoapClient::new(config, verifier.clone(), i as u32);
+        c.device_mut().wake(Instant(0), WakeBudget::default());
+        let n = c.poll_transmit(Instant(0), &mut tx).unwrap();
+        let t = Wall::now();
+        socket.send(&tx[..n]).unwrap();
+        match socket.recv(&mut rx) {
+            Ok(_) => latencies.push(t.elapsed()),
+            Err(_) => unanswered += 1,
+        }
+    }
+    (latencies, unanswered)
+}
