@@ -22,6 +22,7 @@ grep -q "sequence 1" "$T/rel" || fail "first release is not sequence 1"
 must_fail "missing image" $S release --image "$T/nope.bin" --version 1.2.0 --class sensor --key "$T/keys" --data "$T/data"
 must_fail "version not greater" $S release --image "$T/v1.1.bin" --version 1.1.0 --class sensor --key "$T/keys" --data "$T/data"
 must_fail "not a signing key" $S release --image "$T/v1.1.bin" --version 1.2.0 --class sensor --key "$T/v1.1.bin" --data "$T/data"
+must_fail "a public key to sign with" $S release --image "$T/v1.1.bin" --version 1.2.0 --class sensor --key "$T/keys/public.key" --data "$T/data"
 must_fail "unknown class" $S rollout --version 1.1.0 --class nosuch --data "$T/data"
 must_fail "unknown version" $S rollout --version 9.9.9 --class sensor --data "$T/data"
 must_fail "bad window" $S rollout --version 1.1.0 --class sensor --window 25:00-26:00 --data "$T/data"
@@ -32,15 +33,20 @@ $S release --image "$T/v1.1.bin" --version 1.1.1 --class sensor --key "$T/keys" 
   || fail "a refused release left something behind"
 
 $S rollout --version 1.1.1 --class sensor --percent 100 --data "$T/data"
+# Each device provisioned with its own OSCORE context.
+for d in dev-ok dev-bad; do $S device add --id "$d" --class sensor --out "$T/$d.cred" --data "$T/data"; done
+must_fail "a device id with a slash" $S device add --id "a/b" --class sensor --out "$T/x.cred" --data "$T/data"
+must_fail "a device id of 33 bytes" $S device add --id "$(printf 'd%.0s' $(seq 33))" --class sensor --out "$T/x.cred" --data "$T/data"
+must_fail "a device provisioned twice" $S device add --id dev-ok --class sensor --out "$T/x.cred" --data "$T/data"
 port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 $S serve --coap "127.0.0.1:$port" --data "$T/data" --check-in-secs 1 2>"$T/server.log" &
 pids+=($!)
 sleep 0.5
 
 common=(--server "coap://127.0.0.1:$port" --class sensor --key "$T/keys" --wake-every 1 --budget-ms 1500 --exit-when-idle --max-wakes 40)
-timeout 120 $D "${common[@]}" --id dev-ok --state "$T/dev-ok" 2>"$T/dev-ok.log" &
+timeout 120 $D "${common[@]}" --id dev-ok --credentials "$T/dev-ok.cred" --state "$T/dev-ok" 2>"$T/dev-ok.log" &
 ok=$!
-timeout 120 $D "${common[@]}" --id dev-bad --state "$T/dev-bad" --fail-health-check 2>"$T/dev-bad.log" &
+timeout 120 $D "${common[@]}" --id dev-bad --credentials "$T/dev-bad.cred" --state "$T/dev-bad" --fail-health-check 2>"$T/dev-bad.log" &
 bad=$!
 wait "$ok" || { cat "$T/dev-ok.log"; fail "healthy device did not finish"; }
 wait "$bad" || { cat "$T/dev-bad.log"; fail "failing device did not finish"; }

@@ -20,7 +20,8 @@ fuzz_target!(|data: &[u8]| {
             digest: DigestPrefix([0; 8]),
             sequence: 1,
         },
-    );
+    )
+    .expect("a valid device id");
     config.staging_capacity = 1 << 16;
     let mut client: CoapClient<_, 256> = CoapClient::new(config, verifier, 1);
     client.device_mut().wake(Instant(0), WakeBudget::default());

@@ -10,7 +10,7 @@ use ota_transport_coap::server::{Responder, ServerConfig};
 use ota_transport_coap::udp;
 
 fuzz_target!(|data: &[u8]| {
-    let mut r = Responder::new(handler(), ServerConfig::default());
+    let mut r = Responder::new(handler(), ServerConfig::default(), Security::PlainForLab(None));
     let peer = "127.0.0.1:1".parse().expect("addr");
     let mut out = [0u8; 1400];
     for datagram in [

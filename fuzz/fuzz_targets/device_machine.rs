@@ -53,7 +53,8 @@ fuzz_target!(|data: &[u8]| {
             digest: DigestPrefix([0; 8]),
             sequence: 1,
         },
-    );
+    )
+    .expect("a valid device id");
     config.staging_capacity = 4096;
     config.window = 4;
     let mut dev: Device<_, 256> = Device::new(config, verifier);

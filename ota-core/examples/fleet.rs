@@ -111,7 +111,8 @@ fn config(id: u32, capacity: u32, a: &Args) -> DeviceConfig {
             digest: DigestPrefix([0xab; 8]),
             sequence: 41,
         },
-    );
+    )
+    .expect("a valid device id");
     c.staging_capacity = capacity;
     c.window = a.window;
     c.max_chunk = a.chunk;

@@ -126,6 +126,16 @@ pub enum Decision {
     },
 }
 
+/// Who sent a request, as the transport established it (never as the request claims).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer<'a> {
+    /// Authenticated as this device: an OSCORE context, an MQTT login pinned to its topics.
+    Device(&'a str),
+    /// Nobody in particular: a transport without device identity, for lab use only (the
+    /// transport decides whether to accept such requests at all).
+    Anonymous,
+}
+
 /// The fleet's desired state, as the server keeps it.
 pub trait DesiredState {
     /// What the device that sent `checkin` should do now.
@@ -139,6 +149,9 @@ pub trait DesiredState {
     }
     /// A device reported progress or an outcome.
     fn on_report(&self, _report: &Report<'_>) {}
+    /// May `device` fetch blocks of `image`? Only a release offered to it (or its class)
+    /// should pass: images are not for whoever asks.
+    fn may_fetch(&self, device: &str, image: ImageId) -> bool;
 }
 
 /// Why image bytes could not be read.
@@ -189,6 +202,9 @@ impl<T: DesiredState + ?Sized> DesiredState for std::sync::Arc<T> {
     fn on_report(&self, report: &Report<'_>) {
         (**self).on_report(report)
     }
+    fn may_fetch(&self, device: &str, image: ImageId) -> bool {
+        (**self).may_fetch(device, image)
+    }
 }
 
 impl<T: ImageSource + ?Sized> ImageSource for std::sync::Arc<T> {
@@ -215,6 +231,23 @@ pub enum HandlerError {
     /// The image could not be read.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// A check-in or report claims another device id than the one the transport
+    /// authenticated.
+    #[error("request claims device {claimed:?} but comes from {authenticated:?}")]
+    NotYourId {
+        /// The id in the message.
+        claimed: String,
+        /// The id the transport established.
+        authenticated: String,
+    },
+    /// The device may not fetch this image (not offered to it).
+    #[error("{device:?} may not fetch image {image:?}")]
+    Forbidden {
+        /// The device.
+        device: String,
+        /// The image.
+        image: ImageId,
+    },
 }
 
 /// The stateless request handler.
@@ -245,23 +278,54 @@ impl<D: DesiredState, I: ImageSource> Handler<D, I> {
         &self.images
     }
 
-    /// Answers one request: `Ok(Some(reply))`, `Ok(None)` for a report (nothing to say), or a
-    /// typed error for bytes that are not a valid request.
-    pub fn handle(&self, request: &[u8]) -> Result<Option<Vec<u8>>, HandlerError> {
-        self.respond(wire::decode(request)?)
+    /// Answers one request from `peer`: `Ok(Some(reply))`, `Ok(None)` for a report (nothing to
+    /// say), or a typed error for bytes that are not a valid request or not `peer`'s to send.
+    pub fn handle(&self, request: &[u8], peer: Peer<'_>) -> Result<Option<Vec<u8>>, HandlerError> {
+        self.respond(wire::decode(request)?, peer)
+    }
+
+    /// Checks that a check-in or report from `peer` speaks for `peer` alone.
+    pub fn check_claim(peer: Peer<'_>, claimed: &[u8]) -> Result<(), HandlerError> {
+        match peer {
+            Peer::Device(id) if id.as_bytes() != claimed => Err(HandlerError::NotYourId {
+                claimed: String::from_utf8_lossy(claimed).into_owned(),
+                authenticated: id.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks that `peer` may fetch blocks of `image` ([`DesiredState::may_fetch`]; anonymous
+    /// peers are the transport's decision).
+    pub fn authorize_fetch(&self, peer: Peer<'_>, image: ImageId) -> Result<(), HandlerError> {
+        match peer {
+            Peer::Device(id) if !self.desired.may_fetch(id, image) => {
+                Err(HandlerError::Forbidden {
+                    device: id.to_string(),
+                    image,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// [`Handler::handle`] for a request already decoded (a transport that looked inside it
     /// first, to route or authorise it, need not decode it twice).
-    pub fn respond(&self, request: Message<'_>) -> Result<Option<Vec<u8>>, HandlerError> {
+    pub fn respond(
+        &self,
+        request: Message<'_>,
+        peer: Peer<'_>,
+    ) -> Result<Option<Vec<u8>>, HandlerError> {
         match request {
             Message::CheckIn(checkin) => {
+                Self::check_claim(peer, checkin.device_id)?;
                 Ok(Some(self.with_reply(&checkin, |m| wire::encode_vec(&m))))
             }
             Message::ChunkRequest(req) => {
                 if req.len == 0 {
                     return Err(HandlerError::EmptyChunk);
                 }
+                self.authorize_fetch(peer, req.image)?;
                 let mut buf = vec![0u8; usize::from(req.len.min(self.max_chunk))];
                 let n = self.images.read_at(req.image, req.offset, &mut buf)?;
                 buf.truncate(n);
@@ -269,6 +333,7 @@ impl<D: DesiredState, I: ImageSource> Handler<D, I> {
                 Ok(Some(wire::encode_vec(&Message::Chunk(chunk))))
             }
             Message::Report(report) => {
+                Self::check_claim(peer, report.device_id)?;
                 self.desired.on_report(&report);
                 Ok(None)
             }
@@ -453,5 +518,9 @@ impl DesiredState for SingleRelease {
             urgency: self.urgency,
             next_check_in: self.next_check_in,
         }
+    }
+
+    fn may_fetch(&self, _device: &str, image: ImageId) -> bool {
+        image == self.image
     }
 }

@@ -240,7 +240,7 @@ where
         };
         *now = (*now).max(next);
         for req in up.due(*now) {
-            if let Ok(Some(reply)) = handler.handle(&req) {
+            if let Ok(Some(reply)) = handler.handle(&req, crate::host::Peer::Anonymous) {
                 down.send(*now, &reply, link, rng);
             }
         }

@@ -94,6 +94,18 @@ pub trait UpdateStorage {
     }
 }
 
+/// A number kept across power loss for a transport's security state: the reservation of OSCORE
+/// sender sequence numbers (`ota-oscore`, whose `SenderSequence` decides what may be stored). It
+/// must be durable when `store_counter` returns.
+pub trait CounterStore {
+    /// Storage error.
+    type Error: core::fmt::Debug;
+    /// The value last stored (0 if none).
+    fn load_counter(&mut self) -> Result<u64, Self::Error>;
+    /// Stores `value` durably.
+    fn store_counter(&mut self, value: u64) -> Result<(), Self::Error>;
+}
+
 #[cfg(feature = "std")]
 mod mem {
     use super::*;
@@ -125,6 +137,7 @@ mod mem {
         state: Option<(ResumeState, StoredManifest)>,
         /// Bytes written into the slot, all writes counted.
         pub bytes_written: u64,
+        counter: u64,
     }
 
     impl MemStorage {
@@ -134,6 +147,7 @@ mod mem {
                 slot: vec![None; capacity as usize],
                 state: None,
                 bytes_written: 0,
+                counter: 0,
             }
         }
 
@@ -223,6 +237,19 @@ mod mem {
         fn abandon(&mut self) -> Result<(), MemError> {
             self.state = None;
             self.slot.iter_mut().for_each(|b| *b = None);
+            Ok(())
+        }
+    }
+
+    impl CounterStore for MemStorage {
+        type Error = MemError;
+
+        fn load_counter(&mut self) -> Result<u64, MemError> {
+            Ok(self.counter)
+        }
+
+        fn store_counter(&mut self, value: u64) -> Result<(), MemError> {
+            self.counter = value;
             Ok(())
         }
     }

@@ -222,6 +222,9 @@ impl DesiredState for AlwaysOffer {
             next_check_in: 600,
         }
     }
+    fn may_fetch(&self, _: &str, image: ImageId) -> bool {
+        image == ImageId(3)
+    }
 }
 
 /// Runs one wake against `handler` over a perfect link; returns events, storage and the
@@ -241,7 +244,7 @@ fn one_wake<D: DesiredState, I: ImageSource>(
             if let Ok(Message::Report(r)) = wire::decode(&buf[..n]) {
                 reports.push((r.phase, r.result));
             }
-            if let Ok(Some(r)) = handler.handle(&buf[..n]) {
+            if let Ok(Some(r)) = handler.handle(&buf[..n], ota_core::host::Peer::Anonymous) {
                 replies.push(r);
             }
         }
@@ -417,6 +420,9 @@ impl DesiredState for Recording {
     fn peek(&self, c: &CheckIn<'_>) -> Decision {
         self.0.decide(c)
     }
+    fn may_fetch(&self, device: &str, image: ImageId) -> bool {
+        self.0.may_fetch(device, image)
+    }
 }
 
 #[test]
@@ -434,7 +440,10 @@ fn desired_state_is_the_reply_without_its_manifest() {
     let Ok(Message::CheckIn(checkin)) = wire::decode(&buf[..n]) else {
         panic!("not a check-in")
     };
-    let reply = handler.handle(&buf[..n]).unwrap().unwrap();
+    let reply = handler
+        .handle(&buf[..n], ota_core::host::Peer::Anonymous)
+        .unwrap()
+        .unwrap();
     let desired = handler.desired_state(&checkin);
     assert_eq!(
         handler

@@ -120,7 +120,7 @@ fn run(s: &Scenario, max_wakes: u32) -> (Outcome, MemStorage, Vec<u8>) {
             };
             now = now.max(next);
             for req in up.due(now) {
-                if let Ok(Some(reply)) = handler.handle(&req) {
+                if let Ok(Some(reply)) = handler.handle(&req, ota_core::host::Peer::Anonymous) {
                     down.send(now, &reply, &s.faults, &mut rng);
                 }
             }
@@ -217,7 +217,7 @@ fn byte_budget_is_respected() {
     let mut pending: Vec<Vec<u8>> = Vec::new();
     loop {
         while let Some(n) = dev.poll_transmit(Instant(0), &mut buf) {
-            if let Ok(Some(r)) = handler.handle(&buf[..n]) {
+            if let Ok(Some(r)) = handler.handle(&buf[..n], ota_core::host::Peer::Anonymous) {
                 pending.push(r);
             }
         }

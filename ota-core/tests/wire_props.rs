@@ -41,9 +41,14 @@ struct CheckInParts {
     budget: Option<WakeBudget>,
 }
 
+/// Device ids that follow the rule of `check_device_id`.
+fn device_id() -> impl Strategy<Value = Vec<u8>> {
+    "[A-Za-z0-9._:-]{1,32}".prop_map(String::into_bytes)
+}
+
 fn checkin_parts() -> impl Strategy<Value = CheckInParts> {
     (
-        prop::collection::vec(any::<u8>(), 0..=MAX_DEVICE_ID),
+        device_id(),
         any::<u32>(),
         any::<u32>(),
         (version(), any::<[u8; 8]>(), any::<u32>()),
@@ -140,13 +145,33 @@ proptest! {
 
     #[test]
     fn report_roundtrips(
-        id in prop::collection::vec(any::<u8>(), 0..=MAX_DEVICE_ID),
+        id in device_id(),
         image in any::<u32>(),
         phase in 0usize..7,
         result in result_code(),
     ) {
         let phases = [Phase::Rejected, Phase::Downloading, Phase::Staged, Phase::TrialBoot, Phase::Confirmed, Phase::RolledBack, Phase::Failed];
         roundtrip(&Message::Report(Report { device_id: &id, image: ImageId(image), phase: phases[phase], result }));
+    }
+
+    /// Any id bytes: a message carrying them decodes exactly when the id follows the rule, and
+    /// is refused with the rule's own error otherwise (never cut short, never accepted).
+    #[test]
+    fn device_ids_are_checked_on_decode(
+        id in prop::collection::vec(any::<u8>(), 0..=MAX_DEVICE_ID + 8),
+        image in any::<u32>(),
+    ) {
+        let msg = Message::Report(Report {
+            device_id: &id,
+            image: ImageId(image),
+            phase: Phase::Staged,
+            result: ResultCode::INITIAL,
+        });
+        match (check_device_id(&id), decode(&encode_vec(&msg))) {
+            (Ok(_), Ok(back)) => prop_assert_eq!(back, msg),
+            (Err(e), Err(DecodeError::DeviceId(d))) => prop_assert_eq!(e, d),
+            (rule, decoded) => prop_assert!(false, "rule {:?} but decode {:?}", rule, decoded),
+        }
     }
 
     /// Arbitrary bytes decode to an error or a value, never a panic.

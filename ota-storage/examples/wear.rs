@@ -74,7 +74,8 @@ fn main() {
                 digest: DigestPrefix([0; 8]),
                 sequence: 1,
             },
-        );
+        )
+        .expect("a valid device id");
         c.staging_capacity = storage.capacity();
         let mut dev: Device<_> = Device::new(c, verifier.clone());
         dev.restore_from(&mut storage).unwrap();

@@ -25,6 +25,8 @@ pub struct Snapshot {
     pub download: Option<(ResumeState, StoredManifest)>,
     /// The update state.
     pub state: UpdateState,
+    /// A transport's counter ([`ota_core::storage::CounterStore`]).
+    pub counter: u64,
 }
 
 impl Snapshot {
@@ -53,6 +55,7 @@ impl Snapshot {
                     self.download = None;
                 }
             }
+            Record::Counter(v) => self.counter = v,
         }
     }
 
@@ -86,6 +89,7 @@ impl Snapshot {
             .into_iter()
             .flatten()
             .chain(core::iter::once(Record::State(self.state)))
+            .chain((self.counter > 0).then_some(Record::Counter(self.counter)))
     }
 }
 

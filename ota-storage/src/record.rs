@@ -31,6 +31,7 @@ const KIND_HEADER: u8 = 1;
 const KIND_BEGIN: u8 = 2;
 const KIND_PROGRESS: u8 = 3;
 const KIND_STATE: u8 = 4;
+const KIND_COUNTER: u8 = 5;
 
 /// One journal record.
 // Records live briefly on the stack of a no-alloc device; boxing the large variant is not an
@@ -61,6 +62,8 @@ pub enum Record {
     },
     /// A new update state.
     State(UpdateState),
+    /// A transport's persisted counter (the OSCORE sequence reservation).
+    Counter(u64),
 }
 
 /// Why bytes are not a valid record.
@@ -111,6 +114,10 @@ impl Record {
             Record::State(s) => {
                 p.put(&s.to_bytes());
                 KIND_STATE
+            }
+            Record::Counter(v) => {
+                p.put(&v.to_le_bytes());
+                KIND_COUNTER
             }
         };
         let len = p.pos;
@@ -173,6 +180,9 @@ impl Record {
             KIND_STATE => UpdateState::from_bytes(payload)
                 .map(Record::State)
                 .ok_or(RecordError::Malformed),
+            KIND_COUNTER => <[u8; 8]>::try_from(payload)
+                .map(|b| Record::Counter(u64::from_le_bytes(b)))
+                .map_err(|_| RecordError::Malformed),
             _ => Err(RecordError::Malformed),
         }
     }

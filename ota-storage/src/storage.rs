@@ -3,7 +3,7 @@
 use embedded_storage::nor_flash::{MultiwriteNorFlash, NorFlash};
 use ota_core::manifest::StoredManifest;
 use ota_core::resume::ResumeState;
-use ota_core::storage::UpdateStorage;
+use ota_core::storage::{CounterStore, UpdateStorage};
 use ota_core::wire::LastOutcome;
 
 use crate::journal::{Journal, JournalError, Snapshot};
@@ -249,6 +249,21 @@ impl<F: MultiwriteNorFlash> UpdateStorage for FlashStorage<F> {
 /// Writes `data` at any `offset`: whole write units straight from `data`, the partial units at
 /// either end padded with `0xFF` (which programs nothing, so the neighbouring chunk's bytes in
 /// the same unit are left as they are).
+impl<F: MultiwriteNorFlash> CounterStore for FlashStorage<F> {
+    type Error = StorageError<F::Error>;
+
+    fn load_counter(&mut self) -> Result<u64, Self::Error> {
+        Ok(self.snap.counter)
+    }
+
+    fn store_counter(&mut self, value: u64) -> Result<(), Self::Error> {
+        if value != self.snap.counter {
+            self.commit(Record::Counter(value))?;
+        }
+        Ok(())
+    }
+}
+
 fn write_unaligned<F: NorFlash>(
     flash: &mut F,
     offset: u32,

@@ -18,7 +18,7 @@ use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
 use ota_core::manifest::{Manifest, MANIFEST_FORMAT};
 use ota_core::sim::SimRng;
 use ota_core::wire::{Digest, ImageId, Urgency, Version};
-use ota_transport_coap::server::{serve, Responder, ServerConfig};
+use ota_transport_coap::server::{serve, Responder, Security, ServerConfig};
 
 const SIZE: usize = 1024 * 1024;
 
@@ -112,7 +112,11 @@ fn main() {
     let server = std::thread::spawn(move || {
         rt.block_on(serve(
             socket,
-            Responder::new(handler, ServerConfig::default()),
+            Responder::new(
+                handler,
+                ServerConfig::default(),
+                Security::PlainForLab(None),
+            ),
         ))
     });
     let _ = server;

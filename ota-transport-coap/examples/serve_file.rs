@@ -13,7 +13,7 @@ use std::sync::Arc;
 use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
 use ota_core::manifest::{Manifest, MANIFEST_FORMAT};
 use ota_core::wire::{Digest, ImageId, Urgency, Version};
-use ota_transport_coap::server::{serve, Responder, ServerConfig};
+use ota_transport_coap::server::{serve, Responder, Security, ServerConfig};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -60,7 +60,14 @@ async fn main() {
         bytes.len(),
         socket.local_addr().unwrap()
     );
-    serve(socket, Responder::new(handler, ServerConfig::default()))
-        .await
-        .unwrap();
+    serve(
+        socket,
+        Responder::new(
+            handler,
+            ServerConfig::default(),
+            Security::PlainForLab(None),
+        ),
+    )
+    .await
+    .unwrap();
 }

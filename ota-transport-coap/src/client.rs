@@ -10,18 +10,29 @@
 //! the number of requests in flight is the device's window (RFC 7252's NSTART, raised by
 //! configuration).
 //!
+//! With OSCORE ([`CoapClient::secure`]) every request is sealed under the device's security
+//! context (see [`crate::secure`]); a request the state machine repeats is sealed again with a
+//! new sequence number and goes out as a new message (same token), so no nonce is ever reused.
+//!
 //! Alloc-free: options and payload are written and parsed with `coap-message-implementations`.
 
 use coap_message::MinimalWritableMessage as _;
+use coap_message_implementations::inmemory::{MessageMut, SliceBufferMut, WriteError};
 use heapless::{Deque, Vec};
 use ota_core::device::{Device, DeviceConfig, RecvError};
 use ota_core::manifest::Verifier;
 use ota_core::time::Instant;
 use ota_core::wire::{self, Chunk, ImageId, Message};
+use ota_oscore::option::piv_of;
+use ota_oscore::{RequestId, SecurityContext, SenderSequence};
 
 use crate::block::Block;
 use crate::resources::{self, code, opt};
-use crate::udp::{self, Item, MsgType, UdpError};
+use crate::secure;
+use crate::udp::{self, Datagram, Item, MsgType, UdpError};
+
+/// Sequence numbers reserved (and persisted) at a time.
+pub const SEQUENCE_RESERVATION: u64 = 64;
 
 /// Most exchanges remembered for matching responses and retransmitting with the same id.
 const EXCHANGES: usize = 40;
@@ -38,6 +49,14 @@ struct Exchange {
     key: Key,
     mid: u16,
     token: [u8; 2],
+    /// The OSCORE sequence number of its latest transmission.
+    seq: Option<u64>,
+}
+
+/// A device's OSCORE state: its context and sender sequence numbers.
+struct Security {
+    ctx: SecurityContext,
+    seq: SenderSequence,
 }
 
 /// Why a datagram was not used.
@@ -64,6 +83,12 @@ pub enum ClientError {
     /// The state machine refused the content.
     #[error(transparent)]
     Device(#[from] RecvError),
+    /// A response to an OSCORE request came unprotected (and was no error response).
+    #[error("unprotected response to a protected request")]
+    Unprotected,
+    /// A protected response did not open.
+    #[error("OSCORE: {0}")]
+    Oscore(#[from] ota_oscore::Error),
 }
 
 /// Counters of CoAP datagrams (radio bytes at the application layer).
@@ -90,7 +115,40 @@ pub struct CoapClient<V, const CHUNK: usize = 1024> {
     /// means the resource changed under the download (RFC 7959 section 2.4).
     etag: Option<(ImageId, Vec<u8, 8>)>,
     scratch: [u8; 256],
+    security: Option<Security>,
     stats: ClientStats,
+}
+
+/// What a request is, before it is framed (plain or sealed).
+enum Request<'a> {
+    Post {
+        seg: &'a [u8],
+        payload: &'a [u8],
+    },
+    Block {
+        id: ([u8; 10], usize),
+        block: ([u8; 3], usize),
+    },
+}
+
+impl Request<'_> {
+    fn write(&self, m: &mut MessageMut<SliceBufferMut<'_>>) -> Result<(), WriteError> {
+        match self {
+            Request::Post { seg, payload } => {
+                m.set_code(code::POST);
+                m.add_option(opt::URI_PATH, resources::ROOT)?;
+                m.add_option(opt::URI_PATH, seg)?;
+                m.set_payload(payload)
+            }
+            Request::Block { id, block } => {
+                m.set_code(code::GET);
+                m.add_option(opt::URI_PATH, resources::ROOT)?;
+                m.add_option(opt::URI_PATH, resources::IMAGE)?;
+                m.add_option(opt::URI_PATH, id.0.get(id.0.len() - id.1..).unwrap_or(&[]))?;
+                m.add_option(opt::BLOCK2, block.0.get(..block.1).unwrap_or(&[]))
+            }
+        }
+    }
 }
 
 impl<V: Verifier, const CHUNK: usize> CoapClient<V, CHUNK> {
@@ -109,8 +167,54 @@ impl<V: Verifier, const CHUNK: usize> CoapClient<V, CHUNK> {
             acks: Deque::new(),
             etag: None,
             scratch: [0; 256],
+            security: None,
             stats: ClientStats::default(),
         }
+    }
+
+    /// Protects every request with OSCORE under `ctx` (the device's own context, as
+    /// provisioned). Before the first request, give it the persisted sequence reservation
+    /// ([`Self::restore_sequence`]).
+    pub fn secure(mut self, ctx: SecurityContext) -> Self {
+        self.security = Some(Security {
+            ctx,
+            seq: SenderSequence::restore(0),
+        });
+        self
+    }
+
+    /// True if requests are protected with OSCORE.
+    pub fn is_secure(&self) -> bool {
+        self.security.is_some()
+    }
+
+    /// Starts from the sequence reservation persisted last (`CounterStore::load_counter`).
+    pub fn restore_sequence(&mut self, persisted: u64) {
+        if let Some(s) = self.security.as_mut() {
+            s.seq = SenderSequence::restore(persisted);
+        }
+    }
+
+    /// A reservation to persist before the next request can be sealed, if one is due: persist
+    /// it (`CounterStore::store_counter`), then call [`Self::sequence_reserved`].
+    pub fn sequence_reservation(&self) -> Option<u64> {
+        let s = self.security.as_ref()?;
+        if s.seq.available() > 0 {
+            return None;
+        }
+        s.seq.reserve(SEQUENCE_RESERVATION).ok()
+    }
+
+    /// Records that `value` from [`Self::sequence_reservation`] is persisted.
+    pub fn sequence_reserved(&mut self, value: u64) {
+        if let Some(s) = self.security.as_mut() {
+            s.seq.reserved(value);
+        }
+    }
+
+    /// The exact next sequence number, to persist before sleep so the numbers stay short.
+    pub fn settle_sequence(&mut self) -> Option<u64> {
+        self.security.as_mut().map(|s| s.seq.settle())
     }
 
     /// The state machine.
@@ -142,6 +246,14 @@ impl<V: Verifier, const CHUNK: usize> CoapClient<V, CHUNK> {
             self.dev.add_link_bytes(n as i64, 0);
             return Some(n);
         }
+        if self
+            .security
+            .as_ref()
+            .is_some_and(|s| s.seq.available() == 0)
+        {
+            // Nothing is sealed before its sequence number is reserved in flash.
+            return None;
+        }
         loop {
             let n = self.dev.poll_transmit(now, &mut self.scratch)?;
             let key = match wire::decode(self.scratch.get(..n)?) {
@@ -153,22 +265,15 @@ impl<V: Verifier, const CHUNK: usize> CoapClient<V, CHUNK> {
                 },
                 _ => continue,
             };
-            let ex = self.exchange_for(key);
-            let payload = self.scratch.get(..n)?;
-            let built = match key {
-                Key::CheckIn | Key::Report => {
-                    let seg = if key == Key::CheckIn {
+            let request = match key {
+                Key::CheckIn | Key::Report => Request::Post {
+                    seg: if key == Key::CheckIn {
                         resources::CHECKIN
                     } else {
                         resources::REPORT
-                    };
-                    udp::build(buf, MsgType::Con, ex.mid, &ex.token, |m| {
-                        m.set_code(code::POST);
-                        m.add_option(opt::URI_PATH, resources::ROOT)?;
-                        m.add_option(opt::URI_PATH, seg)?;
-                        m.set_payload(payload)
-                    })
-                }
+                    },
+                    payload: self.scratch.get(..n)?,
+                },
                 Key::Block { image, offset } => {
                     // Block size: the manifest's chunk size, which must be a power of two for
                     // CoAP; the last chunk of an image is short but has the same block number.
@@ -179,13 +284,36 @@ impl<V: Verifier, const CHUNK: usize> CoapClient<V, CHUNK> {
                     let mut b = [0u8; 3];
                     let blen = block.encode(&mut b);
                     let mut id = [0u8; 10];
-                    let seg = resources::image_segment(image, &mut id);
+                    let idlen = resources::image_segment(image, &mut id).len();
+                    Request::Block {
+                        id: (id, idlen),
+                        block: (b, blen),
+                    }
+                }
+            };
+            let secure = self.security.is_some();
+            let ex = exchange_for(
+                &mut self.exchanges,
+                &mut self.next_mid,
+                &mut self.next_token,
+                key,
+                secure,
+            );
+            let built = match self.security.as_mut() {
+                None => udp::build(buf, MsgType::Con, ex.mid, &ex.token, |m| request.write(m)),
+                Some(sec) => {
+                    let seq = sec.seq.take()?;
+                    let mut inner = [0u8; secure::MAX_INNER_REQUEST];
+                    let len = secure::build_inner(&mut inner, |m| request.write(m)).ok()?;
+                    let (id, sealed) = sec.ctx.seal_request(seq, &mut inner, len).ok()?;
+                    if let Some(e) = self.exchanges.iter_mut().find(|e| e.key == key) {
+                        e.seq = Some(seq);
+                    }
+                    let (value, vlen) = secure::option_bytes(&id.option());
                     udp::build(buf, MsgType::Con, ex.mid, &ex.token, |m| {
-                        m.set_code(code::GET);
-                        m.add_option(opt::URI_PATH, resources::ROOT)?;
-                        m.add_option(opt::URI_PATH, resources::IMAGE)?;
-                        m.add_option(opt::URI_PATH, seg)?;
-                        m.add_option(opt::BLOCK2, b.get(..blen).unwrap_or(&[]))
+                        m.set_code(code::POST);
+                        m.add_option(opt::OSCORE, value.get(..vlen).unwrap_or(&[]))?;
+                        m.set_payload(inner.get(..sealed).unwrap_or(&[]))
                     })
                 }
             };
@@ -195,28 +323,12 @@ impl<V: Verifier, const CHUNK: usize> CoapClient<V, CHUNK> {
         }
     }
 
-    /// The exchange for `key`: the same message id and token if the request is a
-    /// retransmission, a new one otherwise.
-    fn exchange_for(&mut self, key: Key) -> Exchange {
-        if let Some(ex) = self.exchanges.iter().find(|e| e.key == key) {
-            return *ex;
-        }
-        self.next_mid = self.next_mid.wrapping_add(1);
-        self.next_token = self.next_token.wrapping_add(1);
-        let ex = Exchange {
-            key,
-            mid: self.next_mid,
-            token: self.next_token.to_be_bytes(),
-        };
-        if self.exchanges.is_full() {
-            self.exchanges.remove(0);
-        }
-        let _ = self.exchanges.push(ex);
-        ex
-    }
-
-    /// Feeds one received datagram.
-    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) -> Result<(), ClientError> {
+    /// Feeds one received datagram (a protected response is decrypted in place).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        datagram: &mut [u8],
+    ) -> Result<(), ClientError> {
         self.stats.datagrams_received += 1;
         self.stats.bytes_received += datagram.len() as u64;
         // Every received byte counts against the budget; what the state machine is handed below
@@ -248,7 +360,50 @@ impl<V: Verifier, const CHUNK: usize> CoapClient<V, CHUNK> {
             .iter()
             .position(|e| e.token == d.token && (d.kind != MsgType::Ack || e.mid == d.mid))
             .ok_or(ClientError::Unmatched)?;
-        let ex = self.exchanges.swap_remove(pos);
+        let ex = self
+            .exchanges
+            .get(pos)
+            .copied()
+            .ok_or(ClientError::Unmatched)?;
+        let (kind, mid, outer_code) = (d.kind, d.mid, d.code);
+        let token_at = 4..4 + d.token.len();
+        // Where the message to act on is: the datagram itself, or its decrypted inner message.
+        let (code, body) = match (ex.seq, self.security.as_ref()) {
+            (Some(seq), Some(sec)) => {
+                let Some(p) =
+                    secure::outer(&d, datagram.len()).map_err(|_| ClientError::Options)?
+                else {
+                    if outer_code >> 5 != 2 {
+                        // OSCORE errors come back unprotected (no context, replay).
+                        self.exchanges.swap_remove(pos);
+                        return Err(ClientError::Response(outer_code));
+                    }
+                    return Err(ClientError::Unprotected);
+                };
+                let request = RequestId {
+                    kid: Vec::from_slice(sec.ctx.sender_id())
+                        .map_err(|_| ClientError::Unprotected)?,
+                    piv: piv_of(seq),
+                };
+                let region = datagram
+                    .get_mut(p.payload_at..)
+                    .ok_or(ClientError::Options)?;
+                let n = sec
+                    .ctx
+                    .open_response(&request, &p.option, region, p.payload_len)?;
+                let inner_code = *region.first().ok_or(ClientError::Options)?;
+                (inner_code, p.payload_at + 1..p.payload_at + n)
+            }
+            _ => (outer_code, token_at.end..datagram.len()),
+        };
+        let d = Datagram {
+            kind,
+            code,
+            mid,
+            token: datagram.get(token_at).unwrap_or(&[]),
+            body: datagram.get(body).ok_or(ClientError::Options)?,
+        };
+        self.exchanges.swap_remove(pos);
         if d.code >> 5 != 2 {
             return Err(ClientError::Response(d.code));
         }
@@ -301,4 +456,35 @@ impl<V: Verifier, const CHUNK: usize> CoapClient<V, CHUNK> {
             }
         }
     }
+}
+
+/// The exchange for `key`: for a plain retransmission the same message id and token; a new
+/// message id (same token) for a protected one, which is sealed anew; a new exchange otherwise.
+fn exchange_for(
+    exchanges: &mut Vec<Exchange, EXCHANGES>,
+    next_mid: &mut u16,
+    next_token: &mut u16,
+    key: Key,
+    secure: bool,
+) -> Exchange {
+    if let Some(ex) = exchanges.iter_mut().find(|e| e.key == key) {
+        if secure {
+            *next_mid = next_mid.wrapping_add(1);
+            ex.mid = *next_mid;
+        }
+        return *ex;
+    }
+    *next_mid = next_mid.wrapping_add(1);
+    *next_token = next_token.wrapping_add(1);
+    let ex = Exchange {
+        key,
+        mid: *next_mid,
+        token: next_token.to_be_bytes(),
+        seq: None,
+    };
+    if exchanges.is_full() {
+        exchanges.remove(0);
+    }
+    let _ = exchanges.push(ex);
+    ex
 }

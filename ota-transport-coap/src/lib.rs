@@ -6,6 +6,7 @@
 //! | [`udp`] | the RFC 7252 message layer around `coap-message-implementations` |
 //! | [`block`] | the RFC 7959 Block2 option value |
 //! | [`client`] | [`CoapClient`]: an `ota-core` device over CoAP, sans-IO |
+//! | [`secure`] | OSCORE (RFC 8613) framing: inner and outer messages |
 //! | [`socket`] | a blocking one-wake driver over any datagram socket |
 //! | `server` (feature `server`) | the sans-IO responder and its tokio loop |
 //!
@@ -18,6 +19,7 @@
 pub mod block;
 pub mod client;
 pub mod resources;
+pub mod secure;
 pub mod socket;
 pub mod udp;
 

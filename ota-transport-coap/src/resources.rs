@@ -38,6 +38,8 @@ pub mod opt {
     pub const IF_NONE_MATCH: u16 = 5;
     /// Uri-Port (critical).
     pub const URI_PORT: u16 = 7;
+    /// OSCORE (critical, RFC 8613).
+    pub const OSCORE: u16 = 9;
     /// Uri-Path (critical).
     pub const URI_PATH: u16 = 11;
     /// Content-Format.
@@ -72,6 +74,10 @@ pub mod code {
     pub const CONTENT: u8 = (2 << 5) | 5;
     /// 4.00 Bad Request.
     pub const BAD_REQUEST: u8 = 4 << 5;
+    /// 4.01 Unauthorized.
+    pub const UNAUTHORIZED: u8 = (4 << 5) | 1;
+    /// 4.03 Forbidden.
+    pub const FORBIDDEN: u8 = (4 << 5) | 3;
     /// 4.02 Bad Option.
     pub const BAD_OPTION: u8 = (4 << 5) | 2;
     /// 4.04 Not Found.

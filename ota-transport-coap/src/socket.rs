@@ -7,7 +7,7 @@
 
 use ota_core::device::{Event, SleepReason};
 use ota_core::manifest::Verifier;
-use ota_core::storage::UpdateStorage;
+use ota_core::storage::{CounterStore, UpdateStorage};
 use ota_core::time::Instant;
 use ota_core::wire::WakeBudget;
 
@@ -49,9 +49,9 @@ pub enum DriveError<N: core::fmt::Debug, S: core::fmt::Debug> {
     Storage(S),
 }
 
-/// Runs one wake: restore from storage, check in, download within `budget`, persist, and
-/// return when the device wants to sleep. Every event is handed to `on_event` (the sleep event
-/// too).
+/// Runs one wake: restore from storage (the download and, with OSCORE, the sequence
+/// reservation), check in, download within `budget`, persist, and return when the device wants
+/// to sleep. Every event is handed to `on_event` (the sleep event too).
 pub fn run_wake<V, const C: usize, N, K, S>(
     client: &mut CoapClient<V, C>,
     socket: &mut N,
@@ -59,17 +59,20 @@ pub fn run_wake<V, const C: usize, N, K, S>(
     storage: &mut S,
     budget: WakeBudget,
     on_event: impl FnMut(&Event),
-) -> Result<WakeEnd, DriveError<N::Error, S::Error>>
+) -> Result<WakeEnd, DriveError<N::Error, <S as UpdateStorage>::Error>>
 where
     V: Verifier,
     N: DatagramSocket,
     K: Clock,
-    S: UpdateStorage,
+    S: UpdateStorage + CounterStore<Error = <S as UpdateStorage>::Error>,
 {
     client
         .device_mut()
         .restore_from(storage)
         .map_err(DriveError::Storage)?;
+    if client.is_secure() {
+        client.restore_sequence(storage.load_counter().map_err(DriveError::Storage)?);
+    }
     client.device_mut().wake(clock.now(), budget);
     drive(client, socket, clock, storage, on_event)
 }
@@ -82,17 +85,24 @@ pub fn drive<V, const C: usize, N, K, S>(
     clock: &K,
     storage: &mut S,
     mut on_event: impl FnMut(&Event),
-) -> Result<WakeEnd, DriveError<N::Error, S::Error>>
+) -> Result<WakeEnd, DriveError<N::Error, <S as UpdateStorage>::Error>>
 where
     V: Verifier,
     N: DatagramSocket,
     K: Clock,
-    S: UpdateStorage,
+    S: UpdateStorage + CounterStore<Error = <S as UpdateStorage>::Error>,
 {
     let mut tx = [0u8; 512];
     let mut rx = [0u8; 1280];
     loop {
-        while let Some(n) = client.poll_transmit(clock.now(), &mut tx) {
+        loop {
+            if let Some(until) = client.sequence_reservation() {
+                storage.store_counter(until).map_err(DriveError::Storage)?;
+                client.sequence_reserved(until);
+            }
+            let Some(n) = client.poll_transmit(clock.now(), &mut tx) else {
+                break;
+            };
             socket
                 .send(tx.get(..n).unwrap_or(&[]))
                 .map_err(DriveError::Socket)?;
@@ -110,6 +120,9 @@ where
                         .send(tx.get(..n).unwrap_or(&[]))
                         .map_err(DriveError::Socket)?;
                 }
+                if let Some(next) = client.settle_sequence() {
+                    storage.store_counter(next).map_err(DriveError::Storage)?;
+                }
                 return Ok(WakeEnd {
                     sleep_secs: secs,
                     reason,
@@ -125,7 +138,7 @@ where
             .min(u64::from(u32::MAX)) as u32;
         match socket.recv(&mut rx, wait).map_err(DriveError::Socket)? {
             Some(n) => {
-                let _ = client.handle_datagram(clock.now(), rx.get(..n).unwrap_or(&[]));
+                let _ = client.handle_datagram(clock.now(), rx.get_mut(..n).unwrap_or(&mut []));
             }
             None => client.device_mut().handle_timeout(clock.now()),
         }

@@ -10,7 +10,7 @@ use common::*;
 use ota_core::wire::ImageId;
 use ota_transport_coap::block::Block;
 use ota_transport_coap::resources::{image_segment, parse_image_segment};
-use ota_transport_coap::server::{Responder, ServerConfig};
+use ota_transport_coap::server::{Responder, Security, ServerConfig};
 use ota_transport_coap::udp::{self, Item, MsgType};
 use proptest::prelude::*;
 
@@ -150,8 +150,11 @@ proptest! {
 #[test]
 fn server_survives_arbitrary_datagrams() {
     let img = image(5000, 3);
-    let responder =
-        std::cell::RefCell::new(Responder::new(handler(&img, 1024), ServerConfig::default()));
+    let responder = std::cell::RefCell::new(Responder::new(
+        handler(&img, 1024),
+        ServerConfig::default(),
+        Security::PlainForLab(None),
+    ));
     let peer = "127.0.0.1:9".parse().unwrap();
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: 2000,

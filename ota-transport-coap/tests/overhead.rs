@@ -8,14 +8,18 @@ use common::*;
 use ota_core::storage::MemStorage;
 use ota_core::wire::WakeBudget;
 use ota_core::Instant;
-use ota_transport_coap::server::{Responder, ServerConfig};
+use ota_transport_coap::server::{Responder, Security, ServerConfig};
 use ota_transport_coap::CoapClient;
 use ota_transport_coap::{resources, udp};
 
 #[test]
 fn block_exchange_overhead() {
     let img = image(256 * 1024, 1);
-    let mut responder = Responder::new(handler(&img, 1024), ServerConfig::default());
+    let mut responder = Responder::new(
+        handler(&img, 1024),
+        ServerConfig::default(),
+        Security::PlainForLab(None),
+    );
     let mut client: CoapClient<_> = CoapClient::new(device_config(300 * 1024, 1), verifier(), 1);
     client.device_mut().wake(Instant(0), WakeBudget::default());
     let mut req = [0u8; 512];
@@ -27,7 +31,7 @@ fn block_exchange_overhead() {
     let n = client.poll_transmit(Instant(0), &mut req).unwrap();
     let checkin_datagram = n;
     let m = responder.respond(0, peer, &req[..n], &mut resp).unwrap();
-    client.handle_datagram(Instant(1), &resp[..m]).unwrap();
+    client.handle_datagram(Instant(1), &mut resp[..m]).unwrap();
 
     // Walk the blocks; measure one in the middle of the image (offset 200 KiB).
     let mut sizes = None;
@@ -43,7 +47,7 @@ fn block_exchange_overhead() {
             })
             .next()
             .unwrap();
-        let _ = client.handle_datagram(Instant(3), &resp[..m]);
+        let _ = client.handle_datagram(Instant(3), &mut resp[..m]);
         client.device_mut().drive_storage(&mut storage).unwrap();
         if payload == 1024
             && sizes.is_none()
@@ -69,7 +73,11 @@ fn block_exchange_overhead() {
 #[test]
 fn nothing_for_you_over_coap() {
     let img = image(1000, 1);
-    let mut responder = Responder::new(handler(&img, 1024), ServerConfig::default());
+    let mut responder = Responder::new(
+        handler(&img, 1024),
+        ServerConfig::default(),
+        Security::PlainForLab(None),
+    );
     let mut config = device_config(4096, 1);
     config.running.sequence = 5; // already runs the release
     let mut client: CoapClient<_> = CoapClient::new(config, verifier(), 1);
@@ -79,7 +87,7 @@ fn nothing_for_you_over_coap() {
     let m = responder
         .respond(0, "127.0.0.1:1".parse().unwrap(), &req[..n], &mut resp)
         .unwrap();
-    client.handle_datagram(Instant(1), &resp[..m]).unwrap();
+    client.handle_datagram(Instant(1), &mut resp[..m]).unwrap();
     let sleep = std::iter::from_fn(|| client.device_mut().poll_event()).last();
     assert!(matches!(
         sleep,

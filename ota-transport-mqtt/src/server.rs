@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ota_core::host::{desired_state, DesiredState, Handler, ImageSource};
+use ota_core::host::{desired_state, DesiredState, Handler, ImageSource, Peer};
 use ota_core::wire::{self, Message};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 
@@ -163,7 +163,9 @@ pub fn answer<D: DesiredState, I: ImageSource>(
 ) -> Option<Vec<(topics::Topic, bool, Vec<u8>)>> {
     let (id, kind) = topics::parse(prefix, topic)?;
     let down = topics::topic(prefix, id, Kind::Down)?;
-    // A device may only speak for itself: the id in the message must be the topic's.
+    // The broker's ACL pins each login to its own topics, so the topic names the device; the
+    // id in a check-in or report must be the topic's.
+    let peer = Peer::Device(id);
     match (wire::decode(payload).ok()?, kind) {
         (Message::CheckIn(c), Kind::CheckIn) if c.device_id == id.as_bytes() => {
             let (reply, desired) = handler.with_reply(&c, |m| {
@@ -180,11 +182,11 @@ pub fn answer<D: DesiredState, I: ImageSource>(
             ])
         }
         (Message::Report(r), Kind::Report) if r.device_id == id.as_bytes() => {
-            handler.respond(Message::Report(r)).ok()?;
+            handler.respond(Message::Report(r), peer).ok()?;
             Some(Vec::new())
         }
         (msg @ Message::ChunkRequest(_), Kind::Request) => {
-            let chunk = handler.respond(msg).ok()??;
+            let chunk = handler.respond(msg, peer).ok()??;
             Some(vec![(down, false, chunk)])
         }
         _ => None,

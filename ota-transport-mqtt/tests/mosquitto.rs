@@ -166,6 +166,9 @@ impl DesiredState for Switchable {
     fn peek(&self, c: &CheckIn<'_>) -> Decision {
         self.release.read().unwrap().decide(c)
     }
+    fn may_fetch(&self, device: &str, image: ota_core::wire::ImageId) -> bool {
+        self.release.read().unwrap().may_fetch(device, image)
+    }
 }
 
 #[test]

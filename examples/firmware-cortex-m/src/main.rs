@@ -149,7 +149,8 @@ fn offer() -> ota_core::wire::CheckInReply<'static> {
 
 /// The device's configuration for one wake.
 fn config<S: UpdateStorage>(storage: &S, running: RunningFirmware) -> DeviceConfig {
-    let mut config = DeviceConfig::new(b"m4-demo", 1, 0xC0FFEE, running);
+    let mut config = DeviceConfig::new(b"m4-demo", 1, 0xC0FFEE, running)
+    .expect("a valid device id");
     config.staging_capacity = storage.capacity();
     config.window = 4;
     config

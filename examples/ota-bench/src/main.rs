@@ -24,7 +24,7 @@ use ota_core::wire::{
     WakeBudget,
 };
 use ota_core::{DeviceConfig, Instant};
-use ota_transport_coap::server::{Responder, ServerConfig};
+use ota_transport_coap::server::{Responder, Security, ServerConfig};
 use ota_transport_coap::CoapClient;
 use sha2::{Digest as _, Sha256};
 
@@ -75,7 +75,8 @@ fn client(
             digest: DigestPrefix([0; 8]),
             sequence,
         },
-    );
+    )
+    .expect("a valid device id");
     c.window = window;
     c.staging_capacity = capacity;
     CoapClient::new(c, Ed25519Verifier::from_bytes(public).unwrap(), seed)
@@ -142,7 +143,7 @@ fn wake(
         }
         for resp in down.due(*now) {
             round_trips += 1;
-            let _ = c.handle_datagram(Instant(*now), &resp);
+            let _ = c.handle_datagram(Instant(*now), &mut resp.clone());
             while let Some(op) = c.device_mut().poll_storage() {
                 if rng.chance(reset_percent) {
                     // Power failed: nothing but storage survives.
@@ -169,7 +170,11 @@ fn download(
     seed: u64,
 ) -> (u64, u64, u32, u64) {
     let (handler, public) = release(image, chunk);
-    let mut responder = Responder::new(handler, ServerConfig::default());
+    let mut responder = Responder::new(
+        handler,
+        ServerConfig::default(),
+        Security::PlainForLab(None),
+    );
     let mut storage = MemStorage::new(image.len() as u32 + 4096);
     let mut rng = SimRng::new(seed);
     let (mut now, mut radio, mut resets, mut accepted) = (0u64, 0u64, 0u32, 0u64);
@@ -219,7 +224,11 @@ fn main() {
 
     // "Nothing for you": a device already on the release.
     let (handler, public) = release(&img, 1024);
-    let mut responder = Responder::new(handler, ServerConfig::default());
+    let mut responder = Responder::new(
+        handler,
+        ServerConfig::default(),
+        Security::PlainForLab(None),
+    );
     let mut c = client(&public, 8, 2, 1 << 20, 1);
     let cost = wake(
         &mut c,
@@ -318,7 +327,11 @@ fn main() {
     ));
 
     let (handler, public) = release(&img, 1024);
-    let mut responder = Responder::new(handler, ServerConfig::default());
+    let mut responder = Responder::new(
+        handler,
+        ServerConfig::default(),
+        Security::PlainForLab(None),
+    );
     let peer = "127.0.0.1:1".parse().unwrap();
     let mut c = client(&public, 8, 1, 1 << 20, 5);
     c.device_mut().wake(Instant(0), WakeBudget::default());
@@ -335,7 +348,7 @@ fn main() {
     let checkins = rounds as f64 / t.elapsed().as_secs_f64();
     // Block requests as the device sends them.
     let m = responder.respond(0, peer, &checkin, &mut out).unwrap();
-    c.handle_datagram(Instant(1), &out[..m]).unwrap();
+    c.handle_datagram(Instant(1), &mut out[..m]).unwrap();
     let mut reqs = Vec::new();
     while let Some(n) = c.poll_transmit(Instant(2), &mut tx) {
         reqs.push(tx[..n].to_vec());

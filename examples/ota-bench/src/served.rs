@@ -12,7 +12,7 @@ use ota_core::wire::{DigestPrefix, RunningFirmware, Version, WakeBudget};
 use ota_core::{DeviceConfig, Instant};
 use ota_server::desired::Fleet;
 use ota_server::store::Store;
-use ota_transport_coap::server::{serve, Responder, ServerConfig};
+use ota_transport_coap::server::{serve, Responder, Security, ServerConfig};
 use ota_transport_coap::CoapClient;
 
 const CLASS: &str = "bench";
@@ -53,7 +53,11 @@ pub fn checkins(clients: usize, total: usize) -> Served {
     let addr = socket.local_addr().unwrap();
     rt.spawn(serve(
         socket,
-        Responder::new(handler, ServerConfig::default()),
+        Responder::new(
+            handler,
+            ServerConfig::default(),
+            Security::PlainForLab(None),
+        ),
     ));
 
     let verifier = Ed25519Verifier::from_bytes(&key.verifying_key().to_bytes()).unwrap();
@@ -117,7 +121,8 @@ fn client_loop(
                 digest: DigestPrefix([0; 8]),
                 sequence: 0,
             },
-        );
+        )
+        .expect("a valid device id");
         config.staging_capacity = 1 << 20;
         let mut c: CoapClient<_> = CoapClient::new(config, verifier.clone(), i as u32);
         c.device_mut().wake(Instant(0), WakeBudget::default());

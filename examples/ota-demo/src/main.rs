@@ -21,15 +21,16 @@ use ota_core::host::{Handler, MemImages, SingleRelease};
 use ota_core::manifest::{Ed25519Verifier, StoredManifest};
 use ota_core::resume::ResumeState;
 use ota_core::sim::{run_wake as sim_wake, LinkProfile, Pipe, SimRng};
-use ota_core::storage::{MemStorage, UpdateStorage};
+use ota_core::storage::{CounterStore, MemStorage, UpdateStorage};
 use ota_core::wire::{DigestPrefix, ImageId, RunningFirmware, Urgency, Version, WakeBudget};
 use ota_core::{Device, DeviceConfig};
+use ota_oscore::SecurityContext;
 use ota_server::desired::Fleet;
 use ota_server::store::Store;
 use ota_storage::sim::SimFlash;
 use ota_storage::{BootOutcome, FlashStorage, Layout, Partition};
 use ota_transport_coap::resources::{BLOCK_REQUEST_BYTES, BLOCK_RESPONSE_OVERHEAD};
-use ota_transport_coap::server::{serve, Responder, ServerConfig};
+use ota_transport_coap::server::{serve, DeviceKeys, Responder, Security, ServerConfig};
 use ota_transport_coap::socket::{run_wake, StdClock};
 use ota_transport_coap::CoapClient;
 
@@ -104,6 +105,16 @@ struct Shown<'a, S> {
     bar: &'a ProgressBar,
 }
 
+impl<S: CounterStore> CounterStore for Shown<'_, S> {
+    type Error = S::Error;
+    fn load_counter(&mut self) -> Result<u64, S::Error> {
+        self.inner.load_counter()
+    }
+    fn store_counter(&mut self, value: u64) -> Result<(), S::Error> {
+        self.inner.store_counter(value)
+    }
+}
+
 impl<S: UpdateStorage> UpdateStorage for Shown<'_, S> {
     type Error = S::Error;
     fn capacity(&self) -> u32 {
@@ -134,20 +145,22 @@ impl<S: UpdateStorage> UpdateStorage for Shown<'_, S> {
     }
 }
 
-fn running_config(id: &str, running: RunningFirmware, a: &Args) -> DeviceConfig {
+fn running_config(id: &str, running: RunningFirmware, a: &Args) -> anyhow::Result<DeviceConfig> {
     let mut c = DeviceConfig::new(
         id.as_bytes(),
         ota_server::VENDOR,
         ota_server::class_id(CLASS),
         running,
-    );
+    )
+    .map_err(|e| anyhow::anyhow!("device id: {e}"))?;
     c.window = a.window;
-    c
+    Ok(c)
 }
 
 /// One device's life until it runs the new image, confirmed and reported.
 fn device_life(
     id: String,
+    oscore: SecurityContext,
     relay: std::net::SocketAddr,
     carried: &link::LinkCount,
     public: [u8; 32],
@@ -189,14 +202,15 @@ fn device_life(
             ));
         }
         out.wakes += 1;
-        let mut config = running_config(&id, running, a);
+        let mut config = running_config(&id, running, a)?;
         config.staging_capacity = storage.capacity();
         config.last_outcome = storage.last_outcome();
         let mut client: CoapClient<_> = CoapClient::new(
             config,
             verifier.clone(),
             out.wakes.wrapping_mul(40_503) ^ id.len() as u32,
-        );
+        )
+        .secure(oscore.clone());
         let t = Instant::now();
         let mut staged = false;
         let mut shown = Shown {
@@ -269,7 +283,11 @@ fn blind_restart(
         let mut accepted = 0;
         for _ in 0..MAX_WAKES {
             let mut storage = MemStorage::new(image.len() as u32 + 4096);
-            let mut config = running_config(&format!("blind-{d}"), RunningFirmware::default(), a);
+            let Ok(mut config) =
+                running_config(&format!("blind-{d}"), RunningFirmware::default(), a)
+            else {
+                break;
+            };
             config.staging_capacity = storage.capacity();
             let mut dev: Device<_> = Device::new(config, verifier.clone());
             now += BLIND_WAIT_MS;
@@ -334,7 +352,16 @@ fn main() -> anyhow::Result<()> {
     let mut store = Store::open(&data)?;
     let release = store.add_release(CLASS, Version::new(1, 1, 0), &image, &key, a.chunk)?;
     store.set_rollout(CLASS, release.version, 100, &[], None, false)?;
+    // Every device provisioned with its own OSCORE context, as in the field.
+    let contexts = (0..a.devices)
+        .map(|d| {
+            let c = store.add_device(&format!("dev-{d:02}"), CLASS)?;
+            SecurityContext::derive(&c.secret, &c.salt, &c.kid, &[])
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let fleet = Arc::new(Fleet::new(store, 3600));
+    let keys: Arc<dyn DeviceKeys> = fleet.clone();
     let handler = Arc::new(Handler::new(fleet.clone(), fleet, 1024));
     let link = a.link();
 
@@ -346,7 +373,7 @@ fn main() -> anyhow::Result<()> {
     let server_addr = server.local_addr()?;
     rt.spawn(serve(
         server,
-        Responder::new(handler, ServerConfig::default()),
+        Responder::new(handler, ServerConfig::default(), Security::Oscore(keys)),
     ));
 
     println!(
@@ -370,8 +397,20 @@ fn main() -> anyhow::Result<()> {
                 .with_prefix(format!("dev-{d:02}")),
         );
         let args = a.clone();
+        let oscore = contexts
+            .get(d as usize)
+            .cloned()
+            .context("a context per device")?;
         threads.push(std::thread::spawn(move || {
-            device_life(format!("dev-{d:02}"), relay, &carried, public, &args, &bar)
+            device_life(
+                format!("dev-{d:02}"),
+                oscore,
+                relay,
+                &carried,
+                public,
+                &args,
+                &bar,
+            )
         }));
     }
     let ours: Vec<Outcome> = threads

@@ -17,6 +17,7 @@ use ota_core::manifest::Ed25519Verifier;
 use ota_core::wire::{DigestPrefix, ResultCode, RunningFirmware, WakeBudget};
 use ota_core::Device;
 use ota_core::DeviceConfig;
+use ota_oscore::SecurityContext;
 use ota_storage::file::FileFlash;
 use ota_storage::{BootOutcome, FlashStorage, Layout, Partition, UpdateState};
 use ota_transport_coap::socket::{run_wake as coap_wake, StdClock};
@@ -64,6 +65,13 @@ struct Args {
     /// Exit once up to date with nothing left to report.
     #[arg(long)]
     exit_when_idle: bool,
+    /// The device's credentials (`ota-server device add`): every CoAP request is protected
+    /// with OSCORE under them.
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+    /// LAB USE ONLY: plain CoAP without OSCORE (the server must run with --insecure-plain).
+    #[arg(long)]
+    insecure_plain: bool,
 }
 
 fn main() {
@@ -128,6 +136,31 @@ fn run(a: Args) -> anyhow::Result<()> {
     let running_path = a.state.join("running");
     let flash_path = a.state.join("flash.bin");
     let mut link = Link::open(&a.server, &a.id, a.wake_every)?;
+    let oscore = match (&a.credentials, a.insecure_plain) {
+        (Some(path), false) => {
+            let c = ota_server::credentials::load(path)?;
+            if c.id != a.id || c.class != a.class {
+                bail!(
+                    "{} are the credentials of {} ({}), not of {} ({})",
+                    path.display(),
+                    c.id,
+                    c.class,
+                    a.id,
+                    a.class
+                );
+            }
+            Some(
+                SecurityContext::derive(&c.secret, &c.salt, &c.kid, &[])
+                    .map_err(|e| anyhow::anyhow!("credentials: {e}"))?,
+            )
+        }
+        (None, true) => None,
+        (Some(_), true) => bail!("--credentials and --insecure-plain exclude each other"),
+        (None, false) if matches!(link, Link::Coap { .. }) => {
+            bail!("CoAP needs --credentials (from `ota-server device add`), or --insecure-plain for the lab")
+        }
+        (None, false) => None,
+    };
 
     let mut wakes = 0;
     while wakes < a.max_wakes {
@@ -181,7 +214,8 @@ fn run(a: Args) -> anyhow::Result<()> {
             ota_server::VENDOR,
             ota_server::class_id(&a.class),
             running,
-        );
+        )
+        .map_err(|e| anyhow::anyhow!("device id: {e}"))?;
         config.staging_capacity = ota_core::UpdateStorage::capacity(&storage);
         config.last_outcome = storage.last_outcome();
         config.window = 8;
@@ -195,6 +229,9 @@ fn run(a: Args) -> anyhow::Result<()> {
             Link::Coap { socket, clock } => {
                 let seed = wakes.wrapping_mul(2_654_435_761) ^ std::process::id();
                 let mut client: CoapClient<_> = CoapClient::new(config, verifier.clone(), seed);
+                if let Some(ctx) = &oscore {
+                    client = client.secure(ctx.clone());
+                }
                 let end = coap_wake(&mut client, socket, clock, &mut storage, budget, on_event)
                     .map_err(|e| anyhow::anyhow!("wake: {e}"))?;
                 (end.reason, end.sleep_secs, progress(client.device()))

@@ -30,8 +30,9 @@ pub fn generate(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(public)
 }
 
+/// Writes `contents` to a new file readable by its owner only.
 #[cfg(unix)]
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -44,8 +45,9 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `contents` to a new file.
 #[cfg(not(unix))]
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -59,14 +61,26 @@ fn read_32(path: &Path, what: &str) -> anyhow::Result<[u8; 32]> {
         .map_err(|_| anyhow::anyhow!("{} does not hold a 32-byte {what}", path.display()))
 }
 
-/// Reads a signing key from a file, or from `signing.key` in a directory.
+/// Reads a signing key from a file, or from `signing.key` in a directory. A public key (by
+/// name, or equal to the `public.key` beside it) is refused: its bytes would make a valid but
+/// wrong seed, and every manifest signed with it would be refused by devices.
 pub fn load_signing(path: &Path) -> anyhow::Result<SigningKey> {
     let path = if path.is_dir() {
         path.join(SIGNING)
     } else {
         path.to_path_buf()
     };
-    Ok(SigningKey::from_bytes(&read_32(&path, "signing key")?))
+    let seed = read_32(&path, "signing key")?;
+    let beside = path.with_file_name(PUBLIC);
+    let is_public = path.file_name().is_some_and(|n| n == PUBLIC)
+        || (beside != path && read_32(&beside, "public key").is_ok_and(|p| p == seed));
+    if is_public {
+        bail!(
+            "{} is a public key; sign with the signing key ({SIGNING}) or its directory",
+            path.display()
+        );
+    }
+    Ok(SigningKey::from_bytes(&seed))
 }
 
 /// Reads a public key from a file, or from `public.key` in a directory.

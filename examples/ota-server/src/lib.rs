@@ -3,6 +3,8 @@
 //! The `ota-server` binary is a thin CLI over it; `ota-demo` reuses it in-process.
 #![deny(missing_docs)]
 
+pub mod cache;
+pub mod credentials;
 pub mod desired;
 pub mod keys;
 pub mod mqtt;

@@ -12,8 +12,8 @@ use ota_core::host::Handler;
 use ota_server::desired::Fleet;
 use ota_server::mqtt::{keep_desired_states, parse_url};
 use ota_server::store::{unix_now, vtext, Store, Window};
-use ota_server::{keys, parse_version};
-use ota_transport_coap::server::{serve, Responder, ServerConfig};
+use ota_server::{credentials, keys, parse_version};
+use ota_transport_coap::server::{serve, DeviceKeys, Responder, Security, ServerConfig};
 use ota_transport_mqtt::server::{Server as MqttServer, ServerStats};
 
 #[derive(Parser)]
@@ -25,6 +25,26 @@ use ota_transport_mqtt::server::{Server as MqttServer, ServerStats};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Provision a device: a new OSCORE context (kid, master secret, salt) in the store, and
+    /// its credentials file for `ota-device --credentials`.
+    Add {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        class: String,
+        /// Credentials file to write (readable by its owner only).
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the device's side as an aiocoap security context directory.
+        #[arg(long)]
+        aiocoap: Option<PathBuf>,
+        #[arg(long, default_value = "ota-data")]
+        data: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -69,6 +89,10 @@ enum Command {
         /// Cancel the rollout: devices abandon downloads of it.
         #[arg(long)]
         cancel: bool,
+        /// Offer the release again after it was halted (integrity failures on devices, or a
+        /// stored image that no longer matches its manifest).
+        #[arg(long)]
+        resume: bool,
         #[arg(long, default_value = "ota-data")]
         data: PathBuf,
     },
@@ -94,6 +118,18 @@ enum Command {
         /// Seconds between device check-ins.
         #[arg(long, default_value_t = 3600)]
         check_in_secs: u32,
+        /// LAB USE ONLY: also accept plain CoAP, without OSCORE. Anyone on the network can then
+        /// check in, report and fetch images as any device.
+        #[arg(long)]
+        insecure_plain: bool,
+        /// Most MiB of images kept in memory.
+        #[arg(long, default_value_t = 256)]
+        image_cache_mib: usize,
+    },
+    /// Provision devices.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
     },
     /// The fleet as a table.
     Status {
@@ -159,11 +195,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             devices,
             window,
             cancel,
+            resume,
             data,
         } => {
             let version = parse_version(&version)?;
             let window = window.as_deref().map(Window::parse).transpose()?;
             let mut store = Store::open(&data)?;
+            if resume {
+                let release = store
+                    .release(&class, version)?
+                    .with_context(|| format!("no release {} for class {class}", vtext(version)))?;
+                store.resume_release(release.id)?;
+                println!("release {} of {class} offered again", vtext(version));
+            }
             let r = store.set_rollout(&class, version, percent, &devices, window, cancel)?;
             if cancel {
                 println!("rollout of {} to {class} cancelled", vtext(r.version));
@@ -190,13 +234,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             mqtt_client_id,
             data,
             check_in_secs,
+            insecure_plain,
+            image_cache_mib,
         } => {
             anyhow::ensure!(
                 !no_coap || mqtt.is_some(),
                 "--no-coap needs --mqtt: nothing to serve"
             );
             let broker = mqtt.as_deref().map(parse_url).transpose()?;
-            let fleet = Arc::new(Fleet::new(Store::open(&data)?, check_in_secs));
+            let fleet = Arc::new(Fleet::with_image_cache(
+                Store::open(&data)?,
+                check_in_secs,
+                image_cache_mib << 20,
+            ));
+            let keys: Arc<dyn DeviceKeys> = fleet.clone();
+            let security = if insecure_plain {
+                eprintln!("ota-server: WARNING: --insecure-plain: plain CoAP accepted; anyone can speak for any device");
+                Security::PlainForLab(Some(keys))
+            } else {
+                Security::Oscore(keys)
+            };
             let handler = Arc::new(Handler::new(fleet.clone(), fleet.clone(), 1024));
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -210,7 +267,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .await
                         .with_context(|| format!("cannot bind {coap}"))?;
                     eprintln!("ota-server: serving CoAP on {}", socket.local_addr()?);
-                    serve(socket, Responder::new(handler.clone(), ServerConfig::default()))
+                    let responder =
+                        Responder::new(handler.clone(), ServerConfig::default(), security)
+                            .on_refusal(|r| {
+                                eprintln!(
+                                    "ota-server: refused {} from {}: {}",
+                                    code_text(r.code),
+                                    r.peer,
+                                    r.reason
+                                );
+                            });
+                    serve(socket, responder)
                         .await
                         .context("CoAP server failed")
                 };
@@ -236,6 +303,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     _ = tokio::signal::ctrl_c() => Ok(()),
                 }
             })?;
+        }
+        Command::Device {
+            command:
+                DeviceCommand::Add {
+                    id,
+                    class,
+                    out,
+                    aiocoap,
+                    data,
+                },
+        } => {
+            let mut store = Store::open(&data)?;
+            let cred = store.add_device(&id, &class)?;
+            credentials::save(&out, &cred)?;
+            if let Some(dir) = aiocoap {
+                credentials::save_aiocoap(&dir, &cred)?;
+            }
+            println!(
+                "device {id} of {class} provisioned: OSCORE kid {}; credentials in {}",
+                hex::encode(&cred.kid),
+                out.display()
+            );
         }
         Command::Status { data } => {
             let store = Store::open(&data)?;
@@ -279,7 +368,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     now.saturating_sub(d.last_seen)
                 )?;
             }
+            for (class, version, why) in store.halted_releases()? {
+                writeln!(
+                    out,
+                    "release {} of {class} HALTED: {why} (offer it again with: rollout --version {} --class {class} --resume)",
+                    vtext(version),
+                    vtext(version)
+                )?;
+            }
         }
     }
     Ok(())
+}
+
+/// A CoAP code as `C.DD`.
+fn code_text(code: u8) -> String {
+    format!("{}.{:02}", code >> 5, code & 31)
 }

@@ -124,6 +124,42 @@ pub struct DeviceRow {
     pub failed_seq: Option<u32>,
 }
 
+/// A provisioned device's OSCORE credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// Device id.
+    pub id: String,
+    /// Its class.
+    pub class: String,
+    /// Its OSCORE sender id (the kid of its requests).
+    pub kid: Vec<u8>,
+    /// Master secret (16 bytes).
+    pub secret: Vec<u8>,
+    /// Master salt (8 bytes).
+    pub salt: Vec<u8>,
+    /// Highest sequence number of a check-in or report accepted.
+    pub floor: Option<u64>,
+}
+
+fn credentials_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Credentials> {
+    let floor: Option<i64> = r.get(5)?;
+    Ok(Credentials {
+        id: r.get(0)?,
+        class: r.get(1)?,
+        kid: r.get(2)?,
+        secret: r.get(3)?,
+        salt: r.get(4)?,
+        floor: floor.and_then(|f| u64::try_from(f).ok()),
+    })
+}
+
+/// `n` big-endian without leading zero bytes (at least one byte).
+fn minimal_be(n: u64) -> Vec<u8> {
+    let b = n.to_be_bytes();
+    let skip = b.iter().take_while(|&&x| x == 0).count().min(7);
+    b.get(skip..).unwrap_or(&b).to_vec()
+}
+
 /// A release row: id, class, version, sequence, manifest body, signature.
 type ReleaseRow = (u32, String, Version, u32, Vec<u8>, Vec<u8>);
 
@@ -170,10 +206,163 @@ impl Store {
                 id TEXT PRIMARY KEY, class TEXT NOT NULL, running TEXT NOT NULL, running_seq INTEGER NOT NULL,
                 phase TEXT NOT NULL, staged INTEGER, size INTEGER, result TEXT NOT NULL, reason TEXT NOT NULL,
                 last_seen INTEGER NOT NULL, failed_seq INTEGER);
-             CREATE TABLE IF NOT EXISTS checkins (id TEXT PRIMARY KEY, bytes BLOB NOT NULL);",
+             CREATE TABLE IF NOT EXISTS checkins (id TEXT PRIMARY KEY, bytes BLOB NOT NULL);
+             CREATE TABLE IF NOT EXISTS credentials (
+                id TEXT PRIMARY KEY, class TEXT NOT NULL, kid BLOB NOT NULL UNIQUE, secret BLOB NOT NULL,
+                salt BLOB NOT NULL, floor INTEGER, created INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS integrity_reports (
+                release INTEGER NOT NULL, device TEXT NOT NULL, PRIMARY KEY (release, device));",
         )
         .context("cannot create the schema")?;
+        // Columns added after the first release of the schema.
+        let has_halted: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('releases') WHERE name = 'halted'")?
+            .exists([])?;
+        if !has_halted {
+            conn.execute_batch("ALTER TABLE releases ADD COLUMN halted TEXT")
+                .context("cannot migrate the releases table")?;
+        }
         Ok(Self { conn })
+    }
+
+    /// Provisions device `id` of `class`: a new OSCORE sender id (`kid`, the next free number)
+    /// and a fresh master secret and salt. Refuses an id that breaks the device id rule or is
+    /// already provisioned.
+    pub fn add_device(&mut self, id: &str, class: &str) -> anyhow::Result<Credentials> {
+        ota_core::wire::check_device_id(id.as_bytes())
+            .map_err(|e| anyhow::anyhow!("device id {id:?}: {e}"))?;
+        if class.is_empty() {
+            bail!("class name is empty");
+        }
+        let mut secret = [0u8; 16];
+        let mut salt = [0u8; 8];
+        getrandom::getrandom(&mut secret)
+            .and_then(|()| getrandom::getrandom(&mut salt))
+            .map_err(|e| anyhow::anyhow!("no system randomness: {e}"))?;
+        let tx = self.conn.transaction()?;
+        if tx
+            .query_row("SELECT 1 FROM credentials WHERE id = ?1", [id], |_| Ok(()))
+            .optional()?
+            .is_some()
+        {
+            bail!("device {id} is already provisioned");
+        }
+        let count: i64 = tx.query_row("SELECT COUNT(*) FROM credentials", [], |r| r.get(0))?;
+        let count = u64::try_from(count).unwrap_or(0);
+        // Sender ids are numbers 1, 2, 3... in their shortest big-endian form, so the kid in
+        // every request is 1 byte for the first 255 devices, 2 for the next 65 280.
+        let mut n = count + 1;
+        let kid = loop {
+            let kid = minimal_be(n);
+            let taken = tx
+                .query_row("SELECT 1 FROM credentials WHERE kid = ?1", [&kid], |_| {
+                    Ok(())
+                })
+                .optional()?
+                .is_some();
+            if !taken {
+                break kid;
+            }
+            n += 1;
+        };
+        tx.execute(
+            "INSERT INTO credentials (id, class, kid, secret, salt, floor, created) VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6)",
+            params![id, class, &kid, &secret[..], &salt[..], unix_now()],
+        )?;
+        tx.commit()?;
+        Ok(Credentials {
+            id: id.into(),
+            class: class.into(),
+            kid,
+            secret: secret.to_vec(),
+            salt: salt.to_vec(),
+            floor: None,
+        })
+    }
+
+    /// The credentials whose device sender id is `kid`.
+    pub fn credentials_by_kid(&self, kid: &[u8]) -> anyhow::Result<Option<Credentials>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, class, kid, secret, salt, floor FROM credentials WHERE kid = ?1",
+        )?;
+        Ok(stmt.query_row([kid], credentials_row).optional()?)
+    }
+
+    /// The credentials of device `id`.
+    pub fn credentials(&self, id: &str) -> anyhow::Result<Option<Credentials>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, class, kid, secret, salt, floor FROM credentials WHERE id = ?1",
+        )?;
+        Ok(stmt.query_row([id], credentials_row).optional()?)
+    }
+
+    /// Raises device `id`'s floor to `seq` if it is above it: `false` if not (a replayed
+    /// check-in or report). One statement, so two server instances never both succeed.
+    pub fn advance_floor(&self, id: &str, seq: u64) -> anyhow::Result<bool> {
+        let seq = i64::try_from(seq).context("sequence number out of range")?;
+        let changed = self.conn.execute(
+            "UPDATE credentials SET floor = ?2 WHERE id = ?1 AND (floor IS NULL OR floor < ?2)",
+            params![id, seq],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// Stops offering release `id`, with the reason status shows.
+    pub fn halt_release(&self, id: u32, reason: &str) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE releases SET halted = ?2 WHERE id = ?1 AND halted IS NULL",
+            params![id, reason],
+        )?;
+        Ok(())
+    }
+
+    /// Why release `id` is halted, if it is.
+    pub fn halted(&self, id: u32) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT halted FROM releases WHERE id = ?1", [id], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .optional()?
+            .flatten())
+    }
+
+    /// Records that `device` found release `id`'s image failing its integrity check; returns
+    /// how many devices have so far.
+    pub fn integrity_failure(&self, id: u32, device: &str) -> anyhow::Result<u32> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO integrity_reports (release, device) VALUES (?1, ?2)",
+            params![id, device],
+        )?;
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM integrity_reports WHERE release = ?1",
+            [id],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Every halted release: class, version and why.
+    pub fn halted_releases(&self) -> anyhow::Result<Vec<(String, Version, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT class, major, minor, patch, halted FROM releases WHERE halted IS NOT NULL ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                Version::new(r.get(1)?, r.get(2)?, r.get(3)?),
+                r.get(4)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Offers release `id` again: clears its halt and its integrity reports.
+    pub fn resume_release(&self, id: u32) -> anyhow::Result<()> {
+        self.conn
+            .execute("UPDATE releases SET halted = NULL WHERE id = ?1", [id])?;
+        self.conn
+            .execute("DELETE FROM integrity_reports WHERE release = ?1", [id])?;
+        Ok(())
     }
 
     /// Name of the class with this numeric id, if a release was ever made for it.
@@ -309,6 +498,24 @@ impl Store {
                 "SELECT id, class, major, minor, patch, sequence, body, signature FROM releases
                  WHERE class = ?1 AND major = ?2 AND minor = ?3 AND patch = ?4",
                 params![class, version.major, version.minor, version.patch],
+                Self::release_from_row,
+            )
+            .optional()?;
+        row.map(Self::make_release).transpose()
+    }
+
+    /// The release of `class` with anti-rollback sequence number `sequence`.
+    pub fn release_by_sequence(
+        &self,
+        class: &str,
+        sequence: u32,
+    ) -> anyhow::Result<Option<Release>> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT id, class, major, minor, patch, sequence, body, signature FROM releases
+                 WHERE class = ?1 AND sequence = ?2",
+                params![class, sequence],
                 Self::release_from_row,
             )
             .optional()?;

@@ -2,7 +2,7 @@
 
 use heapless::Vec;
 
-use crate::wire::{LastOutcome, RunningFirmware, MAX_DEVICE_ID};
+use crate::wire::{check_device_id, DeviceIdError, LastOutcome, RunningFirmware, MAX_DEVICE_ID};
 
 /// Most chunk requests a device may keep outstanding (bounded by the resume bitmap).
 pub const MAX_WINDOW: usize = crate::resume::MAX_AHEAD as usize;
@@ -10,7 +10,7 @@ pub const MAX_WINDOW: usize = crate::resume::MAX_AHEAD as usize;
 /// Static facts about the device and the retransmission policy.
 #[derive(Debug, Clone)]
 pub struct DeviceConfig {
-    /// Stable id, at most [`MAX_DEVICE_ID`] bytes.
+    /// Stable id, following [`check_device_id`]'s rule.
     pub device_id: Vec<u8, MAX_DEVICE_ID>,
     /// Vendor id.
     pub vendor: u32,
@@ -40,12 +40,20 @@ pub struct DeviceConfig {
 }
 
 impl DeviceConfig {
-    /// A config with the default policy: window 8, 1 KiB chunks, RFC 7252-like timeouts.
-    pub fn new(device_id: &[u8], vendor: u32, class: u32, running: RunningFirmware) -> Self {
-        let mut id = Vec::new();
-        // Truncating an over-long id keeps the config valid; ids are chosen by the integrator.
-        let _ = id.extend_from_slice(device_id.get(..MAX_DEVICE_ID).unwrap_or(device_id));
-        Self {
+    /// A config with the default policy: window 8, 1 KiB chunks, RFC 7252-like timeouts. An id
+    /// that breaks [`check_device_id`]'s rule is refused (never cut short: two devices would
+    /// share a record).
+    pub fn new(
+        device_id: &[u8],
+        vendor: u32,
+        class: u32,
+        running: RunningFirmware,
+    ) -> Result<Self, DeviceIdError> {
+        check_device_id(device_id)?;
+        let mut id = Vec::<u8, MAX_DEVICE_ID>::new();
+        id.extend_from_slice(device_id)
+            .map_err(|_| DeviceIdError::TooLong(device_id.len()))?;
+        Ok(Self {
             device_id: id,
             vendor,
             class,
@@ -59,6 +67,6 @@ impl DeviceConfig {
             max_rto_ms: 32_000,
             max_attempts: 5,
             fallback_sleep_secs: 3600,
-        }
+        })
     }
 }

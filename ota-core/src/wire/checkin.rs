@@ -4,16 +4,13 @@ use serde::{Deserialize, Serialize};
 
 use super::types::{DigestPrefix, ResultCode, Version};
 
-/// Longest device id accepted on the wire, in bytes.
-pub const MAX_DEVICE_ID: usize = 32;
-
 /// Device → server: "this is what I run; is anything waiting for me?"
 ///
 /// A typical check-in (8-byte id, no download in progress, no budget) is 35 bytes on the wire,
 /// envelope and CRC included; with a rollback to report, a resume hint and a budget, 55.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckIn<'a> {
-    /// Stable device identifier (at most [`MAX_DEVICE_ID`] bytes).
+    /// Stable device identifier, checked by [`super::check_device_id`] when decoded.
     pub device_id: &'a [u8],
     /// Vendor id the device's manifests must carry.
     pub vendor: u32,

@@ -24,16 +24,16 @@
 
 mod checkin;
 mod chunk;
+mod device_id;
 mod reply;
 mod report;
 mod types;
 
 use serde::{Deserialize, Serialize};
 
-pub use checkin::{
-    Capabilities, CheckIn, LastOutcome, ResumeHint, RunningFirmware, WakeBudget, MAX_DEVICE_ID,
-};
+pub use checkin::{Capabilities, CheckIn, LastOutcome, ResumeHint, RunningFirmware, WakeBudget};
 pub use chunk::{Chunk, ChunkRequest, MAX_CHUNK_PAYLOAD};
+pub use device_id::{check_device_id, is_id_byte, DeviceIdError, MAX_DEVICE_ID};
 pub use reply::{CheckInReply, DeferReason, Urgency};
 pub use report::{Phase, Report};
 pub use types::{Crc32, Digest, DigestPrefix, ImageId, ResultCode, Signature, Version};
@@ -74,9 +74,9 @@ pub enum DecodeError {
     /// The body is not a valid postcard encoding of a message.
     #[error("malformed message body: {0}")]
     Malformed(postcard::Error),
-    /// A device id is longer than [`MAX_DEVICE_ID`].
-    #[error("device id of {0} bytes exceeds the limit of {MAX_DEVICE_ID}")]
-    DeviceIdTooLong(usize),
+    /// A device id breaks the rule of [`check_device_id`].
+    #[error(transparent)]
+    DeviceId(#[from] DeviceIdError),
     /// A chunk payload is longer than [`MAX_CHUNK_PAYLOAD`].
     #[error("chunk payload of {0} bytes exceeds the limit of {MAX_CHUNK_PAYLOAD}")]
     PayloadTooLong(usize),
@@ -203,13 +203,12 @@ impl Message<'_> {
     }
 
     fn check_limits(&self) -> Result<(), DecodeError> {
-        let id_len = match self {
-            Message::CheckIn(c) => c.device_id.len(),
-            Message::Report(r) => r.device_id.len(),
-            _ => 0,
-        };
-        if id_len > MAX_DEVICE_ID {
-            return Err(DecodeError::DeviceIdTooLong(id_len));
+        match self {
+            Message::CheckIn(CheckIn { device_id, .. })
+            | Message::Report(Report { device_id, .. }) => {
+                check_device_id(device_id)?;
+            }
+            _ => {}
         }
         if let Message::Chunk(c) = self {
             if c.payload.len() > MAX_CHUNK_PAYLOAD {

@@ -78,7 +78,8 @@ pub fn config(capacity: u32, window: u8) -> DeviceConfig {
             digest: DigestPrefix([0xab; 8]),
             sequence: RUNNING_SEQ,
         },
-    );
+    )
+    .expect("a valid device id");
     c.staging_capacity = capacity;
     c.window = window;
     c

@@ -245,7 +245,8 @@ fn run_app<const W: usize, const E: usize>(
                         digest: DigestPrefix([0; 8]),
                         sequence: 9,
                     },
-                );
+                )
+                .expect("a valid device id");
                 config.staging_capacity = storage.capacity();
                 config.window = 3;
                 let mut dev: Device<Ed25519Verifier> = Device::new(config, verifier());

@@ -22,7 +22,7 @@ use ota_core::wire::{
     Digest, DigestPrefix, ImageId, RunningFirmware, Urgency, Version, WakeBudget,
 };
 use ota_core::DeviceConfig;
-use ota_transport_coap::server::{serve, Responder, ServerConfig, ServerStats};
+use ota_transport_coap::server::{serve, Responder, Security, ServerConfig, ServerStats};
 use ota_transport_coap::socket::{run_wake, StdClock};
 use ota_transport_coap::CoapClient;
 use sha2::{Digest as _, Sha256};
@@ -84,7 +84,11 @@ pub fn start_server(handler: Arc<Handler<SingleRelease, MemImages>>) -> Server {
         .block_on(tokio::net::UdpSocket::bind("127.0.0.1:0"))
         .unwrap();
     let addr = socket.local_addr().unwrap();
-    let responder = Responder::new(handler, ServerConfig::default());
+    let responder = Responder::new(
+        handler,
+        ServerConfig::default(),
+        Security::PlainForLab(None),
+    );
     let stats = responder.stats();
     rt.spawn(serve(socket, responder));
     Server {
@@ -104,7 +108,8 @@ pub fn device_config(capacity: u32, window: u8) -> DeviceConfig {
             digest: DigestPrefix([0; 8]),
             sequence: 4,
         },
-    );
+    )
+    .expect("a valid device id");
     c.staging_capacity = capacity;
     c.window = window;
     c

@@ -243,7 +243,8 @@ pub fn config(id: &str, sequence: u32, capacity: u32) -> DeviceConfig {
             digest: DigestPrefix([0; 8]),
             sequence,
         },
-    );
+    )
+    .expect("a valid device id");
     c.staging_capacity = capacity;
     c.window = 8;
     c.initial_rto_ms = 1000;
