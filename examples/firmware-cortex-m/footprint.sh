@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the firmware over CoAP with and without Ed25519, and over MQTT (opt-level "z", LTO),
+# Builds the firmware over CoAP with and without Ed25519, with OSCORE, and over MQTT (opt-level "z", LTO),
 # prints its flash and RAM footprint, and runs each build under QEMU, where it applies an update
 # and prints the stack it needed. Needs Debian's binutils-arm-none-eabi and qemu-system-arm.
 set -euo pipefail
@@ -30,6 +30,9 @@ r1=$(row "CoAP, without Ed25519")
 cargo build --release -q
 s2=$(stack)
 r2=$(row "CoAP, with Ed25519")
+cargo build --release -q --features oscore
+s4=$(stack --features oscore)
+r4=$(row "CoAP + OSCORE, with Ed25519")
 cargo build --release -q --features mqtt
 s3=$(stack --features mqtt)
 r3=$(row "MQTT, with Ed25519")
@@ -37,6 +40,7 @@ echo
 printf "%-28s %9s %9s %9s\n" "firmware (thumbv7em, z, LTO)" "flash B" "RAM B" "stack B"
 printf "%s %9s\n" "$r1" "$s1"
 printf "%s %9s\n" "$r2" "$s2"
+printf "%s %9s\n" "$r4" "$s4"
 printf "%s %9s\n" "$r3" "$s3"
 echo "(flash: the whole firmware less the ${image_bytes}-byte test image, including semihosting output and the"
 echo " in-memory test server or broker; RAM: .data + .bss less the ${flash_bytes} bytes that stand in for flash,"

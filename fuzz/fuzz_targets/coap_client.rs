@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = client.poll_transmit(Instant(0), &mut buf);
     // The token of the check-in is predictable from the seed; feed the input raw and split.
     for part in data.split(|&b| b == 0xFE) {
-        let _ = client.handle_datagram(Instant(1), part);
+        let _ = client.handle_datagram(Instant(1), &mut part.to_vec());
         while client.poll_transmit(Instant(2), &mut buf).is_some() {}
         while client.device_mut().poll_storage().is_some() {
             client.device_mut().storage_done(Ok(()));

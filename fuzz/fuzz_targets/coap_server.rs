@@ -6,7 +6,7 @@ mod fixture;
 
 use fixture::handler;
 use libfuzzer_sys::fuzz_target;
-use ota_transport_coap::server::{Responder, ServerConfig};
+use ota_transport_coap::server::{Responder, Security, ServerConfig};
 use ota_transport_coap::udp;
 
 fuzz_target!(|data: &[u8]| {

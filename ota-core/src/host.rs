@@ -350,7 +350,7 @@ impl<D: DesiredState, I: ImageSource> Handler<D, I> {
     /// ([`DesiredState::peek`]: nothing is recorded), encoded as [`desired_state`] does.
     pub fn desired_state(&self, checkin: &CheckIn<'_>) -> Vec<u8> {
         Self::reply(self.desired.peek(checkin), checkin, |m| match m {
-            Message::CheckInReply(r) => desired_state(&r),
+            Message::CheckInReply(r) => desired_state(&r, checkin.running.digest),
             other => wire::encode_vec(&other),
         })
     }
@@ -398,10 +398,11 @@ impl<D: DesiredState, I: ImageSource> Handler<D, I> {
 }
 
 /// A reply in the compact form a server publishes as a device's desired state (an MQTT
-/// retained message, say): the reply itself, but an offer leaves out its manifest and resume
-/// point, which the device gets by checking in. A device only needs to tell `UpToDate` (sleep
-/// again) from anything else (check in).
-pub fn desired_state(reply: &CheckInReply<'_>) -> Vec<u8> {
+/// retained message, say), for a device running the image whose digest starts `running`: the
+/// reply itself, but an offer leaves out its manifest and resume point, which the device gets by
+/// checking in. A device only needs to tell `UpToDate` (sleep again) from anything else (check
+/// in), and checks in anyway if it no longer runs `running` ([`wire::decode_desired`]).
+pub fn desired_state(reply: &CheckInReply<'_>, running: wire::DigestPrefix) -> Vec<u8> {
     let compact = match *reply {
         CheckInReply::Update {
             image,
@@ -417,7 +418,9 @@ pub fn desired_state(reply: &CheckInReply<'_>) -> Vec<u8> {
         },
         ref other => other.clone(),
     };
-    wire::encode_vec(&Message::CheckInReply(compact))
+    let mut buf = [0u8; 64];
+    let n = wire::encode_desired(&compact, running, &mut buf).unwrap_or(0);
+    buf.get(..n).unwrap_or(&[]).to_vec()
 }
 
 /// [`ImageSource::read_at`] over an image held as bytes: copies what `bytes` has from `offset`

@@ -452,14 +452,16 @@ fn desired_state_is_the_reply_without_its_manifest() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
-    match wire::decode(&desired).unwrap() {
-        Message::CheckInReply(wire::CheckInReply::Update {
+    let (state, applies_to) = wire::decode_desired(&desired).unwrap();
+    assert_eq!(applies_to, Some(checkin.running.digest));
+    match state {
+        wire::CheckInReply::Update {
             image,
             manifest,
             resume_from,
             next_check_in,
             ..
-        }) => {
+        } => {
             assert_eq!((image, resume_from, next_check_in), (ImageId(3), 0, 600));
             assert!(manifest.is_none());
         }
@@ -471,10 +473,15 @@ fn desired_state_is_the_reply_without_its_manifest() {
         desired.len(),
         reply.len()
     );
-    // An "up to date" reply is kept whole.
+    // An "up to date" reply is kept whole, and names the image it applies to.
     let up = wire::CheckInReply::UpToDate { next_check_in: 7 };
+    let running = wire::DigestPrefix([5; 8]);
+    let state = ota_core::host::desired_state(&up, running);
     assert_eq!(
-        ota_core::host::desired_state(&up),
-        wire::encode_vec(&Message::CheckInReply(up))
+        wire::decode_desired(&state).unwrap(),
+        (up.clone(), Some(running))
     );
+    // A plain reply (no extension) names none: a device checks in rather than trust it.
+    let plain = wire::encode_vec(&Message::CheckInReply(up.clone()));
+    assert_eq!(wire::decode_desired(&plain).unwrap(), (up, None));
 }

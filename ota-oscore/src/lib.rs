@@ -70,3 +70,8 @@ pub enum Error {
     #[error("buffer too small")]
     BufferTooSmall,
 }
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

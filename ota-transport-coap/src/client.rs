@@ -23,16 +23,12 @@ use ota_core::device::{Device, DeviceConfig, RecvError};
 use ota_core::manifest::Verifier;
 use ota_core::time::Instant;
 use ota_core::wire::{self, Chunk, ImageId, Message};
-use ota_oscore::option::piv_of;
-use ota_oscore::{RequestId, SecurityContext, SenderSequence};
 
 use crate::block::Block;
+use crate::client_security::Security;
+pub use crate::client_security::SEQUENCE_RESERVATION;
 use crate::resources::{self, code, opt};
-use crate::secure;
 use crate::udp::{self, Datagram, Item, MsgType, UdpError};
-
-/// Sequence numbers reserved (and persisted) at a time.
-pub const SEQUENCE_RESERVATION: u64 = 64;
 
 /// Most exchanges remembered for matching responses and retransmitting with the same id.
 const EXCHANGES: usize = 40;
@@ -51,12 +47,6 @@ struct Exchange {
     token: [u8; 2],
     /// The OSCORE sequence number of its latest transmission.
     seq: Option<u64>,
-}
-
-/// A device's OSCORE state: its context and sender sequence numbers.
-struct Security {
-    ctx: SecurityContext,
-    seq: SenderSequence,
 }
 
 /// Why a datagram was not used.
@@ -87,6 +77,7 @@ pub enum ClientError {
     #[error("unprotected response to a protected request")]
     Unprotected,
     /// A protected response did not open.
+    #[cfg(feature = "oscore")]
     #[error("OSCORE: {0}")]
     Oscore(#[from] ota_oscore::Error),
 }
@@ -175,11 +166,9 @@ impl<V: Verifier, const CHUNK: usize> CoapClient<V, CHUNK> {
     /// Protects every request with OSCORE under `ctx` (the device's own context, as
     /// provisioned). Before the first request, give it the persisted sequence reservation
     /// ([`Self::restore_sequence`]).
-    pub fn secure(mut self, ctx: SecurityContext) -> Self {
-        self.security = Some(Security {
-            ctx,
-            seq: SenderSequence::restore(0),
-        });
+    #[cfg(feature = "oscore")]
+    pub fn secure(mut self, ctx: ota_oscore::SecurityContext) -> Self {
+        self.security = Some(Security::new(ctx));
         self
     }
 
@@ -191,30 +180,26 @@ impl<V: Verifier, const CHUNK: usize> CoapClient<V, CHUNK> {
     /// Starts from the sequence reservation persisted last (`CounterStore::load_counter`).
     pub fn restore_sequence(&mut self, persisted: u64) {
         if let Some(s) = self.security.as_mut() {
-            s.seq = SenderSequence::restore(persisted);
+            s.restore(persisted);
         }
     }
 
     /// A reservation to persist before the next request can be sealed, if one is due: persist
     /// it (`CounterStore::store_counter`), then call [`Self::sequence_reserved`].
     pub fn sequence_reservation(&self) -> Option<u64> {
-        let s = self.security.as_ref()?;
-        if s.seq.available() > 0 {
-            return None;
-        }
-        s.seq.reserve(SEQUENCE_RESERVATION).ok()
+        self.security.as_ref()?.reservation()
     }
 
     /// Records that `value` from [`Self::sequence_reservation`] is persisted.
     pub fn sequence_reserved(&mut self, value: u64) {
         if let Some(s) = self.security.as_mut() {
-            s.seq.reserved(value);
+            s.reserved(value);
         }
     }
 
     /// The exact next sequence number, to persist before sleep so the numbers stay short.
     pub fn settle_sequence(&mut self) -> Option<u64> {
-        self.security.as_mut().map(|s| s.seq.settle())
+        self.security.as_mut().map(Security::settle)
     }
 
     /// The state machine.
@@ -246,11 +231,7 @@ impl<V: Verifier, const CHUNK: usize> CoapClient<V, CHUNK> {
             self.dev.add_link_bytes(n as i64, 0);
             return Some(n);
         }
-        if self
-            .security
-            .as_ref()
-            .is_some_and(|s| s.seq.available() == 0)
-        {
+        if self.security.as_ref().is_some_and(|s| s.available() == 0) {
             // Nothing is sealed before its sequence number is reserved in flash.
             return None;
         }
@@ -302,19 +283,11 @@ impl<V: Verifier, const CHUNK: usize> CoapClient<V, CHUNK> {
             let built = match self.security.as_mut() {
                 None => udp::build(buf, MsgType::Con, ex.mid, &ex.token, |m| request.write(m)),
                 Some(sec) => {
-                    let seq = sec.seq.take()?;
-                    let mut inner = [0u8; secure::MAX_INNER_REQUEST];
-                    let len = secure::build_inner(&mut inner, |m| request.write(m)).ok()?;
-                    let (id, sealed) = sec.ctx.seal_request(seq, &mut inner, len).ok()?;
+                    let (seq, built) = sec.seal(buf, (ex.mid, &ex.token), |m| request.write(m))?;
                     if let Some(e) = self.exchanges.iter_mut().find(|e| e.key == key) {
                         e.seq = Some(seq);
                     }
-                    let (value, vlen) = secure::option_bytes(&id.option());
-                    udp::build(buf, MsgType::Con, ex.mid, &ex.token, |m| {
-                        m.set_code(code::POST);
-                        m.add_option(opt::OSCORE, value.get(..vlen).unwrap_or(&[]))?;
-                        m.set_payload(inner.get(..sealed).unwrap_or(&[]))
-                    })
+                    built
                 }
             };
             let n_coap = built.ok()?;
@@ -369,31 +342,17 @@ impl<V: Verifier, const CHUNK: usize> CoapClient<V, CHUNK> {
         let token_at = 4..4 + d.token.len();
         // Where the message to act on is: the datagram itself, or its decrypted inner message.
         let (code, body) = match (ex.seq, self.security.as_ref()) {
-            (Some(seq), Some(sec)) => {
-                let Some(p) =
-                    secure::outer(&d, datagram.len()).map_err(|_| ClientError::Options)?
-                else {
+            (Some(seq), Some(sec)) => match crate::client_security::outer(&d, datagram.len())? {
+                Some(p) => sec.open(seq, p, datagram)?,
+                None => {
                     if outer_code >> 5 != 2 {
                         // OSCORE errors come back unprotected (no context, replay).
                         self.exchanges.swap_remove(pos);
                         return Err(ClientError::Response(outer_code));
                     }
                     return Err(ClientError::Unprotected);
-                };
-                let request = RequestId {
-                    kid: Vec::from_slice(sec.ctx.sender_id())
-                        .map_err(|_| ClientError::Unprotected)?,
-                    piv: piv_of(seq),
-                };
-                let region = datagram
-                    .get_mut(p.payload_at..)
-                    .ok_or(ClientError::Options)?;
-                let n = sec
-                    .ctx
-                    .open_response(&request, &p.option, region, p.payload_len)?;
-                let inner_code = *region.first().ok_or(ClientError::Options)?;
-                (inner_code, p.payload_at + 1..p.payload_at + n)
-            }
+                }
+            },
             _ => (outer_code, token_at.end..datagram.len()),
         };
         let d = Datagram {

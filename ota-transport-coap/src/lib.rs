@@ -18,7 +18,9 @@
 
 pub mod block;
 pub mod client;
+mod client_security;
 pub mod resources;
+#[cfg(feature = "oscore")]
 pub mod secure;
 pub mod socket;
 pub mod udp;

@@ -135,6 +135,9 @@ pub struct ServerStats {
 
 struct Cached {
     token: heapless::Vec<u8, 8>,
+    /// CRC-32 of the request: only a byte-identical retransmission gets the cached response
+    /// (two devices behind one address reusing a message id and token get their own).
+    request: u32,
     at: u64,
     response: Vec<u8>,
 }
@@ -343,7 +346,9 @@ impl<D: DesiredState, I: ImageSource> Responder<D, I> {
         }
         let key = (peer, d.mid);
         if let Some(c) = self.cache.get(&key) {
-            if c.token == d.token && now_ms.saturating_sub(c.at) < self.config.exchange_lifetime_ms
+            if c.token == d.token
+                && c.request == ota_core::crc32::checksum(datagram)
+                && now_ms.saturating_sub(c.at) < self.config.exchange_lifetime_ms
             {
                 let dst = out.get_mut(..c.response.len())?;
                 dst.copy_from_slice(&c.response);
@@ -403,7 +408,8 @@ impl<D: DesiredState, I: ImageSource> Responder<D, I> {
         };
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         if remember {
-            self.remember(key, d.token, now_ms, out.get(..n)?);
+            let request = ota_core::crc32::checksum(datagram);
+            self.remember(key, d.token, request, now_ms, out.get(..n)?);
         }
         Some(n)
     }
@@ -530,7 +536,14 @@ impl<D: DesiredState, I: ImageSource> Responder<D, I> {
         }
     }
 
-    fn remember(&mut self, key: (SocketAddr, u16), token: &[u8], now_ms: u64, response: &[u8]) {
+    fn remember(
+        &mut self,
+        key: (SocketAddr, u16),
+        token: &[u8],
+        request: u32,
+        now_ms: u64,
+        response: &[u8],
+    ) {
         while let Some(old) = self.order.front().copied() {
             let expired = self
                 .cache
@@ -552,6 +565,7 @@ impl<D: DesiredState, I: ImageSource> Responder<D, I> {
                 key,
                 Cached {
                     token,
+                    request,
                     at: now_ms,
                     response: response.to_vec(),
                 },

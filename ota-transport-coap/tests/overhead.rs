@@ -100,3 +100,79 @@ fn nothing_for_you_over_coap() {
     // The ota-core messages (35 + 9) plus CoAP framing.
     assert!(n <= 35 + 15 && m <= 9 + 8, "{n} + {m}");
 }
+
+/// One device's credentials, for a responder that requires OSCORE.
+struct OneDevice(u64);
+
+impl ota_transport_coap::server::DeviceKeys for OneDevice {
+    fn lookup(&self, kid: &[u8]) -> Option<ota_transport_coap::server::DeviceKey> {
+        (kid == [0x01, 0x2c]).then(|| ota_transport_coap::server::DeviceKey {
+            device: "coap-dev".into(),
+            secret: vec![3; 16],
+            salt: vec![4; 8],
+            device_sender_id: vec![0x01, 0x2c],
+            server_sender_id: vec![],
+            floor: None,
+        })
+    }
+    fn advance(&self, _device: &str, seq: u64) -> bool {
+        seq >= self.0
+    }
+}
+
+/// What OSCORE adds: a block request and response of a device with a 2-byte kid (the 300th
+/// provisioned) and a 2-byte sequence number, against the same exchange in plain CoAP.
+#[test]
+fn oscore_block_exchange_overhead() {
+    use ota_oscore::SecurityContext;
+    use std::sync::Arc;
+    let img = image(64 * 1024, 2);
+    let keys: Arc<dyn ota_transport_coap::server::DeviceKeys> = Arc::new(OneDevice(0));
+    let peer = "127.0.0.1:5683".parse().unwrap();
+    let mut sizes = Vec::new();
+    for secure in [false, true] {
+        let security = if secure {
+            ota_transport_coap::server::Security::Oscore(keys.clone())
+        } else {
+            Security::PlainForLab(None)
+        };
+        let mut responder = Responder::new(handler(&img, 1024), ServerConfig::default(), security);
+        let mut client: CoapClient<_> =
+            CoapClient::new(device_config(128 * 1024, 1), verifier(), 1);
+        if secure {
+            let ctx = SecurityContext::derive(&[3; 16], &[4; 8], &[0x01, 0x2c], &[]).unwrap();
+            client = client.secure(ctx);
+            // A device some way into its life: 2-byte partial IVs.
+            client.restore_sequence(300);
+            client.sequence_reserved(10_000);
+        }
+        client.device_mut().wake(Instant(0), WakeBudget::default());
+        let (mut req, mut resp) = ([0u8; 512], [0u8; 1400]);
+        let mut storage = MemStorage::new(128 * 1024);
+        let n = client.poll_transmit(Instant(0), &mut req).unwrap();
+        let m = responder.respond(0, peer, &req[..n], &mut resp).unwrap();
+        client.handle_datagram(Instant(1), &mut resp[..m]).unwrap();
+        // The third block request and its response.
+        let mut last = (0, 0);
+        for _ in 0..3 {
+            let n = client.poll_transmit(Instant(2), &mut req).unwrap();
+            let m = responder.respond(0, peer, &req[..n], &mut resp).unwrap();
+            last = (n, m);
+            client.handle_datagram(Instant(3), &mut resp[..m]).unwrap();
+            client.device_mut().drive_storage(&mut storage).unwrap();
+        }
+        sizes.push(last);
+    }
+    let (plain, sealed) = (sizes[0], sizes[1]);
+    println!(
+        "block request {} B plain, {} B with OSCORE (+{}); 1 KiB block response {} B plain, {} B with OSCORE (+{})",
+        plain.0,
+        sealed.0,
+        sealed.0 - plain.0,
+        plain.1,
+        sealed.1,
+        sealed.1 - plain.1
+    );
+    assert!(sealed.0 - plain.0 <= 16, "request overhead");
+    assert!(sealed.1 - plain.1 <= 11, "response overhead");
+}

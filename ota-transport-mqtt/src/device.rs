@@ -35,7 +35,7 @@ use ota_core::device::{Device, Event, SleepReason};
 use ota_core::manifest::Verifier;
 use ota_core::storage::UpdateStorage;
 use ota_core::time::Instant;
-use ota_core::wire::{self, CheckInReply, LastOutcome, Message, MessageKind, WakeBudget};
+use ota_core::wire::{self, CheckInReply, LastOutcome, MessageKind, WakeBudget};
 
 use crate::topics::{self, Kind};
 
@@ -408,10 +408,13 @@ impl Wake<'_> {
                     }
                     if to == Some((self.id, Kind::Desired)) {
                         self.outcome.received += 1;
-                        if let Ok(Message::CheckInReply(CheckInReply::UpToDate { next_check_in })) =
-                            wire::decode(p.payload())
+                        // Trusted only if worked out for the image this device runs.
+                        if let Ok((CheckInReply::UpToDate { next_check_in }, Some(running))) =
+                            wire::decode_desired(p.payload())
                         {
-                            up_to_date = Some(next_check_in);
+                            if running == dev.config().running.digest {
+                                up_to_date = Some(next_check_in);
+                            }
                         }
                         break;
                     }

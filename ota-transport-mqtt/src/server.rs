@@ -23,6 +23,8 @@ pub struct ServerStats {
     pub answered: AtomicU64,
     /// Requests dropped (malformed, or a device id that does not match the topic).
     pub dropped: AtomicU64,
+    /// Connections to the broker made (more than one: the connection was lost and redialled).
+    pub connects: AtomicU64,
 }
 
 /// Why the server stopped.
@@ -31,6 +33,9 @@ pub enum ServerError {
     /// A topic filter did not fit.
     #[error("prefix or group too long for a topic")]
     Topic,
+    /// A device id that no topic can carry (it breaks the device id rule).
+    #[error("device id {0:?} cannot be a topic level")]
+    DeviceId(String),
     /// The client's request channel closed.
     #[error("mqtt client: {0}")]
     Client(#[from] rumqttc::ClientError),
@@ -58,7 +63,10 @@ impl Server {
         let mut opts = MqttOptions::new(client_id, broker.host.clone(), broker.port);
         opts.set_keep_alive(Duration::from_secs(10));
         opts.set_clean_session(true);
-        opts.set_max_packet_size(8 * 1024, 8 * 1024);
+        // Larger than any broker limit the shipped configuration sets (4 KiB), so an oversized
+        // publish that a broker lets through is parsed and dropped here rather than ending the
+        // connection.
+        opts.set_max_packet_size(256 * 1024, 256 * 1024);
         if let (Some(u), Some(p)) = (&broker.username, &broker.password) {
             opts.set_credentials(u.clone(), p.clone());
         }
@@ -94,6 +102,7 @@ impl Server {
         loop {
             match self.events.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    stats.connects.fetch_add(1, Ordering::Relaxed);
                     for f in filters.iter() {
                         let f = f.as_ref().ok_or(ServerError::Topic)?;
                         self.client.subscribe(f.as_str(), QoS::AtLeastOnce).await?;
@@ -126,7 +135,8 @@ impl Publisher {
     /// Publishes `state` (an encoded reply, see [`ota_core::host::desired_state`]) as the
     /// retained desired state of device `id`, at QoS 1.
     pub async fn desired(&self, id: &str, state: Vec<u8>) -> Result<(), ServerError> {
-        let topic = topics::topic(&self.prefix, id, Kind::Desired).ok_or(ServerError::Topic)?;
+        let topic = topics::topic(&self.prefix, id, Kind::Desired)
+            .ok_or_else(|| ServerError::DeviceId(id.to_string()))?;
         self.client
             .publish(topic.as_str(), QoS::AtLeastOnce, true, state)
             .await?;
@@ -171,7 +181,7 @@ pub fn answer<D: DesiredState, I: ImageSource>(
             let (reply, desired) = handler.with_reply(&c, |m| {
                 let reply = wire::encode_vec(&m);
                 let desired = match &m {
-                    Message::CheckInReply(r) => desired_state(r),
+                    Message::CheckInReply(r) => desired_state(r, c.running.digest),
                     _ => reply.clone(),
                 };
                 (reply, desired)

@@ -56,8 +56,8 @@ impl Kind {
 /// A topic string, bounded (no allocation).
 pub type Topic = heapless::String<128>;
 
-/// `{prefix}/{id}/{kind}`; `None` if it does not fit or the id could break the topic structure
-/// (empty, or containing `/`, `+`, `#` or NUL).
+/// `{prefix}/{id}/{kind}`; `None` if it does not fit or the id breaks the device id rule
+/// ([`ota_core::wire::check_device_id`]: nothing that is special in a topic gets through).
 pub fn topic(prefix: &str, id: &str, kind: Kind) -> Option<Topic> {
     if !usable_id(id) {
         return None;
@@ -84,7 +84,7 @@ pub fn parse<'a>(prefix: &str, topic: &'a str) -> Option<(&'a str, Kind)> {
     Some((id, Kind::from_suffix(suffix)?))
 }
 
-/// One non-empty topic level, with no wildcard and no NUL.
+/// An id that follows the device id rule, and so is one plain topic level.
 fn usable_id(id: &str) -> bool {
-    !id.is_empty() && !id.contains(['/', '+', '#', '\0'])
+    ota_core::wire::check_device_id(id.as_bytes()).is_ok()
 }

@@ -230,7 +230,7 @@ fn two_servers_share_the_fleet_and_one_dies() {
     let broker = Mosquitto::start("shared");
     let img = image(256 * 1024, 4);
     let a = start_server(broker.broker("ota-server"), "srv-a", handler(&img));
-    let b = start_server(broker.broker("ota-server"), "srv-b", handler(&img));
+    let b = start_server(broker.broker("ota-server-2"), "srv-b", handler(&img));
     let (a_stats, b_stats) = (a.stats.clone(), b.stats.clone());
     let killer = std::thread::spawn(move || {
         // Kill A once it has answered a good share of the requests.

@@ -147,6 +147,18 @@ fn offer() -> ota_core::wire::CheckInReply<'static> {
     }
 }
 
+/// The OSCORE context provisioned into the device (`device`), or the server's side of it.
+#[cfg(feature = "oscore")]
+fn oscore_context(device: bool) -> ota_oscore::SecurityContext {
+    const SECRET: [u8; 16] = *b"m4-demo-secret!!";
+    const SALT: [u8; 8] = *b"m4-salt!";
+    let (me, peer): (&[u8], &[u8]) = if device { (&[0x2a], &[]) } else { (&[], &[0x2a]) };
+    match ota_oscore::SecurityContext::derive(&SECRET, &SALT, me, peer) {
+        Ok(c) => c,
+        Err(_) => fail("OSCORE context"),
+    }
+}
+
 /// The device's configuration for one wake.
 fn config<S: UpdateStorage>(storage: &S, running: RunningFirmware) -> DeviceConfig {
     let mut config = DeviceConfig::new(b"m4-demo", 1, 0xC0FFEE, running)
@@ -164,7 +176,10 @@ const BUDGET: WakeBudget = WakeBudget {
 
 /// Wakes over CoAP until the update is staged.
 #[cfg(not(feature = "mqtt"))]
-fn download<S: UpdateStorage>(storage: &mut S, running: RunningFirmware) {
+fn download<S>(storage: &mut S, running: RunningFirmware)
+where
+    S: UpdateStorage + ota_core::storage::CounterStore<Error = <S as UpdateStorage>::Error>,
+{
     // The peer lives in a static, so the stack measured is the device's alone.
     let Some(clock) = cortex_m::singleton!(: SimClock = SimClock(Cell::new(0))) else {
         fail("peer taken twice")
@@ -175,8 +190,11 @@ fn download<S: UpdateStorage>(storage: &mut S, running: RunningFirmware) {
     };
     let mut retransmissions = 0u32;
     for wakes in 1..=50u32 {
-        let mut client: CoapClient<_, 512> =
+        let client: CoapClient<_, 512> =
             CoapClient::new(config(storage, running), verifier(), 0x1234_5678 ^ wakes);
+        #[cfg(feature = "oscore")]
+        let client = client.secure(oscore_context(true));
+        let mut client = client;
         let mut staged = false;
         let end = match run_wake(&mut client, link, clock, storage, BUDGET, |e| {
             if let Event::Staged { .. } = e {

@@ -372,7 +372,7 @@ fn main() {
     let served = served::checkins(16, 20_000);
     rows.push((
         format!(
-            "ota-server's serving path (UDP loopback, SQLite): check-ins/s, {} clients",
+            "ota-server's serving path (UDP, SQLite, OSCORE): check-ins/s, {} clients",
             served.clients
         ),
         format!(

@@ -334,6 +334,11 @@ impl DesiredState for Fleet {
     fn on_report(&self, report: &Report<'_>) {
         let Ok(store) = self.store.lock() else { return };
         let id = String::from_utf8_lossy(report.device_id).into_owned();
+        if report.phase == Phase::Failed && report.result == ResultCode::INTEGRITY_FAILURE {
+            if let Err(e) = self.integrity_failed(&store, report.image.0, &id) {
+                eprintln!("ota-server: report from {id}: {e:#}");
+            }
+        }
         let Ok(Some(mut row)) = store.device(&id) else {
             return;
         };
@@ -356,11 +361,7 @@ impl DesiredState for Fleet {
             row.result = row.phase.clone();
             row.reason = reason_text(report.result);
         }
-        if report.phase == Phase::Failed && report.result == ResultCode::INTEGRITY_FAILURE {
-            if let Err(e) = self.integrity_failed(&store, report.image.0, &id) {
-                eprintln!("ota-server: report from {id}: {e:#}");
-            }
-        }
+
         row.last_seen = unix_now();
         if let Err(e) = store.upsert_device(&row) {
             eprintln!("ota-server: report from {id}: {e:#}");

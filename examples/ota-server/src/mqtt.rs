@@ -70,8 +70,13 @@ pub async fn republish_all(
             continue;
         };
         let state = handler.desired_state(&c);
-        publisher.desired(&id, state).await?;
-        n += 1;
+        match publisher.desired(&id, state).await {
+            Ok(()) => n += 1,
+            // One device's state that cannot be published (an id no topic can carry, stored
+            // before the id rule) is that device's problem, not the server's.
+            Err(e @ ServerError::DeviceId(_)) => eprintln!("ota-server: no desired state: {e}"),
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(n)
 }

@@ -166,6 +166,35 @@ pub fn encode_vec(msg: &Message<'_>) -> Vec<u8> {
 
 /// Decodes one message, borrowing byte strings from `bytes`.
 pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
+    decode_extended(bytes).map(|(m, _)| m)
+}
+
+/// Encodes `msg` with `extension` bytes after its body, inside the CRC (the extension rule).
+/// Not for chunks, which carry no trailer.
+pub fn encode_extended(
+    msg: &Message<'_>,
+    extension: &[u8],
+    buf: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let (head, body) = buf.split_first_mut().ok_or(EncodeError::BufferTooSmall)?;
+    *head = PROTOCOL_VERSION;
+    let mut len = 1 + postcard::to_slice(msg, body)
+        .map_err(|_| EncodeError::BufferTooSmall)?
+        .len();
+    let end = len + extension.len();
+    buf.get_mut(len..end)
+        .ok_or(EncodeError::BufferTooSmall)?
+        .copy_from_slice(extension);
+    len = end;
+    let (covered, rest) = buf.split_at_mut(len);
+    let trailer = rest.get_mut(..CRC_LEN).ok_or(EncodeError::BufferTooSmall)?;
+    trailer.copy_from_slice(&crate::crc32::checksum(covered).to_le_bytes());
+    Ok(len + CRC_LEN)
+}
+
+/// Decodes one message and the extension bytes between its body and its CRC (empty for a
+/// chunk).
+pub fn decode_extended(bytes: &[u8]) -> Result<(Message<'_>, &[u8]), DecodeError> {
     let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
     if version != PROTOCOL_VERSION {
         return Err(DecodeError::UnsupportedVersion(version));
@@ -184,10 +213,44 @@ pub fn decode(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
         }
         covered.get(1..).ok_or(DecodeError::BadCrc)?
     };
-    let (msg, _extension) =
+    let (msg, extension) =
         postcard::take_from_bytes::<Message<'_>>(body).map_err(DecodeError::Malformed)?;
     msg.check_limits()?;
-    Ok(msg)
+    let extension = if matches!(msg, Message::Chunk(_)) {
+        &[]
+    } else {
+        extension
+    };
+    Ok((msg, extension))
+}
+
+/// The retained desired state a server publishes for a device (an MQTT retained message): the
+/// reply the device would get now, in compact form, and the running image it was worked out
+/// for (the first 8 bytes of its SHA-256, as an extension). A device whose running image
+/// differs (flashed back by hand, say) must check in rather than trust it.
+pub fn encode_desired(
+    reply: &CheckInReply<'_>,
+    applies_to: DigestPrefix,
+    buf: &mut [u8],
+) -> Result<usize, EncodeError> {
+    encode_extended(&Message::CheckInReply(reply.clone()), &applies_to.0, buf)
+}
+
+/// Decodes a desired state: the reply and the running image it applies to (`None` if it names
+/// none).
+pub fn decode_desired(
+    bytes: &[u8],
+) -> Result<(CheckInReply<'_>, Option<DigestPrefix>), DecodeError> {
+    match decode_extended(bytes)? {
+        (Message::CheckInReply(r), ext) => {
+            let applies_to = ext
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(DigestPrefix);
+            Ok((r, applies_to))
+        }
+        _ => Err(DecodeError::Malformed(postcard::Error::DeserializeBadEnum)),
+    }
 }
 
 impl Message<'_> {

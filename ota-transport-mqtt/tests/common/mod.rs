@@ -34,6 +34,18 @@ use sha2::{Digest as _, Sha256};
 
 pub const PASSWORD: &str = "test-secret";
 
+/// Where Debian's mosquitto package put its dynamic security plugin.
+fn dynsec_plugin() -> String {
+    std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .flatten()
+        .map(|d| d.path().join("mosquitto_dynamic_security.so"))
+        .find(|p| p.exists())
+        .expect("mosquitto_dynamic_security.so (Debian mosquitto) must be installed")
+        .display()
+        .to_string()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -50,11 +62,14 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
-    /// Starts a broker with passwords for the server and three devices and the crate's ACL.
+    /// Starts a broker configured as the crate ships it (`broker/`): the dynamic security
+    /// plugin with every access denied but each device's own topics and the servers' shared
+    /// subscriptions (`broker/dynsec.py`), client id pinned to the user name, packets capped
+    /// at 4 KiB. Users: servers `ota-server` and `ota-server-2`, devices `dev-1` to `dev-4`.
     ///
     /// mosquitto started as root drops to its own user, which cannot read a checkout in a private
-    /// directory (mode 0700, like `/root` or `mktemp -d`): everything it reads is copied into a
-    /// directory of its own that it can read and write (persistence).
+    /// directory (mode 0700, like `/root` or `mktemp -d`): everything it reads is written into a
+    /// directory of its own that it can read and write (persistence, the plugin's own saves).
     pub fn start(name: &str) -> Self {
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("ota-mqtt-{name}-{}", std::process::id()));
@@ -62,32 +77,39 @@ impl Mosquitto {
         std::fs::create_dir_all(&dir).unwrap();
         // World-writable like /tmp itself, so the broker's own user can save its sessions.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let passwd = dir.join("passwd");
-        for (i, user) in ["ota-server", "dev-1", "dev-2", "dev-3"].iter().enumerate() {
-            let mut cmd = Command::new("mosquitto_passwd");
-            if i == 0 {
-                cmd.arg("-c");
-            }
-            let st = cmd
-                .args(["-b", passwd.to_str().unwrap(), user, PASSWORD])
-                .status()
-                .expect(
-                    "mosquitto_passwd (Debian mosquitto) must be installed: .ci/run installs it",
-                );
-            assert!(st.success());
+        let dynsec = dir.join("dynsec.json");
+        let mut cmd = Command::new("python3");
+        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/broker/dynsec.py"));
+        for user in ["ota-server", "ota-server-2"] {
+            cmd.args(["--server", &format!("{user}:{PASSWORD}")]);
         }
-        let acl = dir.join("mosquitto.acl");
-        std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/mosquitto.acl"), &acl).unwrap();
-        for f in [&passwd, &acl] {
-            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        for user in ["dev-1", "dev-2", "dev-3", "dev-4"] {
+            cmd.args(["--device", &format!("{user}:{PASSWORD}")]);
         }
+        let out = cmd.output().expect("python3 runs broker/dynsec.py");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&dynsec, out.stdout).unwrap();
+        std::fs::set_permissions(&dynsec, std::fs::Permissions::from_mode(0o666)).unwrap();
         let port = free_port();
+        let conf = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/broker/mosquitto.conf"
+        ))
+        .unwrap()
+        .replace("listener 1883", &format!("listener {port} 127.0.0.1"))
+        .replace("/etc/mosquitto/ota/dynsec.json", dynsec.to_str().unwrap())
+        .replace(
+            "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+            &dynsec_plugin(),
+        );
         std::fs::write(
             dir.join("mosquitto.conf"),
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence true\npersistence_location {}/\nmax_queued_messages 2000\nmax_inflight_messages 100\n",
-                passwd.display(),
-                acl.display(),
+                "{conf}\npersistence true\npersistence_location {}/\nmax_queued_messages 2000\nmax_inflight_messages 100\n",
                 dir.display()
             ),
         )
@@ -240,7 +262,8 @@ pub fn config(id: &str, sequence: u32, capacity: u32) -> DeviceConfig {
         2,
         RunningFirmware {
             version: Version::new(1, 0, 0),
-            digest: DigestPrefix([0; 8]),
+            // A digest of its own per release, as real images have.
+            digest: DigestPrefix([sequence as u8; 8]),
             sequence,
         },
     )
