@@ -3,7 +3,7 @@
 use embedded_storage::nor_flash::{MultiwriteNorFlash, NorFlash};
 use ota_core::manifest::StoredManifest;
 use ota_core::resume::ResumeState;
-use ota_core::storage::{CounterStore, UpdateStorage};
+use ota_core::storage::{CounterStore, Persisted, UpdateStorage};
 use ota_core::wire::LastOutcome;
 
 use crate::journal::{Journal, JournalError, Snapshot};
@@ -97,9 +97,9 @@ impl<F: MultiwriteNorFlash> FlashStorage<F> {
     /// The server has seen the outcome: forget it.
     pub fn outcome_reported(&mut self) -> Result<(), StorageError<F::Error>> {
         match self.snap.state {
-            UpdateState::Confirmed { .. } | UpdateState::Reverted { .. } => {
-                self.set_state(UpdateState::Idle)
-            }
+            UpdateState::Confirmed { .. }
+            | UpdateState::Reverted { .. }
+            | UpdateState::Failed { .. } => self.set_state(UpdateState::Idle),
             _ => Ok(()),
         }
     }
@@ -192,8 +192,12 @@ impl<F: MultiwriteNorFlash> UpdateStorage for FlashStorage<F> {
         self.layout.staging_capacity(F::ERASE_SIZE)
     }
 
-    fn load(&mut self) -> Result<Option<(ResumeState, StoredManifest)>, Self::Error> {
-        Ok(self.snap.resume())
+    fn load(&mut self) -> Result<Persisted, Self::Error> {
+        Ok(Persisted {
+            capacity: self.capacity(),
+            download: self.snap.resume(),
+            outcome: self.last_outcome(),
+        })
     }
 
     fn begin(&mut self, manifest: &StoredManifest, state: &ResumeState) -> Result<(), Self::Error> {
@@ -243,6 +247,19 @@ impl<F: MultiwriteNorFlash> UpdateStorage for FlashStorage<F> {
     fn abandon(&mut self) -> Result<(), Self::Error> {
         self.erased_until = 0;
         self.set_state(UpdateState::Idle)
+    }
+
+    fn set_outcome(&mut self, outcome: LastOutcome) -> Result<(), Self::Error> {
+        match outcome {
+            LastOutcome::None => self.outcome_reported(),
+            // A download given up: reported at the next check-in even after a reset. Never over
+            // an update in progress or an install's own outcome not yet reported.
+            LastOutcome::Failed { sequence, reason } if self.snap.state == UpdateState::Idle => {
+                self.set_state(UpdateState::Failed { sequence, reason })
+            }
+            // Confirm and roll back are the installer's to record.
+            _ => Ok(()),
+        }
     }
 }
 
