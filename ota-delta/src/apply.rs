@@ -328,6 +328,16 @@ where
                     if Params::from_bytes(st.params).is_none() {
                         return Err(self.bad(Malformed::Params));
                     }
+                    // Checked again as a whole, in case a restored state lied about a field.
+                    if st.old_size != self.source.len {
+                        return Err(ApplyError::WrongSource(SourceMismatch::Size {
+                            patch: st.old_size,
+                            image: self.source.len,
+                        }));
+                    }
+                    if st.new_size > MAX_IMAGE.min(self.capacity) {
+                        return Err(self.bad(Malformed::Inconsistent));
+                    }
                     st.phase = Phase::Kind;
                     st.step = 0;
                     return Ok(());
@@ -401,7 +411,7 @@ where
                         return Err(self.bad(Malformed::NewOverrun));
                     }
                     let old_start = i64::from(self.st.written) + i64::from(self.st.diag);
-                    if old_start < 0 || old_start + len as i64 > i64::from(self.st.old_size) {
+                    if old_start < 0 || old_start + len as i64 > i64::from(self.source.len) {
                         return Err(self.bad(Malformed::OldRange));
                     }
                     self.st.b = end as u32;
@@ -535,7 +545,8 @@ where
 
     /// Checks that `n` more bytes fit in NEW.
     fn fits(&self, n: u32) -> Result<(), ApplyError<E>> {
-        if u64::from(self.st.written) + u64::from(n) > u64::from(self.st.new_size) {
+        let end = u64::from(self.st.written) + u64::from(n);
+        if end > u64::from(self.st.new_size) || end > u64::from(self.capacity) {
             return Err(self.bad(Malformed::Inconsistent));
         }
         Ok(())
@@ -559,7 +570,7 @@ where
         while n > 0 {
             let m = self.room()?.min(n as usize);
             let at = i64::from(self.st.written) + i64::from(self.st.diag);
-            if at < 0 || at + m as i64 > i64::from(self.st.old_size) {
+            if at < 0 || at + m as i64 > i64::from(self.source.len) {
                 return Err(self.bad(Malformed::OldRange));
             }
             let Some(dst) = self.buf.get_mut(self.out..self.out + m) else {
