@@ -100,6 +100,7 @@ impl Bits {
 }
 
 /// The number of bits `EG(k)` spends on `v`.
+#[cfg(feature = "std")]
 pub fn eg_len(v: u32, k: u8) -> u32 {
     let w = u64::from(v) + (1u64 << k);
     let bits = 64 - w.leading_zeros();
