@@ -57,10 +57,17 @@ impl Worktree {
         let path = PathBuf::from(WORKTREE);
         // Left over from an interrupted run.
         if path.exists() {
-            let _ = run(Command::new("git").arg("-C").arg(repo).args(["worktree", "remove", "--force"]).arg(&path));
+            let _ = run(Command::new("git")
+                .arg("-C")
+                .arg(repo)
+                .args(["worktree", "remove", "--force"])
+                .arg(&path));
             let _ = std::fs::remove_dir_all(&path);
         }
-        let _ = run(Command::new("git").arg("-C").arg(repo).args(["worktree", "prune"]));
+        let _ = run(Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["worktree", "prune"]));
         run(Command::new("git")
             .arg("-C")
             .arg(repo)
@@ -100,12 +107,21 @@ struct Builder {
 }
 
 impl Builder {
-    fn image(&mut self, commit: &str, name: &str, features: &[&str], edit: bool) -> Result<Vec<u8>> {
-        let full = run(Command::new("git")
-            .arg("-C")
-            .arg(&self.repo)
-            .args(["rev-parse", "--verify", &format!("{commit}^{{commit}}")]))?;
-        let cached = self.cache.join(format!("{}-{name}.bin", &full[..12.min(full.len())]));
+    fn image(
+        &mut self,
+        commit: &str,
+        name: &str,
+        features: &[&str],
+        edit: bool,
+    ) -> Result<Vec<u8>> {
+        let full = run(Command::new("git").arg("-C").arg(&self.repo).args([
+            "rev-parse",
+            "--verify",
+            &format!("{commit}^{{commit}}"),
+        ]))?;
+        let cached = self
+            .cache
+            .join(format!("{}-{name}.bin", &full[..12.min(full.len())]));
         if let Ok(bytes) = std::fs::read(&cached) {
             return Ok(bytes);
         }
@@ -119,12 +135,19 @@ impl Builder {
             let main = dir.join("src/main.rs");
             let src = std::fs::read_to_string(&main)?;
             if !src.contains(STRING_FROM) {
-                return Err(format!("{commit}: the string to change is not in {}", main.display()).into());
+                return Err(format!(
+                    "{commit}: the string to change is not in {}",
+                    main.display()
+                )
+                .into());
             }
             std::fs::write(&main, src.replace(STRING_FROM, STRING_TO))?;
         }
         let target = self.cache.join("firmware-target");
-        eprintln!("building the firmware at {} ({name})...", &full[..12.min(full.len())]);
+        eprintln!(
+            "building the firmware at {} ({name})...",
+            &full[..12.min(full.len())]
+        );
         let mut cmd = Command::new("cargo");
         cmd.current_dir(&dir)
             .env("CARGO_TARGET_DIR", &target)
@@ -157,7 +180,11 @@ fn noise(len: usize) -> Vec<u8> {
 
 /// detools' patch size with `compression`, or `None` without detools.
 fn detools(dir: &Path, old: &[u8], new: &[u8], compression: &str) -> Result<Option<usize>> {
-    let (o, n, p) = (dir.join("old.bin"), dir.join("new.bin"), dir.join("patch.bin"));
+    let (o, n, p) = (
+        dir.join("old.bin"),
+        dir.join("new.bin"),
+        dir.join("patch.bin"),
+    );
     std::fs::write(&o, old)?;
     std::fs::write(&n, new)?;
     let status = Command::new("detools")
@@ -168,7 +195,11 @@ fn detools(dir: &Path, old: &[u8], new: &[u8], compression: &str) -> Result<Opti
         .output();
     match status {
         Ok(out) if out.status.success() => Ok(Some(std::fs::metadata(&p)?.len() as usize)),
-        Ok(out) => Err(format!("detools failed: {}", String::from_utf8_lossy(&out.stderr).trim()).into()),
+        Ok(out) => Err(format!(
+            "detools failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+        .into()),
         Err(_) => Ok(None),
     }
 }
@@ -196,7 +227,8 @@ fn apply_chunked(old: &[u8], patch: &[u8], new_len: usize) -> Result<Vec<u8>> {
         a.feed(chunk, &mut old_img, &mut out)?;
         saved = a.state().to_bytes();
     }
-    Applier::resume(State::from_bytes(&saved)?, source, u32::MAX)?.finish::<ota_delta::OutOfBounds>()?;
+    Applier::resume(State::from_bytes(&saved)?, source, u32::MAX)?
+        .finish::<ota_delta::OutOfBounds>()?;
     Ok(out)
 }
 
@@ -216,7 +248,8 @@ fn main() -> Result<()> {
         .parent()
         .ok_or("no repository root")?
         .to_path_buf();
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo.join("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo.join("target"), PathBuf::from);
     let cache = target.join("delta-bench");
     std::fs::create_dir_all(&cache)?;
     let old_commit = std::env::var("DELTA_BENCH_OLD").unwrap_or_else(|_| OLD_COMMIT.into());
@@ -241,7 +274,11 @@ fn main() -> Result<()> {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     let pairs: [(String, &[u8], &[u8]); 6] = [
-        (format!("(a) {old_commit} -> {new_commit}"), &old_fw, &new_fw),
+        (
+            format!("(a) {old_commit} -> {new_commit}"),
+            &old_fw,
+            &new_fw,
+        ),
         ("(b) one string changed".into(), &new_fw, &string_fw),
         ("(c) + feature oscore".into(), &new_fw, &oscore_fw),
         ("(c) - feature ed25519".into(), &new_fw, &no_ed_fw),
@@ -254,11 +291,23 @@ fn main() -> Result<()> {
     );
     println!(
         "detools: {}; ota-delta patches are checked by applying them.\n",
-        detools_version.as_deref().unwrap_or("not found (pip install detools==0.53)")
+        detools_version
+            .as_deref()
+            .unwrap_or("not found (pip install detools==0.53)")
     );
     println!(
-        "{:<26} {:>7} {:>8} {:>7} {:>9} {:>6} {:>7} {:>6} {:>8} {:>9} {:>9}",
-        "pair", "NEW B", "ota-delta", "of NEW", "heatshrink", "ratio", "lzma", "ratio", "diff", "apply", "1KiB+state"
+        "{:<26} {:>7} {:>9} {:>7} {:>10} {:>6} {:>7} {:>6} {:>8} {:>9} {:>10}",
+        "pair",
+        "NEW B",
+        "ota-delta",
+        "of NEW",
+        "heatshrink",
+        "ratio",
+        "lzma",
+        "ratio",
+        "diff",
+        "apply",
+        "1KiB+state"
     );
     for (name, old, new) in pairs {
         let t = Instant::now();
@@ -278,7 +327,7 @@ fn main() -> Result<()> {
         let hs = detools(&cache, old, new, "heatshrink")?;
         let lzma = detools(&cache, old, new, "lzma")?;
         println!(
-            "{:<26} {:>7} {:>8} {:>6.2}% {:>9} {:>6} {:>7} {:>6} {:>8.1?} {:>9.1?} {:>9.1?}",
+            "{:<26} {:>7} {:>9} {:>6.2}% {:>10} {:>6} {:>7} {:>6} {:>8.1?} {:>9.1?} {:>10.1?}",
             name,
             new.len(),
             patch.len(),

@@ -161,6 +161,7 @@ impl BitWriter {
 }
 
 #[cfg(all(test, feature = "std"))]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -22,6 +22,7 @@ pub fn checksum(data: &[u8]) -> u32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     #[test]
     fn matches_the_crc_crate() {

@@ -33,11 +33,8 @@ fn run(
 /// No fault of the applier's making: reads inside OLD, writes inside the slot, reads of NEW only
 /// of what it wrote, and never past the size the header declares.
 fn assert_contained(r: &Result<u32, ApplyError<Fault>>, flash: &Flash, patch: &[u8]) {
-    match r {
-        Err(ApplyError::ReadOld(f) | ApplyError::ReadNew(f) | ApplyError::Write(f)) => {
-            panic!("storage fault {f:?}: the applier left its bounds")
-        }
-        _ => {}
+    if let Err(ApplyError::ReadOld(f) | ApplyError::ReadNew(f) | ApplyError::Write(f)) = r {
+        panic!("storage fault {f:?}: the applier left its bounds")
     }
     if let Ok(h) = Header::parse(patch) {
         let declared = h.new_size as usize;

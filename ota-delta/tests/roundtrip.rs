@@ -135,6 +135,6 @@ fn ram_and_state_figures() {
          (state + {} B work buffer + source digest and capacity)",
         ota_delta::BUF_LEN
     );
-    assert!(STATE_LEN <= 64);
+    const { assert!(STATE_LEN <= 64) };
     assert!(applier <= 4096);
 }

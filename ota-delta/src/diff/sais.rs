@@ -182,6 +182,7 @@ fn lms_equal(s: &[u32], stype: &[bool], a: usize, b: usize) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
