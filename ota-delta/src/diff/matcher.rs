@@ -54,12 +54,18 @@ impl<'a> Matcher<'a> {
     }
 
     /// The longest match of NEW at `i` in OLD (ties: the one closest to `near`, an OLD
-    /// position), and the longest in NEW before `i` (ties: the nearest).
-    pub fn find(&self, i: usize, near: i64) -> (Option<OldMatch>, Option<NewMatch>) {
+    /// position), the match in OLD closest to `near`, and the longest in NEW before `i`
+    /// (ties: the nearest).
+    pub fn find(
+        &self,
+        i: usize,
+        near: i64,
+    ) -> (Option<OldMatch>, Option<OldMatch>, Option<NewMatch>) {
         let p = self.old_len + i;
         let r = self.rank[p] as usize;
         let mut best_old: Option<OldMatch> = None;
         let mut best_new: Option<NewMatch> = None;
+        let mut nearest: Option<OldMatch> = None;
         let mut consider = |q: usize, l: u32| {
             if q < self.old_len {
                 let len = l.min((self.old_len - q) as u32);
@@ -76,6 +82,13 @@ impl<'a> Matcher<'a> {
                 };
                 if better {
                     best_old = Some(OldMatch { pos: q as u32, len });
+                }
+                let closer = match nearest {
+                    None => true,
+                    Some(b) => (q as i64 - near).abs() < (i64::from(b.pos) - near).abs(),
+                };
+                if closer {
+                    nearest = Some(OldMatch { pos: q as u32, len });
                 }
             } else if q < p {
                 let dist = (p - q) as u32;
@@ -106,7 +119,7 @@ impl<'a> Matcher<'a> {
             }
             consider(self.sa[r2] as usize, l);
         }
-        (best_old, best_new)
+        (best_old, nearest, best_new)
     }
 
     /// OLD, as indexed.

@@ -30,7 +30,7 @@ pub enum Op {
 /// Weights of the X-drop extension of a copy: a matching byte scores `HIT`, a differing one
 /// costs `MISS`, and the extension stops once the score falls `DROP` below its best.
 const HIT: i64 = 2;
-const MISS: i64 = 11;
+const MISS: i64 = 5;
 const DROP: i64 = 48;
 /// The longest a single candidate is extended (keeps the parse linear on degenerate input).
 const MAX_EXTEND: usize = 1 << 20;
@@ -137,14 +137,16 @@ impl Parser<'_, '_> {
 
     /// The best operation at `i`, if any beats literals.
     fn best(&self, ctx: Ctx, i: usize) -> Option<Candidate> {
-        let (old_match, new_match) = self.m.find(i, i as i64 + ctx.diag);
-        let mut cands: Vec<Candidate> = Vec::with_capacity(3);
+        let (old_match, nearest, new_match) = self.m.find(i, i as i64 + ctx.diag);
+        let mut cands: Vec<Candidate> = Vec::with_capacity(4);
         if let Some(c) = self.copy(ctx, i, ctx.diag) {
             cands.push(c);
         }
-        if let Some(om) = old_match {
+        let mut tried = ctx.diag;
+        for om in [old_match, nearest].into_iter().flatten() {
             let diag = i64::from(om.pos) - i as i64;
-            if diag != ctx.diag {
+            if diag != ctx.diag && diag != tried {
+                tried = diag;
                 if let Some(c) = self.copy(ctx, i, diag) {
                     cands.push(c);
                 }
@@ -187,7 +189,8 @@ pub fn parse(m: &Matcher<'_>, new: &[u8], p: &Params) -> Vec<Op> {
     let mut lit_start: Option<usize> = None;
     let mut i = 0;
     // An operation must beat literals by this many bits (it splits a literal run otherwise).
-    const MIN_GAIN: i64 = 6;
+    // These weights were tuned on the firmware pairs of the bench_detools example.
+    const MIN_GAIN: i64 = 3;
     while i < new.len() {
         let here = parser.best(ctx, i).filter(|c| c.gain() > MIN_GAIN);
         let Some(c) = here else {
@@ -203,7 +206,7 @@ pub fn parse(m: &Matcher<'_>, new: &[u8], p: &Params) -> Vec<Op> {
                 ..ctx
             };
             if let Some(next) = parser.best(lit_ctx, i + 1) {
-                if next.gain() > c.gain() + 8 {
+                if next.gain() > c.gain() {
                     lit_start.get_or_insert(i);
                     ctx.after_literal = true;
                     i += 1;
