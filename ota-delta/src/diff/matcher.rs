@@ -23,17 +23,15 @@ pub struct NewMatch {
 }
 
 /// The index: OLD ++ NEW, its suffix array, ranks and LCPs.
-pub struct Matcher<'a> {
-    text: Vec<u8>,
+pub struct Matcher {
     old_len: usize,
     sa: Vec<u32>,
     rank: Vec<u32>,
     lcp: Vec<u32>,
-    _new: &'a [u8],
 }
 
-impl<'a> Matcher<'a> {
-    pub fn new(old: &[u8], new: &'a [u8]) -> Matcher<'a> {
+impl Matcher {
+    pub fn new(old: &[u8], new: &[u8]) -> Matcher {
         let mut text = Vec::with_capacity(old.len() + new.len());
         text.extend_from_slice(old);
         text.extend_from_slice(new);
@@ -44,12 +42,10 @@ impl<'a> Matcher<'a> {
         }
         let lcp = lcp_array(&text, &sa, &rank);
         Matcher {
-            text,
             old_len: old.len(),
             sa,
             rank,
             lcp,
-            _new: new,
         }
     }
 
@@ -120,10 +116,5 @@ impl<'a> Matcher<'a> {
             consider(self.sa[r2] as usize, l);
         }
         (best_old, nearest, best_new)
-    }
-
-    /// OLD, as indexed.
-    pub fn old(&self) -> &[u8] {
-        &self.text[..self.old_len]
     }
 }

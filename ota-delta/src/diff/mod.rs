@@ -4,7 +4,7 @@
 //! |---|---|
 //! | suffix array and LCPs of OLD ++ NEW (SA-IS) | `sais` |
 //! | longest matches of a NEW position in OLD and in NEW before it | `matcher` |
-//! | the operations, priced in bits | `parse` |
+//! | the operations, priced in bits: greedy with lookahead, and cheapest path | `parse`, `optimal` |
 //! | the code parameters and the bits | `encode` |
 // The generator runs on the host over images the server owns, and indexes arrays it sized
 // itself; the applier, which reads untrusted bytes, is where indexing is denied.
@@ -12,6 +12,7 @@
 
 mod encode;
 mod matcher;
+mod optimal;
 mod parse;
 mod sais;
 
@@ -66,16 +67,25 @@ pub fn diff(old: &[u8], new: &[u8]) -> Result<Vec<u8>, DiffError> {
     };
     let mut best: Option<(Params, Vec<u8>)> = None;
     for _ in 0..3 {
-        let ops = parse::parse(&m, new, &params);
-        let p = encode::choose_params(&ops);
-        let body = encode::encode(&ops, new, &p);
-        if best.as_ref().is_none_or(|(_, b)| body.len() < b.len()) {
-            best = Some((p, body));
+        let parser = parse::Parser {
+            m: &m,
+            old,
+            new,
+            p: params,
+        };
+        let mut next = params;
+        for ops in [parse::parse(&parser), optimal::parse_optimal(&parser)] {
+            let p = encode::choose_params(&ops);
+            let body = encode::encode(&ops, new, &p);
+            if best.as_ref().is_none_or(|(_, b)| body.len() < b.len()) {
+                best = Some((p, body));
+                next = p;
+            }
         }
-        if p == params {
+        if next == params {
             break;
         }
-        params = p;
+        params = next;
     }
     let (params, body) = best.unwrap_or((params, Vec::new()));
     let header = Header {

@@ -35,11 +35,11 @@ const DROP: i64 = 48;
 /// The longest a single candidate is extended (keeps the parse linear on degenerate input).
 const MAX_EXTEND: usize = 1 << 20;
 
-struct Candidate {
-    op: Op,
-    covered: u32,
-    bits: u32,
-    last_delta: u8,
+pub(super) struct Candidate {
+    pub op: Op,
+    pub covered: u32,
+    pub bits: u32,
+    pub last_delta: u8,
 }
 
 impl Candidate {
@@ -50,21 +50,21 @@ impl Candidate {
 
 /// The parser's view of the decoder's state.
 #[derive(Clone, Copy)]
-struct Ctx {
-    diag: i64,
-    last_delta: u8,
-    after_literal: bool,
+pub(super) struct Ctx {
+    pub diag: i64,
+    pub last_delta: u8,
+    pub after_literal: bool,
 }
 
-struct Parser<'m, 'a> {
-    m: &'m Matcher<'a>,
-    old: &'m [u8],
-    new: &'m [u8],
-    p: Params,
+pub(super) struct Parser<'m> {
+    pub m: &'m Matcher,
+    pub old: &'m [u8],
+    pub new: &'m [u8],
+    pub p: Params,
 }
 
-impl Parser<'_, '_> {
-    fn kind_bits(&self, ctx: Ctx, kind: Kind) -> u32 {
+impl Parser<'_> {
+    pub(super) fn kind_bits(&self, ctx: Ctx, kind: Kind) -> u32 {
         if ctx.after_literal || kind == self.p.first {
             1
         } else {
@@ -73,7 +73,7 @@ impl Parser<'_, '_> {
     }
 
     /// How far a copy on diagonal `diag` from `i` reaches, and the bytes it corrects.
-    fn extend(&self, i: usize, diag: i64) -> (u32, Vec<u32>) {
+    pub(super) fn extend(&self, i: usize, diag: i64) -> (u32, Vec<u32>) {
         let mut score = 0i64;
         let mut best = (0i64, i, 0usize);
         let mut misses = Vec::new();
@@ -103,6 +103,18 @@ impl Parser<'_, '_> {
 
     fn copy(&self, ctx: Ctx, i: usize, diag: i64) -> Option<Candidate> {
         let (len, misses) = self.extend(i, diag);
+        self.price_copy(ctx, i, diag, len, &misses)
+    }
+
+    /// A copy of `len` bytes on `diag` from `i`, correcting the bytes at `misses`, priced.
+    pub(super) fn price_copy(
+        &self,
+        ctx: Ctx,
+        i: usize,
+        diag: i64,
+        len: u32,
+        misses: &[u32],
+    ) -> Option<Candidate> {
         if len == 0 {
             return None;
         }
@@ -115,7 +127,7 @@ impl Parser<'_, '_> {
         let mut last = ctx.last_delta;
         let mut next = i as u32;
         let mut corrections = Vec::with_capacity(misses.len());
-        for &at in &misses {
+        for &at in misses {
             let o = (i64::from(at) + diag) as usize;
             let delta = self.new[at as usize].wrapping_sub(self.old[o]);
             bits += eg_len(at - next, self.p.k_gap) + if delta == last { 1 } else { 9 };
@@ -137,6 +149,12 @@ impl Parser<'_, '_> {
 
     /// The best operation at `i`, if any beats literals.
     fn best(&self, ctx: Ctx, i: usize) -> Option<Candidate> {
+        self.candidates(ctx, i).into_iter().max_by_key(|c| c.gain())
+    }
+
+    /// The operations worth weighing at `i`: copies on the current diagonal, on the longest
+    /// match's and on the nearest match's, and the longest match in NEW.
+    pub(super) fn candidates(&self, ctx: Ctx, i: usize) -> Vec<Candidate> {
         let (old_match, nearest, new_match) = self.m.find(i, i as i64 + ctx.diag);
         let mut cands: Vec<Candidate> = Vec::with_capacity(4);
         if let Some(c) = self.copy(ctx, i, ctx.diag) {
@@ -168,18 +186,13 @@ impl Parser<'_, '_> {
                 });
             }
         }
-        cands.into_iter().max_by_key(|c| c.gain())
+        cands
     }
 }
 
-/// The operations that rebuild `new`, priced with the codes of `p`.
-pub fn parse(m: &Matcher<'_>, new: &[u8], p: &Params) -> Vec<Op> {
-    let parser = Parser {
-        m,
-        old: m.old(),
-        new,
-        p: *p,
-    };
+/// The operations that rebuild NEW, chosen greedily with one step of lookahead.
+pub fn parse(parser: &Parser<'_>) -> Vec<Op> {
+    let new = parser.new;
     let mut ops = Vec::new();
     let mut ctx = Ctx {
         diag: 0,
