@@ -12,7 +12,9 @@ use ota_delta::{source_of, Applier, NewImage, OldImage, State};
 const CAPACITY: usize = 4096;
 
 fn old_image() -> Vec<u8> {
-    (0..1500u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8).collect()
+    (0..1500u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
+        .collect()
 }
 
 struct Old<'a> {
@@ -113,5 +115,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(slot.written <= d, "wrote past the declared size");
     }
     // Bounded work: every OLD byte read and every NEW byte read back becomes a NEW byte.
-    assert!(old_img.io <= CAPACITY && slot.io <= 3 * CAPACITY, "too much I/O");
+    assert!(
+        old_img.io <= CAPACITY && slot.io <= 3 * CAPACITY,
+        "too much I/O"
+    );
 });

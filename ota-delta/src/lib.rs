@@ -2,7 +2,7 @@
 //!
 //! | module | what it holds | needs |
 //! |---|---|---|
-//! | [`format`] | the patch format: header table, operations, codes | — |
+//! | [`format`](mod@format) | the patch format: header table, operations, codes | — |
 //! | [`apply`] | [`Applier`]: rebuilds NEW from OLD and the patch, chunk by chunk | `no_std`, no alloc |
 //! | [`state`] | [`State`]: the applier's whole state between chunks, 58 bytes persisted | `no_std` |
 //! | [`error`] | [`ApplyError`] and its reasons | `no_std` |
