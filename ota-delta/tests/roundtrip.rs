@@ -138,3 +138,98 @@ fn ram_and_state_figures() {
     const { assert!(STATE_LEN <= 64) };
     assert!(applier <= 4096);
 }
+
+/// OLD that fails one read, as a flaky bus would.
+struct Flaky<'a> {
+    data: &'a [u8],
+    reads: u32,
+    fail_at: u32,
+}
+
+impl ota_delta::OldImage for Flaky<'_> {
+    type Error = Fault;
+    fn read(&mut self, offset: u32, buf: &mut [u8]) -> Result<(), Fault> {
+        self.reads += 1;
+        if self.reads == self.fail_at {
+            return Err(Fault::PowerCut);
+        }
+        let s = offset as usize;
+        buf.copy_from_slice(self.data.get(s..s + buf.len()).ok_or(Fault::OldOutside)?);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_storage_error_leaves_the_state_as_before_the_chunk() {
+    let old: Vec<u8> = (0..30_000u32).map(|i| (i * 13 % 253) as u8).collect();
+    let mut new = old.clone();
+    new.splice(12_000..12_100, std::iter::repeat_n(0x5a, 40));
+    new[25_000] ^= 0xff;
+    let patch = diff(&old, &new).unwrap();
+    let mut errors = 0;
+    for fail_at in 1..40 {
+        let source = source_of(&old);
+        let mut applier = Applier::new(source, 1 << 16);
+        let mut flash = Flash::new(1 << 16);
+        let mut flaky = Flaky {
+            data: &old,
+            reads: 0,
+            fail_at,
+        };
+        for chunk in patch.chunks(32) {
+            let before = applier.state();
+            match applier.feed(chunk, &mut flaky, &mut flash) {
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e, ApplyError::ReadOld(Fault::PowerCut));
+                    errors += 1;
+                    assert_eq!(applier.state(), before, "an error moved the state");
+                    // Retry the same chunk.
+                    applier.feed(chunk, &mut flaky, &mut flash).unwrap();
+                }
+            }
+        }
+        assert_eq!(applier.finish::<Fault>().unwrap() as usize, new.len());
+        assert_eq!(flash.image(new.len()), &new[..]);
+        assert_eq!(flash.changed, None);
+    }
+    assert!(errors >= 20, "only {errors} reads failed");
+}
+
+#[test]
+fn progress_and_what_follows_the_end() {
+    let old = vec![3u8; 5000];
+    let mut new = old.clone();
+    new[100] = 4;
+    let patch = diff(&old, &new).unwrap();
+    let source = source_of(&old);
+    let mut applier = Applier::new(source, 8000);
+    let mut flash = Flash::new(8000);
+    let mut old_img = Old::new(&old);
+    assert_eq!(applier.new_size(), None);
+    let p = applier
+        .feed(&patch[..10], &mut old_img, &mut flash)
+        .unwrap();
+    assert_eq!(
+        (p.written, p.new_size, p.consumed, p.done),
+        (0, None, 10, false)
+    );
+    let p = applier
+        .feed(&patch[10..], &mut old_img, &mut flash)
+        .unwrap();
+    assert_eq!(p.new_size, Some(5000));
+    assert!(p.done);
+    assert_eq!(p.written, 5000);
+    assert_eq!(p.consumed as usize, patch.len());
+    // An empty chunk changes nothing; a byte more is refused.
+    assert_eq!(applier.feed(&[], &mut old_img, &mut flash).unwrap(), p);
+    let r = applier.feed(&[0], &mut old_img, &mut flash);
+    assert!(matches!(
+        r,
+        Err(ApplyError::Malformed {
+            what: ota_delta::Malformed::Trailing,
+            ..
+        })
+    ));
+    assert_eq!(applier.finish::<Fault>(), Ok(5000));
+}
