@@ -6,8 +6,10 @@
 //! | [`journal`] | append-only records in a ring of sectors, recovered after any cut |
 //! | [`record`] | the journal's record format |
 //! | [`state`] | the update state, download to confirm or revert |
-//! | [`storage`] | [`FlashStorage`]: `ota_core::UpdateStorage` over the DFU slot |
+//! | [`storage`] | [`AsyncFlashStorage`]: the state machine's storage over the DFU slot, async, multiwrite or write-once |
 //! | [`install`] | the swap, trial boot, confirm and rollback |
+//! | [`blocking`] | [`FlashStorage`]: the same over a blocking flash driver, `ota_core::UpdateStorage` |
+//! | [`flash`] | [`flash::BlockingFlash`]: a blocking driver seen as an async one |
 //! | `sim`, `file` (feature `std`) | a simulated flash with power cuts; a file-backed flash |
 //!
 //! `no_std` and allocation-free without the `std` feature.
@@ -16,6 +18,8 @@
 #![deny(clippy::indexing_slicing)]
 #![forbid(unsafe_code)]
 
+pub mod blocking;
+pub mod flash;
 pub mod install;
 pub mod journal;
 pub mod layout;
@@ -28,7 +32,8 @@ pub mod file;
 #[cfg(feature = "std")]
 pub mod sim;
 
+pub use blocking::FlashStorage;
 pub use install::BootOutcome;
 pub use layout::{Layout, LayoutError, Partition};
 pub use state::UpdateState;
-pub use storage::{FlashStorage, StorageError};
+pub use storage::{AsyncFlashStorage, StorageError};
