@@ -10,6 +10,7 @@
 //! | [`install`] | the swap, trial boot, confirm and rollback |
 //! | [`blocking`] | [`FlashStorage`]: the same over a blocking flash driver, `ota_core::UpdateStorage` |
 //! | [`flash`] | [`flash::BlockingFlash`]: a blocking driver seen as an async one |
+//! | `embassy_boot` (feature `embassy-boot`) | staging into embassy-boot's DFU partition; its bootloader swaps, trial boots and reverts |
 //! | `sim`, `file` (feature `std`) | a simulated flash with power cuts; a file-backed flash |
 //!
 //! `no_std` and allocation-free without the `std` feature.
@@ -19,6 +20,8 @@
 #![forbid(unsafe_code)]
 
 pub mod blocking;
+#[cfg(feature = "embassy-boot")]
+pub mod embassy_boot;
 pub mod flash;
 pub mod install;
 pub mod journal;
@@ -31,6 +34,11 @@ pub mod storage;
 pub mod file;
 #[cfg(feature = "std")]
 pub mod sim;
+
+/// The README's examples, compiled as doctests.
+#[cfg(all(doctest, feature = "std"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 pub use blocking::FlashStorage;
 pub use install::BootOutcome;
