@@ -27,7 +27,7 @@
 use core::cell::Cell;
 use core::future::Future;
 
-use embassy_time::{with_deadline, Duration, Instant as EmbassyInstant, Timer};
+use embassy_time::{with_deadline, Duration, Instant as EmbassyInstant};
 use minimq::{
     Buffers, ConfigBuilder, ConfigError, ConnectEvent, Connection, Error as MinimqError, Io,
     PeerError, PubError, Publication, QoS, ReasonCode, Session, SubscriptionOptions, TopicFilter,
@@ -35,7 +35,7 @@ use minimq::{
 use ota_core::device::{Device, Event, Sent, SleepReason};
 use ota_core::manifest::Verifier;
 use ota_core::runtime::{
-    self, Clock, Incoming, Link, LinkError, LinkLimits, OpenContext, Opened, Storage,
+    self, Incoming, Link, LinkError, LinkLimits, OpenContext, Opened, Storage,
 };
 use ota_core::time::Instant;
 use ota_core::wire::{self, CheckInReply, WakeBudget};
@@ -186,19 +186,8 @@ impl<T: embedded_io_async::Write> embedded_io_async::Write for Counted<'_, T> {
     }
 }
 
-/// The embassy-time clock as the wake loop's [`Clock`].
-#[derive(Debug, Default, Clone, Copy)]
-pub struct EmbassyClock;
-
-impl Clock for EmbassyClock {
-    fn now(&self) -> Instant {
-        Instant(EmbassyInstant::now().as_millis())
-    }
-
-    async fn sleep_until(&self, t: Instant) {
-        Timer::at(EmbassyInstant::from_millis(t.0)).await;
-    }
-}
+/// The embassy-time clock the wake runs on (MQTT's keep-alive runs on embassy-time too).
+pub use ota_core::runtime::EmbassyClock;
 
 fn after(ms: u32) -> EmbassyInstant {
     EmbassyInstant::now() + Duration::from_millis(u64::from(ms))

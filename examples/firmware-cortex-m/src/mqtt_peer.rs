@@ -14,7 +14,7 @@ use heapless::{Deque, Vec};
 use ota_core::wire::{self, CheckInReply, Chunk, ImageId, Message, Urgency};
 use ota_transport_mqtt::device::Connector;
 
-use crate::fixture::IMAGE;
+use firmware_cortex_m::fixture::IMAGE;
 
 /// Simulated microseconds since reset: every reading advances it by 100 µs, so a busy-polled
 /// timer always comes due.
@@ -195,7 +195,7 @@ impl Broker {
         let mut out = [0u8; 600];
         let reply = match (topic.last(), wire::decode(payload)) {
             (Some(b'c'), Ok(Message::CheckIn(_))) => {
-                wire::encode(&Message::CheckInReply(crate::offer()), &mut out).ok()
+                wire::encode(&Message::CheckInReply(firmware_cortex_m::offer()), &mut out).ok()
             }
             (Some(b'q'), Ok(Message::ChunkRequest(r))) => {
                 self.requests += 1;

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | [`Link`] / [`Session`] | a transport: open a session for the wake, send what the state machine produced, receive until a deadline, close | `ota-transport-coap` (`CoapLink`), `ota-transport-mqtt` (`MqttLink`), [`crate::sim`] |
 //! | [`Storage`] | the state machine's storage operations, async | `ota-storage` (async flash), [`Blocking`] around any [`crate::UpdateStorage`] |
-//! | [`Clock`] | now, and waiting until a deadline | embassy-time, tokio, the simulator, [`block::BusyClock`] |
+//! | [`Clock`] | now, and waiting until a deadline | `EmbassyClock` (feature `embassy-time`), tokio, the simulator, [`block::BusyClock`] |
 //! | [`run_wake`] | one wake: restore, open, check in, download within the budget, persist, close | |
 //! | [`block`] | [`block::block_on`] and adapters, for blocking code | |
 //!
@@ -28,11 +28,15 @@
 
 pub mod block;
 mod clock;
+#[cfg(feature = "embassy-time")]
+mod embassy_time;
 mod link;
 mod storage;
 mod wake;
 
 pub use clock::{with_deadline, yield_now, Clock, TimedOut};
+#[cfg(feature = "embassy-time")]
+pub use embassy_time::EmbassyClock;
 pub use link::{Incoming, Link, LinkError, LinkLimits, OpenContext, Opened, Session};
 pub use storage::{Blocking, Storage};
 pub use wake::{run_wake, WakeEnd, WakeError, WakeOptions};
