@@ -30,6 +30,7 @@ fn main() {
         digest: Digest(Sha256::digest(&image).into()),
         chunk_size: 512,
         min_running: None,
+        patch: None,
     };
     let signed = OwnedManifest::sign(&m, &key);
     let mut f = std::fs::File::create(out.join("fixture.rs")).expect("fixture.rs");

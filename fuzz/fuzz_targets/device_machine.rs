@@ -33,7 +33,7 @@ fn fixture() -> &'static (Vec<u8>, OwnedManifest, [u8; 32]) {
             image_size: image.len() as u32,
             digest: Digest(Sha256::digest(&image).into()),
             chunk_size: CHUNK,
-            min_running: None,
+            min_running: None, patch: None,
         };
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
         let signed = OwnedManifest::sign(&m, &key);

@@ -24,7 +24,7 @@ pub fn handler() -> Arc<Handler<SingleRelease, MemImages>> {
             image_size: 5000,
             digest: Digest([0; 32]),
             chunk_size: 512,
-            min_running: None,
+            min_running: None, patch: None,
         };
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
         let release = SingleRelease {

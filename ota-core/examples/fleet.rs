@@ -266,6 +266,7 @@ fn main() {
         digest: Digest(Sha256::digest(&img).into()),
         chunk_size: a.chunk,
         min_running: None,
+        patch: None,
     };
     let images = MemImages::new();
     images.insert(ImageId(1), img);

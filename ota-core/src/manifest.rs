@@ -13,17 +13,27 @@
 //! | 5 | image fits the staging slot | [`ManifestError::TooLarge`] |
 //! | 6 | chunk size within device limits | [`ManifestError::BadChunkSize`] |
 //! | 7 | running version at least the minimum | [`ManifestError::RunningTooOld`] |
+//! | 8 | a patch fits beside the image it rebuilds | [`ManifestError::TooLarge`] |
+//!
+//! A manifest of format [`MANIFEST_FORMAT_PATCH`] describes the same image delivered as a patch
+//! (`ota-delta`) against the image the device runs: its [`PatchInfo`] follows the manifest's
+//! fields in the signed body. A device that predates patches refuses it as an unsupported
+//! format before it fetches a byte, and the server falls back to the full image.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::wire::{Digest, ResultCode, Signature, Version};
 
-/// Manifest format this crate writes and accepts.
+/// Manifest format of a full image.
 pub const MANIFEST_FORMAT: u8 = 1;
 
-/// Longest manifest body accepted, in bytes (a full body is about 60).
-pub const MAX_MANIFEST_BODY: usize = 128;
+/// Manifest format of an image delivered as a patch: [`Manifest::patch`] is set.
+pub const MANIFEST_FORMAT_PATCH: u8 = 2;
+
+/// Longest manifest body accepted, in bytes (a full body is about 60, one with a patch about
+/// 135). It keeps a stored manifest within one journal record of `ota-storage`.
+pub const MAX_MANIFEST_BODY: usize = 140;
 
 /// The signed statement about one image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +56,24 @@ pub struct Manifest {
     pub chunk_size: u16,
     /// The device must run at least this version to take the image (a migration step, say).
     pub min_running: Option<Version>,
+    /// Set in a manifest of format [`MANIFEST_FORMAT_PATCH`]: what the device fetches is a patch
+    /// that rebuilds this image from the one it runs. Encoded after the other fields.
+    #[serde(skip)]
+    pub patch: Option<PatchInfo>,
+}
+
+/// The patch a [`MANIFEST_FORMAT_PATCH`] manifest delivers its image as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchInfo {
+    /// Bytes of the patch: what the device fetches, in `chunk_size` chunks.
+    pub size: u32,
+    /// SHA-256 of the patch, checked once it is staged whole and before it is applied.
+    pub digest: Digest,
+    /// Size of the image the patch applies to.
+    pub source_size: u32,
+    /// SHA-256 of the image the patch applies to: the device checks its active image against
+    /// it before it fetches anything.
+    pub source_digest: Digest,
 }
 
 /// A manifest body with its signature, as carried on the wire (borrowed).
@@ -100,7 +128,7 @@ pub enum ManifestError {
     #[error("signed manifest body is malformed: {0}")]
     Malformed(postcard::Error),
     /// The body's format version is unknown.
-    #[error("manifest format {0} is not supported (expected {MANIFEST_FORMAT})")]
+    #[error("manifest format {0} is not supported (expected {MANIFEST_FORMAT} or {MANIFEST_FORMAT_PATCH})")]
     UnsupportedFormat(u8),
     /// The vendor id is not the device's.
     #[error("manifest is for vendor {found}, device is vendor {expected}")]
@@ -173,9 +201,48 @@ impl ManifestError {
 }
 
 impl Manifest {
-    /// Postcard-encodes the body into `buf` (for signing).
+    /// Postcard-encodes the body into `buf` (for signing): the fields, then the patch if there
+    /// is one (the format written is then [`MANIFEST_FORMAT_PATCH`]). `None` if it does not fit.
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Option<&'b mut [u8]> {
-        postcard::to_slice(self, buf).ok()
+        let body = Manifest {
+            format: if self.patch.is_some() {
+                MANIFEST_FORMAT_PATCH
+            } else {
+                self.format
+            },
+            ..*self
+        };
+        let n = postcard::to_slice(&body, buf).ok()?.len();
+        let m = match &self.patch {
+            Some(p) => postcard::to_slice(p, buf.get_mut(n..)?).ok()?.len(),
+            None => 0,
+        };
+        buf.get_mut(..n + m)
+    }
+
+    /// The same image delivered as `patch`.
+    pub fn with_patch(self, patch: PatchInfo) -> Self {
+        Self {
+            format: MANIFEST_FORMAT_PATCH,
+            patch: Some(patch),
+            ..self
+        }
+    }
+
+    /// Bytes the device fetches: the patch's if there is one, else the image's.
+    pub fn transfer_size(&self) -> u32 {
+        self.patch.map_or(self.image_size, |p| p.size)
+    }
+
+    /// Decodes a body: the fields, then the patch of a patch manifest.
+    fn decode(body: &[u8]) -> Result<Self, ManifestError> {
+        let (mut m, rest): (Manifest, _) =
+            postcard::take_from_bytes(body).map_err(ManifestError::Malformed)?;
+        if m.format == MANIFEST_FORMAT_PATCH {
+            let (p, _) = postcard::take_from_bytes(rest).map_err(ManifestError::Malformed)?;
+            m.patch = Some(p);
+        }
+        Ok(m)
     }
 }
 
@@ -188,9 +255,7 @@ impl<'a> SignedManifest<'a> {
     /// Decodes the body without checking anything: only for a manifest that was verified before
     /// it was stored (the installer reading its own journal, say).
     pub fn decode_verified(&self) -> Result<Manifest, ManifestError> {
-        postcard::take_from_bytes(self.body)
-            .map(|(m, _)| m)
-            .map_err(ManifestError::Malformed)
+        Manifest::decode(self.body)
     }
 
     /// Runs every check in the documented order and returns the decoded manifest.
@@ -205,9 +270,8 @@ impl<'a> SignedManifest<'a> {
         verifier
             .verify(self.body, &self.signature)
             .map_err(|_| ManifestError::BadSignature)?;
-        let (m, _ext): (Manifest, _) =
-            postcard::take_from_bytes(self.body).map_err(ManifestError::Malformed)?;
-        if m.format != MANIFEST_FORMAT {
+        let m = Manifest::decode(self.body)?;
+        if m.format != MANIFEST_FORMAT && m.format != MANIFEST_FORMAT_PATCH {
             return Err(ManifestError::UnsupportedFormat(m.format));
         }
         if m.vendor != device.vendor {
@@ -248,6 +312,16 @@ impl<'a> SignedManifest<'a> {
                 return Err(ManifestError::RunningTooOld {
                     running: device.running_version,
                     required,
+                });
+            }
+        }
+        if let Some(p) = m.patch {
+            // The patch is staged in the same slot, beside the image it rebuilds.
+            let size = m.image_size.saturating_add(p.size);
+            if size > device.staging_capacity {
+                return Err(ManifestError::TooLarge {
+                    size,
+                    capacity: device.staging_capacity,
                 });
             }
         }

@@ -70,6 +70,7 @@ fn manifest() -> Manifest {
         digest: Digest([0x22; 32]),
         chunk_size: 1024,
         min_running: Some(Version::new(1, 0, 0)),
+        patch: None,
     }
 }
 

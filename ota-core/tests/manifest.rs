@@ -492,3 +492,76 @@ fn desired_state_is_the_reply_without_its_manifest() {
     let plain = wire::encode_vec(&Message::CheckInReply(up.clone()));
     assert_eq!(wire::decode_desired(&plain).unwrap(), (up, None));
 }
+
+fn patch_info() -> ota_core::manifest::PatchInfo {
+    ota_core::manifest::PatchInfo {
+        size: 700,
+        digest: ota_core::wire::Digest([7; 32]),
+        source_size: 9_000,
+        source_digest: ota_core::wire::Digest([9; 32]),
+    }
+}
+
+#[test]
+fn a_patch_manifest_carries_its_patch_under_the_signature() {
+    let m = base().with_patch(patch_info());
+    assert_eq!(m.format, ota_core::manifest::MANIFEST_FORMAT_PATCH);
+    assert_eq!(m.transfer_size(), 700);
+    let signed = signed(&m);
+    assert!(signed.as_signed().body.len() <= ota_core::manifest::MAX_MANIFEST_BODY);
+    assert_eq!(verify(&signed), Ok(m));
+    // The patch is inside the signed body: change a byte of it and the signature fails.
+    let mut body = signed.as_signed().body.to_vec();
+    let last = body.len() - 1;
+    body[last] ^= 1;
+    let tampered = ota_core::manifest::SignedManifest {
+        body: &body,
+        signature: signed.as_signed().signature,
+    };
+    assert_eq!(
+        tampered.verify(&verifier(), &profile()),
+        Err(ManifestError::BadSignature)
+    );
+}
+
+#[test]
+fn a_full_manifest_encodes_as_before() {
+    // Format 1 bodies are byte for byte what they were before patches existed: the fields,
+    // nothing after them.
+    let m = base();
+    let body = signed(&m).as_signed().body.to_vec();
+    assert_eq!(body, postcard::to_stdvec(&m).unwrap());
+    assert_eq!(body[0], ota_core::manifest::MANIFEST_FORMAT);
+}
+
+#[test]
+fn a_patch_that_does_not_fit_beside_its_image_is_refused() {
+    let mut p = patch_info();
+    p.size = 64 * 1024 - 10_000 + 1;
+    let m = base().with_patch(p);
+    assert_eq!(
+        verify(&signed(&m)),
+        Err(ManifestError::TooLarge {
+            size: 64 * 1024 + 1,
+            capacity: 64 * 1024
+        })
+    );
+}
+
+#[test]
+fn a_patch_manifest_cut_before_its_patch_is_malformed() {
+    let m = base().with_patch(patch_info());
+    let full = signed(&m).as_signed().body.to_vec();
+    let cut = &full[..full.len() - 40];
+    let key = signing_key();
+    use ed25519_dalek::Signer as _;
+    let sig = ota_core::wire::Signature(key.sign(cut).to_bytes());
+    let s = ota_core::manifest::SignedManifest {
+        body: cut,
+        signature: sig,
+    };
+    assert!(matches!(
+        s.verify(&verifier(), &profile()),
+        Err(ManifestError::Malformed(_))
+    ));
+}

@@ -49,6 +49,7 @@ fn main() {
         digest: Digest(Sha256::digest(&image).into()),
         chunk_size: 1024,
         min_running: None,
+        patch: None,
     };
     let images = MemImages::new();
     images.insert(ImageId(1), image.clone());

@@ -31,6 +31,7 @@ fn update(write_once: bool) -> u32 {
         digest: Digest(Sha256::digest(&img).into()),
         chunk_size: 1024,
         min_running: None,
+        patch: None,
     };
     let images = MemImages::new();
     images.insert(ImageId(1), img.clone());

@@ -131,6 +131,7 @@ fn live(
         digest: Digest(Sha256::digest(new).into()),
         chunk_size: 1024,
         min_running: None,
+        patch: None,
     };
     let images = MemImages::new();
     images.insert(ImageId(1), new.to_vec());

@@ -160,6 +160,7 @@ fn write_once_storage_refuses_chunk_sizes_it_cannot_keep_safe() {
             digest: Digest([0; 32]),
             chunk_size: chunk,
             min_running: None,
+            patch: None,
         };
         let signed = ota_core::host::OwnedManifest::sign(&m, &key);
         let stored = StoredManifest::from_signed(&signed.as_signed()).unwrap();

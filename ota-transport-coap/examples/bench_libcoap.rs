@@ -93,6 +93,7 @@ fn main() {
         digest: Digest([0; 32]),
         chunk_size: 1024,
         min_running: None,
+        patch: None,
     };
     let release = SingleRelease {
         image: ImageId(7),

@@ -44,6 +44,7 @@ fn release(image: &[u8], chunk: u16) -> (Release, [u8; 32]) {
         digest: Digest(Sha256::digest(image).into()),
         chunk_size: chunk,
         min_running: None,
+        patch: None,
     };
     let images = MemImages::new();
     images.insert(ImageId(1), image.to_vec());

@@ -430,6 +430,7 @@ impl Store {
             digest,
             chunk_size,
             min_running: None,
+            patch: None,
         };
         let signed = OwnedManifest::sign(&manifest, key);
         tx.execute(

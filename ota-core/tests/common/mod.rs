@@ -49,6 +49,7 @@ pub fn manifest_for(image: &[u8], chunk_size: u16) -> Manifest {
         digest: Digest(Sha256::digest(image).into()),
         chunk_size,
         min_running: Some(Version::new(1, 0, 0)),
+        patch: None,
     }
 }
 

@@ -97,6 +97,7 @@ fn handler(s: &Scenario) -> Handler<SingleRelease, MemImages> {
         digest: Digest(Sha256::digest(&s.new).into()),
         chunk_size: s.chunk,
         min_running: None,
+        patch: None,
     };
     let images = MemImages::new();
     images.insert(ImageId(5), s.new.clone());

@@ -52,6 +52,7 @@ pub fn manifest(img: &[u8], chunk: u16) -> OwnedManifest {
             digest: Digest(Sha256::digest(img).into()),
             chunk_size: chunk,
             min_running: None,
+            patch: None,
         },
         &key(),
     )

@@ -214,6 +214,7 @@ pub fn release(image: ImageId, img: &[u8], sequence: u32) -> SingleRelease {
         digest: Digest(Sha256::digest(img).into()),
         chunk_size: 1024,
         min_running: None,
+        patch: None,
     };
     SingleRelease {
         image,
