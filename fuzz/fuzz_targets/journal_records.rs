@@ -4,6 +4,7 @@
 
 use embedded_storage::nor_flash::ReadNorFlash;
 use libfuzzer_sys::fuzz_target;
+use ota_core::runtime::block::block_on;
 use ota_storage::journal::Journal;
 use ota_storage::record::Record;
 use ota_storage::sim::SimFlash;
@@ -15,13 +16,11 @@ fuzz_target!(|data: &[u8]| {
     let n = data.len().min(flash.capacity());
     flash.contents_mut()[..n].copy_from_slice(&data[..n]);
     let (mut journal, mut snap) =
-        Journal::open(&mut flash, 0, 2).expect("simulated flash does not fail");
+        block_on(Journal::open(&mut flash, 0, 2)).expect("simulated flash does not fail");
     let _ = snap.resume();
     let r = Record::State(UpdateState::Staged);
     snap.apply(&r);
-    journal
-        .commit(&mut flash, &r, &snap)
-        .expect("commit after any contents");
-    let (_, again) = Journal::open(&mut flash, 0, 2).expect("reopen");
+    block_on(journal.commit(&mut flash, &r, &snap)).expect("commit after any contents");
+    let (_, again) = block_on(Journal::open(&mut flash, 0, 2)).expect("reopen");
     assert_eq!(again.state, UpdateState::Staged);
 });

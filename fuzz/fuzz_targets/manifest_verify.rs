@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
         running_version: Version::new(1, 0, 0),
         staging_capacity: 1 << 20,
         max_chunk: 1024,
+        pow2_chunks: data.first().is_some_and(|b| b & 1 == 1),
     };
     let (sig, body) = data.split_at(data.len().min(64));
     let mut s = [0u8; 64];

@@ -378,6 +378,13 @@ impl<D: DesiredState, I: ImageSource> Handler<D, I> {
                         next_check_in,
                     }));
                 }
+                if manifest.manifest().chunk_size > checkin.caps.max_chunk {
+                    // Chunks its link cannot carry: an offer would only be refused.
+                    return f(Message::CheckInReply(CheckInReply::Defer {
+                        retry_after: next_check_in,
+                        reason: DeferReason::Unsupported,
+                    }));
+                }
                 let resumed = checkin
                     .resume
                     .filter(|hint| hint.manifest == manifest.digest().prefix());

@@ -11,6 +11,7 @@
 //! | [`resume`] | the compact record persisted after every chunk |
 //! | [`storage`] | the storage operations the device needs, as a trait and as values |
 //! | [`device`] | the device-side state machine |
+//! | [`runtime`] | the async wake loop over a transport's `Link` and storage, and its blocking wrapper |
 //! | `host` (feature `std`) | the stateless server-side request handler and manifest signing |
 //! | `sim` (feature `std`) | a deterministic lossy-link simulator (random or bursty loss, a shared bottleneck), a one-wake driver |
 //!
@@ -26,6 +27,7 @@ pub mod device;
 pub mod framing;
 pub mod manifest;
 pub mod resume;
+pub mod runtime;
 pub mod storage;
 pub mod time;
 pub mod wire;
@@ -41,3 +43,8 @@ pub use resume::ResumeState;
 pub use storage::{StorageOp, UpdateStorage};
 pub use time::Instant;
 pub use wire::{decode, encode, Message};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(all(doctest, feature = "std"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -83,6 +83,8 @@ pub struct DeviceProfile {
     pub staging_capacity: u32,
     /// Largest chunk the device accepts.
     pub max_chunk: u16,
+    /// Its link needs chunk sizes that are powers of two (CoAP Block2).
+    pub pow2_chunks: bool,
 }
 
 /// Why a manifest was refused.
@@ -132,8 +134,9 @@ pub enum ManifestError {
         /// Slot size.
         capacity: u32,
     },
-    /// The chunk size is zero or beyond the device's limit.
-    #[error("chunk size {found} is outside 1..={max}")]
+    /// The chunk size is zero, beyond the device's limit, or not a power of two on a link that
+    /// needs one.
+    #[error("chunk size {found} is outside 1..={max} or not a size the link can carry")]
     BadChunkSize {
         /// Device's maximum.
         max: u16,
@@ -231,7 +234,10 @@ impl<'a> SignedManifest<'a> {
                 capacity: device.staging_capacity,
             });
         }
-        if m.chunk_size == 0 || m.chunk_size > device.max_chunk {
+        if m.chunk_size == 0
+            || m.chunk_size > device.max_chunk
+            || (device.pow2_chunks && !m.chunk_size.is_power_of_two())
+        {
             return Err(ManifestError::BadChunkSize {
                 max: device.max_chunk,
                 found: m.chunk_size,

@@ -11,10 +11,15 @@
 
 pub mod bottleneck;
 
-use crate::device::{Device, Event, SleepReason};
+use crate::device::{Device, Sent, SleepReason};
 use crate::host::{DesiredState, Handler, ImageSource};
 use crate::manifest::Verifier;
-use crate::storage::UpdateStorage;
+use crate::runtime::block::block_on;
+use crate::runtime::{
+    Blocking, Incoming, Link, LinkError, LinkLimits, OpenContext, Opened, Session, WakeError,
+    WakeOptions,
+};
+use crate::storage::{CounterStore, UpdateStorage};
 use crate::time::Instant;
 use crate::wire::WakeBudget;
 
@@ -313,8 +318,146 @@ pub enum SimError<E: core::fmt::Debug> {
     Stuck(usize),
 }
 
-/// Runs one wake of `dev` (already restored) against `handler` over `up`/`down`, starting at
-/// `*now` ms and advancing it. Messages still in flight to the device when it sleeps are lost.
+/// Simulated time, shared by the link and the wake loop.
+#[derive(Debug, Default)]
+pub struct SimClock(pub core::cell::Cell<u64>);
+
+impl crate::runtime::Clock for SimClock {
+    fn now(&self) -> Instant {
+        Instant(self.0.get())
+    }
+
+    async fn sleep_until(&self, t: Instant) {
+        self.0.set(self.0.get().max(t.0));
+    }
+}
+
+/// Receives before a simulated wake is declared stuck (a state-machine bug).
+const MAX_RECEIVES: usize = 1_000_000;
+
+/// The simulated link as a [`crate::runtime::Link`]: requests cross `up` to the host handler at
+/// their arrival times, replies cross `down`; a receive advances simulated time to the next
+/// arrival or its deadline.
+pub struct SimLink<'a, D, I> {
+    handler: &'a Handler<D, I>,
+    profile: &'a LinkProfile,
+    up: &'a mut Pipe,
+    down: &'a mut Pipe,
+    rng: &'a mut SimRng,
+    clock: &'a SimClock,
+    arrived: std::collections::VecDeque<Vec<u8>>,
+    receives: usize,
+    /// Bytes sent and received since the loop last asked.
+    bytes: (u64, u64),
+}
+
+impl<'a, D: DesiredState, I: ImageSource> SimLink<'a, D, I> {
+    /// A link to `handler` over `up` and `down`, shaped by `profile`, in `clock`'s time.
+    pub fn new(
+        handler: &'a Handler<D, I>,
+        profile: &'a LinkProfile,
+        up: &'a mut Pipe,
+        down: &'a mut Pipe,
+        rng: &'a mut SimRng,
+        clock: &'a SimClock,
+    ) -> Self {
+        Self {
+            handler,
+            profile,
+            up,
+            down,
+            rng,
+            clock,
+            arrived: std::collections::VecDeque::new(),
+            receives: 0,
+            bytes: (0, 0),
+        }
+    }
+}
+
+impl<D: DesiredState, I: ImageSource> Link for SimLink<'_, D, I> {
+    type Error = usize;
+    type Session<'s>
+        = &'s mut Self
+    where
+        Self: 's;
+
+    fn limits(&self) -> LinkLimits {
+        LinkLimits {
+            max_chunk: u16::MAX,
+            pow2_chunks: false,
+        }
+    }
+
+    async fn open(
+        &mut self,
+        _ctx: OpenContext,
+    ) -> Result<Opened<Self::Session<'_>>, LinkError<usize>> {
+        Ok(Opened::Session(self))
+    }
+}
+
+impl<D: DesiredState, I: ImageSource> Session for &mut SimLink<'_, D, I> {
+    type Error = usize;
+
+    async fn send(&mut self, _what: Sent, msg: &[u8]) -> Result<(), LinkError<usize>> {
+        self.up
+            .send(self.clock.0.get(), msg, self.profile, self.rng);
+        self.bytes.0 += msg.len() as u64;
+        Ok(())
+    }
+
+    async fn recv<'b>(
+        &mut self,
+        buf: &'b mut [u8],
+        deadline: Instant,
+    ) -> Result<Option<Incoming<'b>>, LinkError<usize>> {
+        self.receives += 1;
+        if self.receives > MAX_RECEIVES {
+            return Err(LinkError::Fatal(MAX_RECEIVES));
+        }
+        loop {
+            if let Some(msg) = self.arrived.pop_front() {
+                let dst = buf.get_mut(..msg.len()).ok_or(LinkError::Busy)?;
+                dst.copy_from_slice(&msg);
+                self.bytes.1 += msg.len() as u64;
+                return Ok(Some(Incoming::Message(dst)));
+            }
+            let now = self.clock.0.get();
+            let next = [self.up.next_arrival(), self.down.next_arrival()]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(t) if t <= deadline.0 => self.clock.0.set(now.max(t)),
+                _ => {
+                    self.clock.0.set(now.max(deadline.0));
+                    return Ok(None);
+                }
+            }
+            let now = self.clock.0.get();
+            for req in self.up.due(now) {
+                if let Ok(Some(reply)) = self.handler.handle(&req, crate::host::Peer::Anonymous) {
+                    self.down.send(now, &reply, self.profile, self.rng);
+                }
+            }
+            self.arrived.extend(self.down.due(now));
+        }
+    }
+
+    async fn close(self, _cut_short: bool) {
+        // What is still in flight to the device is lost when it sleeps.
+        self.down.clear();
+    }
+
+    fn take_link_bytes(&mut self) -> (u64, u64) {
+        core::mem::take(&mut self.bytes)
+    }
+}
+
+/// Runs one wake of `dev` against `handler` over `up`/`down` through the device runtime
+/// ([`crate::runtime::run_wake`], restoring from `storage` first), starting at `*now` ms and
+/// advancing it. Messages still in flight to the device when it sleeps are lost.
 #[allow(clippy::too_many_arguments)]
 pub fn run_wake<V, const C: usize, S, D, I>(
     dev: &mut Device<V, C>,
@@ -326,54 +469,33 @@ pub fn run_wake<V, const C: usize, S, D, I>(
     rng: &mut SimRng,
     now: &mut u64,
     budget: WakeBudget,
-) -> Result<WakeOutcome, SimError<S::Error>>
+) -> Result<WakeOutcome, SimError<<S as UpdateStorage>::Error>>
 where
     V: Verifier,
-    S: UpdateStorage,
+    S: UpdateStorage + CounterStore<Error = <S as UpdateStorage>::Error>,
     D: DesiredState,
     I: ImageSource,
 {
-    const MAX_STEPS: usize = 1_000_000;
     let start = *now;
-    let mut buf = vec![0u8; 8192];
-    dev.wake(Instant(*now), budget);
-    for _ in 0..MAX_STEPS {
-        while let Some(n) = dev.poll_transmit(Instant(*now), &mut buf) {
-            up.send(*now, buf.get(..n).unwrap_or(&[]), link, rng);
-        }
-        dev.drive_storage(storage).map_err(SimError::Storage)?;
-        while let Some(ev) = dev.poll_event() {
-            if let Event::Sleep { secs, reason } = ev {
-                down.clear();
-                return Ok(WakeOutcome {
-                    reason,
-                    sleep_secs: secs,
-                    awake_ms: *now - start,
-                });
-            }
-        }
-        let next = [
-            up.next_arrival(),
-            down.next_arrival(),
-            dev.poll_timeout().map(|t| t.0),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let Some(next) = next else {
-            return Err(SimError::Stuck(0));
-        };
-        *now = (*now).max(next);
-        for req in up.due(*now) {
-            if let Ok(Some(reply)) = handler.handle(&req, crate::host::Peer::Anonymous) {
-                down.send(*now, &reply, link, rng);
-            }
-        }
-        for msg in down.due(*now) {
-            let _ = dev.handle_message(Instant(*now), &msg);
-            dev.drive_storage(storage).map_err(SimError::Storage)?;
-        }
-        dev.handle_timeout(Instant(*now));
+    let clock = SimClock(core::cell::Cell::new(*now));
+    let mut sim = SimLink::new(handler, link, up, down, rng, &clock);
+    let end = block_on(crate::runtime::run_wake(
+        dev,
+        &mut sim,
+        &mut Blocking(storage),
+        &clock,
+        budget,
+        &WakeOptions::default(),
+        |_| {},
+    ));
+    *now = clock.0.get();
+    match end {
+        Ok(end) => Ok(WakeOutcome {
+            reason: end.reason,
+            sleep_secs: end.sleep_secs,
+            awake_ms: *now - start,
+        }),
+        Err(WakeError::Storage(e)) => Err(SimError::Storage(e)),
+        Err(WakeError::Link(steps)) => Err(SimError::Stuck(steps)),
     }
-    Err(SimError::Stuck(MAX_STEPS))
 }

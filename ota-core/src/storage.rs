@@ -11,6 +11,18 @@
 
 use crate::manifest::StoredManifest;
 use crate::resume::ResumeState;
+use crate::wire::LastOutcome;
+
+/// What storage holds for the state machine when a wake starts ([`UpdateStorage::load`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Persisted {
+    /// Size of the staging slot in bytes.
+    pub capacity: u32,
+    /// The download in progress, if any.
+    pub download: Option<(ResumeState, StoredManifest)>,
+    /// The outcome of the last update, to report until the server has seen it.
+    pub outcome: LastOutcome,
+}
 
 /// One storage operation requested by the state machine.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,6 +55,9 @@ pub enum StorageOp<'a> {
     MarkStaged(ResumeState),
     /// Forget the download in progress (cancelled, superseded or failed its digest).
     Abandon,
+    /// Remember `outcome` for the next check-in ([`LastOutcome::None`]: the server has seen the
+    /// last one, forget it).
+    SetOutcome(LastOutcome),
 }
 
 /// Why a storage operation failed, as the state machine needs to know it.
@@ -66,8 +81,8 @@ pub trait UpdateStorage {
 
     /// Size of the staging slot in bytes.
     fn capacity(&self) -> u32;
-    /// The download in progress, if any, as persisted.
-    fn load(&mut self) -> Result<Option<(ResumeState, StoredManifest)>, Self::Error>;
+    /// What is persisted: capacity, the download in progress and the outcome to report.
+    fn load(&mut self) -> Result<Persisted, Self::Error>;
     /// See [`StorageOp::Begin`].
     fn begin(&mut self, manifest: &StoredManifest, state: &ResumeState) -> Result<(), Self::Error>;
     /// See [`StorageOp::Write`].
@@ -80,6 +95,8 @@ pub trait UpdateStorage {
     fn mark_staged(&mut self, state: &ResumeState) -> Result<(), Self::Error>;
     /// See [`StorageOp::Abandon`].
     fn abandon(&mut self) -> Result<(), Self::Error>;
+    /// See [`StorageOp::SetOutcome`].
+    fn set_outcome(&mut self, outcome: LastOutcome) -> Result<(), Self::Error>;
 
     /// Carries out one operation.
     fn apply(&mut self, op: StorageOp<'_>) -> Result<(), Self::Error> {
@@ -90,6 +107,7 @@ pub trait UpdateStorage {
             StorageOp::Read { offset, buf } => self.read(offset, buf),
             StorageOp::MarkStaged(state) => self.mark_staged(&state),
             StorageOp::Abandon => self.abandon(),
+            StorageOp::SetOutcome(o) => self.set_outcome(o),
         }
     }
 }
@@ -138,6 +156,7 @@ mod mem {
         /// Bytes written into the slot, all writes counted.
         pub bytes_written: u64,
         counter: u64,
+        outcome: LastOutcome,
     }
 
     impl MemStorage {
@@ -148,6 +167,7 @@ mod mem {
                 state: None,
                 bytes_written: 0,
                 counter: 0,
+                outcome: LastOutcome::None,
             }
         }
 
@@ -184,8 +204,12 @@ mod mem {
             u32::try_from(self.slot.len()).unwrap_or(u32::MAX)
         }
 
-        fn load(&mut self) -> Result<Option<(ResumeState, StoredManifest)>, MemError> {
-            Ok(self.state)
+        fn load(&mut self) -> Result<Persisted, MemError> {
+            Ok(Persisted {
+                capacity: self.capacity(),
+                download: self.state,
+                outcome: self.outcome,
+            })
         }
 
         fn begin(
@@ -237,6 +261,11 @@ mod mem {
         fn abandon(&mut self) -> Result<(), MemError> {
             self.state = None;
             self.slot.iter_mut().for_each(|b| *b = None);
+            Ok(())
+        }
+
+        fn set_outcome(&mut self, outcome: LastOutcome) -> Result<(), MemError> {
+            self.outcome = outcome;
             Ok(())
         }
     }

@@ -22,6 +22,7 @@ fn profile() -> DeviceProfile {
         running_version: Version::new(1, 3, 2),
         staging_capacity: 64 * 1024,
         max_chunk: 1024,
+        pow2_chunks: false,
     }
 }
 
@@ -240,7 +241,10 @@ fn one_wake<D: DesiredState, I: ImageSource>(
     let mut reports = Vec::new();
     for _ in 0..10_000 {
         let mut replies = Vec::new();
-        while let Some(n) = dev.poll_transmit(Instant(0), &mut buf) {
+        while let Some(n) = dev.poll_transmit(Instant(0), &mut buf).map(|t| {
+            dev.link_bytes(t.len as u64, 0);
+            t.len
+        }) {
             if let Ok(Message::Report(r)) = wire::decode(&buf[..n]) {
                 reports.push((r.phase, r.result));
             }
@@ -333,7 +337,7 @@ fn offer_raw(manifest: &OwnedManifest) -> (Vec<Event>, MemStorage, Vec<(Phase, R
     let mut dev: Device<Ed25519Verifier> = Device::new(config(64 * 1024, 4), verifier());
     dev.wake(Instant(0), WakeBudget::default());
     let mut buf = [0u8; 2048];
-    let n = dev.poll_transmit(Instant(0), &mut buf).unwrap();
+    let n = dev.poll_transmit(Instant(0), &mut buf).unwrap().len;
     assert!(matches!(wire::decode(&buf[..n]), Ok(Message::CheckIn(_))));
     let reply = wire::encode_vec(&Message::CheckInReply(wire::CheckInReply::Update {
         image: ImageId(3),
@@ -345,7 +349,10 @@ fn offer_raw(manifest: &OwnedManifest) -> (Vec<Event>, MemStorage, Vec<(Phase, R
     dev.handle_message(Instant(0), &reply).unwrap();
     dev.drive_storage(&mut storage).unwrap();
     let mut reports = Vec::new();
-    while let Some(n) = dev.poll_transmit(Instant(0), &mut buf) {
+    while let Some(n) = dev.poll_transmit(Instant(0), &mut buf).map(|t| {
+        dev.link_bytes(t.len as u64, 0);
+        t.len
+    }) {
         if let Ok(Message::Report(r)) = wire::decode(&buf[..n]) {
             reports.push((r.phase, r.result));
         }
@@ -436,7 +443,7 @@ fn desired_state_is_the_reply_without_its_manifest() {
     let mut dev: Device<Ed25519Verifier> = Device::new(config(64 * 1024, 4), verifier());
     dev.wake(Instant(0), WakeBudget::default());
     let mut buf = [0u8; 256];
-    let n = dev.poll_transmit(Instant(0), &mut buf).unwrap();
+    let n = dev.poll_transmit(Instant(0), &mut buf).unwrap().len;
     let Ok(Message::CheckIn(checkin)) = wire::decode(&buf[..n]) else {
         panic!("not a check-in")
     };

@@ -89,7 +89,10 @@ fn run(s: &Scenario, max_wakes: u32) -> (Outcome, MemStorage, Vec<u8>) {
         down.clear();
 
         for _step in 0..20_000 {
-            while let Some(n) = dev.poll_transmit(Instant(now), &mut buf) {
+            while let Some(n) = dev.poll_transmit(Instant(now), &mut buf).map(|t| {
+                dev.link_bytes(t.len as u64, 0);
+                t.len
+            }) {
                 up.send(now, &buf[..n], &s.faults, &mut rng);
             }
             if drain(&mut dev, &mut storage, &mut rng, s.reset_percent) {
@@ -134,6 +137,7 @@ fn run(s: &Scenario, max_wakes: u32) -> (Outcome, MemStorage, Vec<u8>) {
                 }
             }
             for msg in down.due(now) {
+                dev.link_bytes(0, msg.len() as u64);
                 let _ = dev.handle_message(Instant(now), &msg);
                 // Storage keeps up with the radio: each message's operations run before the next.
                 if drain(&mut dev, &mut storage, &mut rng, s.reset_percent) {
@@ -229,7 +233,10 @@ fn byte_budget_is_respected() {
     let mut buf = [0u8; 2048];
     let mut pending: Vec<Vec<u8>> = Vec::new();
     loop {
-        while let Some(n) = dev.poll_transmit(Instant(0), &mut buf) {
+        while let Some(n) = dev.poll_transmit(Instant(0), &mut buf).map(|t| {
+            dev.link_bytes(t.len as u64, 0);
+            t.len
+        }) {
             if let Ok(Some(r)) = handler.handle(&buf[..n], ota_core::host::Peer::Anonymous) {
                 pending.push(r);
             }
@@ -244,6 +251,7 @@ fn byte_budget_is_respected() {
         let Some(msg) = pending.pop() else {
             panic!("stalled")
         };
+        dev.link_bytes(0, msg.len() as u64);
         let _ = dev.handle_message(Instant(0), &msg);
     }
     let used = dev.stats().bytes_sent + dev.stats().bytes_received;
@@ -557,7 +565,10 @@ fn run_silence(s: &Silence) -> (SleepReason, u64, u32, MemStorage, Device<Ed2551
         } else {
             &s.link
         };
-        while let Some(n) = dev.poll_transmit(Instant(now), &mut buf) {
+        while let Some(n) = dev.poll_transmit(Instant(now), &mut buf).map(|t| {
+            dev.link_bytes(t.len as u64, 0);
+            t.len
+        }) {
             if now >= start + s.silent_at {
                 sent_in_silence += 1;
             }
@@ -593,6 +604,7 @@ fn run_silence(s: &Silence) -> (SleepReason, u64, u32, MemStorage, Device<Ed2551
             }
         }
         for msg in down.due(now) {
+            dev.link_bytes(0, msg.len() as u64);
             let _ = dev.handle_message(Instant(now), &msg);
             dev.drive_storage(&mut storage).unwrap();
         }

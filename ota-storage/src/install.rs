@@ -15,21 +15,22 @@
 //! sector. Erases per update: `2N` in DFU and `N` in ACTIVE (plus `N` in ACTIVE and none in DFU
 //! for a revert).
 //!
-//! [`FlashStorage::boot`] is the part a bootloader calls; it only needs this crate, `no_std`.
+//! `boot` is the part a bootloader calls; it only needs this crate, `no_std`. Every step
+//! erases before it writes, so the swap works on write-once (ECC) flash as it is.
 
-use embedded_storage::nor_flash::MultiwriteNorFlash;
+use embedded_storage_async::nor_flash::NorFlash;
 use ota_core::wire::ResultCode;
 
 use crate::state::UpdateState;
-use crate::storage::{FlashStorage, StorageError};
+use crate::storage::{AsyncFlashStorage, StorageError};
 
-/// What the bootloader should do after [`FlashStorage::boot`].
+/// What the bootloader should do after `boot`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootOutcome {
     /// Boot the active image; nothing is on trial.
     Normal,
-    /// Boot the new active image on trial: the application must call
-    /// [`FlashStorage::confirm`] (or [`FlashStorage::reject`]) before the next reset.
+    /// Boot the new active image on trial: the application must call `confirm` (or `reject`)
+    /// before the next reset.
     Trial {
         /// Sequence number of the image on trial.
         sequence: u32,
@@ -41,72 +42,79 @@ pub enum BootOutcome {
     },
 }
 
-impl<F: MultiwriteNorFlash> FlashStorage<F> {
+impl<F: NorFlash> AsyncFlashStorage<F> {
     /// The staged image is to be installed at the next boot.
-    pub fn request_install(&mut self) -> Result<(), StorageError<F::Error>> {
+    pub async fn request_install(&mut self) -> Result<(), StorageError<F::Error>> {
         match self.snap.state {
-            UpdateState::Staged => self.set_state(UpdateState::Installing { step: 0 }),
+            UpdateState::Staged => self.set_state(UpdateState::Installing { step: 0 }).await,
             s => Err(StorageError::WrongState(s)),
         }
     }
 
     /// The image on trial passed the application's health check: make it permanent.
-    pub fn confirm(&mut self) -> Result<(), StorageError<F::Error>> {
+    pub async fn confirm(&mut self) -> Result<(), StorageError<F::Error>> {
         match self.snap.state {
             UpdateState::Trial { .. } => {
                 let sequence = self.staged_sequence()?;
-                self.set_state(UpdateState::Confirmed { sequence })
+                self.set_state(UpdateState::Confirmed { sequence }).await
             }
             s => Err(StorageError::WrongState(s)),
         }
     }
 
     /// The image on trial failed its health check: the next boot reverts to the previous one.
-    pub fn reject(&mut self, reason: ResultCode) -> Result<(), StorageError<F::Error>> {
+    pub async fn reject(&mut self, reason: ResultCode) -> Result<(), StorageError<F::Error>> {
         match self.snap.state {
-            UpdateState::Trial { .. } => self.set_state(UpdateState::Reverting { step: 0, reason }),
+            UpdateState::Trial { .. } => {
+                self.set_state(UpdateState::Reverting { step: 0, reason })
+                    .await
+            }
             s => Err(StorageError::WrongState(s)),
         }
     }
 
     /// The boot-time part: finishes any swap or revert a reset interrupted, starts a trial or
     /// reverts one that was reset without a confirm, and says what to boot.
-    pub fn boot(&mut self) -> Result<BootOutcome, StorageError<F::Error>> {
+    pub async fn boot(&mut self) -> Result<BootOutcome, StorageError<F::Error>> {
         loop {
             match self.snap.state {
                 UpdateState::Installing { step } => {
                     let n = self.swap_sectors()?;
                     if step < 3 * n {
-                        self.swap_step(step, n)?;
-                        self.set_state(UpdateState::Installing { step: step + 1 })?;
+                        self.swap_step(step, n).await?;
+                        self.set_state(UpdateState::Installing { step: step + 1 })
+                            .await?;
                     } else {
-                        self.set_state(UpdateState::Trial { booted: false })?;
+                        self.set_state(UpdateState::Trial { booted: false }).await?;
                     }
                 }
                 UpdateState::Trial { booted: false } => {
                     let sequence = self.staged_sequence()?;
-                    self.set_state(UpdateState::Trial { booted: true })?;
+                    self.set_state(UpdateState::Trial { booted: true }).await?;
                     return Ok(BootOutcome::Trial { sequence });
                 }
                 UpdateState::Trial { booted: true } => {
                     self.set_state(UpdateState::Reverting {
                         step: 0,
                         reason: ResultCode::TRIAL_RESET,
-                    })?;
+                    })
+                    .await?;
                 }
                 UpdateState::Reverting { step, reason } => {
                     let n = self.swap_sectors()?;
                     if step < n {
                         let e = Self::sector();
                         let (dfu, active) = (self.layout.dfu.offset, self.layout.active.offset);
-                        self.copy_sector(dfu + step * e, active + step * e)?;
+                        self.copy_sector(dfu + step * e, active + step * e).await?;
                         self.set_state(UpdateState::Reverting {
                             step: step + 1,
                             reason,
-                        })?;
+                        })
+                        .await?;
                     } else {
                         let sequence = self.staged_sequence()?;
-                        self.set_state(UpdateState::Reverted { sequence, reason })?;
+                        self.set_state(UpdateState::Reverted { sequence, reason })
+                            .await?;
                         return Ok(BootOutcome::Reverted { reason });
                     }
                 }
@@ -145,27 +153,30 @@ impl<F: MultiwriteNorFlash> FlashStorage<F> {
         Ok(size.div_ceil(Self::sector()).max(1))
     }
 
-    fn swap_step(&mut self, step: u32, n: u32) -> Result<(), StorageError<F::Error>> {
+    async fn swap_step(&mut self, step: u32, n: u32) -> Result<(), StorageError<F::Error>> {
         let e = Self::sector();
         let (dfu, active) = (self.layout.dfu.offset, self.layout.active.offset);
         if step < n {
             let p = n - 1 - step;
-            self.copy_sector(dfu + p * e, dfu + (p + 1) * e)
+            self.copy_sector(dfu + p * e, dfu + (p + 1) * e).await
         } else {
             let t = step - n;
             let p = t / 2;
             if t % 2 == 0 {
-                self.copy_sector(active + p * e, dfu + p * e)
+                self.copy_sector(active + p * e, dfu + p * e).await
             } else {
-                self.copy_sector(dfu + (p + 1) * e, active + p * e)
+                self.copy_sector(dfu + (p + 1) * e, active + p * e).await
             }
         }
     }
 
     /// Erases the sector at `to` and copies the sector at `from` into it.
-    fn copy_sector(&mut self, from: u32, to: u32) -> Result<(), StorageError<F::Error>> {
+    async fn copy_sector(&mut self, from: u32, to: u32) -> Result<(), StorageError<F::Error>> {
         let e = Self::sector();
-        self.flash.erase(to, to + e).map_err(StorageError::Flash)?;
+        self.flash
+            .erase(to, to + e)
+            .await
+            .map_err(StorageError::Flash)?;
         // A whole number of write units, at most 256 bytes.
         let step = (256 / F::WRITE_SIZE).max(1) * F::WRITE_SIZE;
         let mut buf = [0u8; 256 + 64];
@@ -175,10 +186,12 @@ impl<F: MultiwriteNorFlash> FlashStorage<F> {
             let chunk = buf.get_mut(..n as usize).unwrap_or(&mut []);
             self.flash
                 .read(from + done, chunk)
+                .await
                 .map_err(StorageError::Flash)?;
             if chunk.iter().any(|&b| b != 0xFF) {
                 self.flash
                     .write(to + done, chunk)
+                    .await
                     .map_err(StorageError::Flash)?;
             }
             done += n;

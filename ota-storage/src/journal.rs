@@ -8,10 +8,12 @@
 //! the last committed state readable.
 //!
 //! On open, a record whose CRC fails ends the scan (a torn write: the last one before a cut),
-//! and so does any byte that is not erased past the last record; either way the next commit
-//! rotates, so nothing is ever appended onto half-written flash.
+//! and so does any byte that is not erased past the last record, or a read the flash refuses
+//! (ECC flash reports a half-programmed unit as an error); in each case the next commit
+//! rotates, so nothing is ever appended onto half-written flash, and no write unit is ever
+//! programmed twice between erases: the journal works on write-once (ECC) flash as it is.
 
-use embedded_storage::nor_flash::NorFlash;
+use embedded_storage_async::nor_flash::NorFlash;
 use ota_core::manifest::StoredManifest;
 use ota_core::resume::{ResumePhase, ResumeState};
 
@@ -123,7 +125,7 @@ fn rec_size<F: NorFlash>(unpadded: usize) -> u32 {
 
 impl Journal {
     /// Reads the journal in `[base, base + sectors * ERASE_SIZE)`.
-    pub fn open<F: NorFlash>(
+    pub async fn open<F: NorFlash>(
         flash: &mut F,
         base: u32,
         sectors: u32,
@@ -134,7 +136,8 @@ impl Journal {
         let mut best: Option<(u32, u32)> = None;
         for i in 0..sectors {
             let at = base + i * sector_size;
-            if let Ok(Record::Header { seq }) = read_record(flash, at, at + sector_size, &mut buf)?
+            if let Ok(Record::Header { seq }) =
+                read_record(flash, at, at + sector_size, &mut buf).await
             {
                 if best.is_none_or(|(_, s)| seq > s) {
                     best = Some((i, seq));
@@ -163,13 +166,13 @@ impl Journal {
             if at >= end {
                 break true;
             }
-            match read_record(flash, at, end, &mut buf)? {
+            match read_record(flash, at, end, &mut buf).await {
                 Ok(rec) => {
                     snap.apply(&rec);
                     let len = Record::encoded_len(&buf).unwrap_or(MAX_RECORD);
                     at += rec_size::<F>(len);
                 }
-                Err(RecordError::Erased) => break erased(flash, at, end, &mut buf)?,
+                Err(RecordError::Erased) => break erased(flash, at, end, &mut buf).await,
                 Err(_) => break false,
             }
         };
@@ -180,7 +183,7 @@ impl Journal {
 
     /// Writes `rec`; `after` is the snapshot with `rec` applied, written whole if the journal
     /// has to rotate first.
-    pub fn commit<F: NorFlash>(
+    pub async fn commit<F: NorFlash>(
         &mut self,
         flash: &mut F,
         rec: &Record,
@@ -189,15 +192,15 @@ impl Journal {
         let mut buf = [0u8; MAX_RECORD];
         let len = rec_size::<F>(rec.encode(&mut buf));
         if self.rotate || self.append + len > self.sector_size {
-            return self.rotate(flash, after);
+            return self.rotate(flash, after).await;
         }
         let at = self.base + self.current * self.sector_size + self.append;
-        write_padded::<F>(flash, at, &mut buf, rec)?;
+        write_padded::<F>(flash, at, &mut buf, rec).await?;
         self.append += len;
         Ok(())
     }
 
-    fn rotate<F: NorFlash>(
+    async fn rotate<F: NorFlash>(
         &mut self,
         flash: &mut F,
         snap: &Snapshot,
@@ -207,6 +210,7 @@ impl Journal {
         let start = self.base + next * self.sector_size;
         flash
             .erase(start, start + self.sector_size)
+            .await
             .map_err(JournalError::Flash)?;
         let mut buf = [0u8; MAX_RECORD];
         let mut at = start + rec_size::<F>(14);
@@ -215,11 +219,11 @@ impl Journal {
             if at + len > start + self.sector_size {
                 return Err(JournalError::SectorTooSmall);
             }
-            write_padded::<F>(flash, at, &mut buf, &rec)?;
+            write_padded::<F>(flash, at, &mut buf, &rec).await?;
             at += len;
         }
         let seq = self.seq.wrapping_add(1);
-        write_padded::<F>(flash, start, &mut buf, &Record::Header { seq })?;
+        write_padded::<F>(flash, start, &mut buf, &Record::Header { seq }).await?;
         self.current = next;
         self.seq = seq;
         self.append = at - start;
@@ -233,7 +237,7 @@ impl Journal {
     }
 }
 
-fn write_padded<F: NorFlash>(
+async fn write_padded<F: NorFlash>(
     flash: &mut F,
     at: u32,
     buf: &mut [u8; MAX_RECORD],
@@ -255,41 +259,51 @@ fn write_padded<F: NorFlash>(
         }
         flash
             .write(at + done as u32, unit.get(..n).unwrap_or(&[]))
+            .await
             .map_err(JournalError::Flash)?;
         done += n;
     }
     Ok(())
 }
 
-/// Reads and decodes the record at `at` (not past `end`). Flash errors are the outer error;
-/// a bad record is the inner one.
-fn read_record<F: NorFlash>(
+/// Reads and decodes the record at `at` (not past `end`): first its length, then exactly its
+/// bytes, so a torn unit after it (an ECC error on write-once flash) never spoils a good record.
+/// A read the flash refuses counts as a damaged record: that is how a torn write reads back.
+async fn read_record<F: NorFlash>(
     flash: &mut F,
     at: u32,
     end: u32,
     buf: &mut [u8; MAX_RECORD],
-) -> Result<Result<Record, RecordError>, JournalError<F::Error>> {
-    let n = (end.saturating_sub(at) as usize).min(MAX_RECORD);
-    let window = buf.get_mut(..n).unwrap_or(&mut []);
-    flash.read(at, window).map_err(JournalError::Flash)?;
-    Ok(Record::decode(window))
+) -> Result<Record, RecordError> {
+    let room = end.saturating_sub(at) as usize;
+    let head = padded(2, F::READ_SIZE).min(room).min(MAX_RECORD);
+    let window = buf.get_mut(..head).ok_or(RecordError::Truncated)?;
+    if flash.read(at, window).await.is_err() {
+        return Err(RecordError::BadCrc);
+    }
+    let total = Record::encoded_len(window)?;
+    let n = padded(total, F::READ_SIZE).min(room).min(MAX_RECORD);
+    let window = buf.get_mut(..n).ok_or(RecordError::Truncated)?;
+    if n > head && flash.read(at, window).await.is_err() {
+        return Err(RecordError::BadCrc);
+    }
+    Record::decode(window)
 }
 
-/// True if `[at, end)` is entirely erased.
-fn erased<F: NorFlash>(
+/// True if `[at, end)` is entirely erased (and readable).
+async fn erased<F: NorFlash>(
     flash: &mut F,
     mut at: u32,
     end: u32,
     buf: &mut [u8; MAX_RECORD],
-) -> Result<bool, JournalError<F::Error>> {
+) -> bool {
     while at < end {
         let n = ((end - at) as usize).min(buf.len());
         let window = buf.get_mut(..n).unwrap_or(&mut []);
-        flash.read(at, window).map_err(JournalError::Flash)?;
-        if window.iter().any(|&b| b != 0xFF) {
-            return Ok(false);
+        if flash.read(at, window).await.is_err() || window.iter().any(|&b| b != 0xFF) {
+            return false;
         }
         at += n as u32;
     }
-    Ok(true)
+    true
 }

@@ -6,8 +6,11 @@
 //! | [`journal`] | append-only records in a ring of sectors, recovered after any cut |
 //! | [`record`] | the journal's record format |
 //! | [`state`] | the update state, download to confirm or revert |
-//! | [`storage`] | [`FlashStorage`]: `ota_core::UpdateStorage` over the DFU slot |
+//! | [`storage`] | [`AsyncFlashStorage`]: the state machine's storage over the DFU slot, async, multiwrite or write-once |
 //! | [`install`] | the swap, trial boot, confirm and rollback |
+//! | [`blocking`] | [`FlashStorage`]: the same over a blocking flash driver, `ota_core::UpdateStorage` |
+//! | [`flash`] | [`flash::BlockingFlash`]: a blocking driver seen as an async one |
+//! | `embassy_boot` (feature `embassy-boot`) | staging into embassy-boot's DFU partition; its bootloader swaps, trial boots and reverts |
 //! | `sim`, `file` (feature `std`) | a simulated flash with power cuts; a file-backed flash |
 //!
 //! `no_std` and allocation-free without the `std` feature.
@@ -16,6 +19,10 @@
 #![deny(clippy::indexing_slicing)]
 #![forbid(unsafe_code)]
 
+pub mod blocking;
+#[cfg(feature = "embassy-boot")]
+pub mod embassy_boot;
+pub mod flash;
 pub mod install;
 pub mod journal;
 pub mod layout;
@@ -28,7 +35,13 @@ pub mod file;
 #[cfg(feature = "std")]
 pub mod sim;
 
+/// The README's examples, compiled as doctests.
+#[cfg(all(doctest, feature = "std"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+pub use blocking::FlashStorage;
 pub use install::BootOutcome;
 pub use layout::{Layout, LayoutError, Partition};
 pub use state::UpdateState;
-pub use storage::{FlashStorage, StorageError};
+pub use storage::{AsyncFlashStorage, StorageError};

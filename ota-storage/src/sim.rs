@@ -25,6 +25,13 @@ pub enum SimError {
     /// Power failed during or before this operation.
     #[error("power lost")]
     PowerLoss,
+    /// Write-once flash: a unit programmed again without an erase (a bug in its user).
+    #[error("write unit programmed twice without an erase")]
+    Reprogrammed,
+    /// Write-once (ECC) flash: a unit a power cut left half programmed or half erased reads
+    /// back as an uncorrectable error.
+    #[error("ECC error")]
+    Ecc,
 }
 
 impl NorFlashError for SimError {
@@ -32,7 +39,9 @@ impl NorFlashError for SimError {
         match self {
             SimError::NotAligned => NorFlashErrorKind::NotAligned,
             SimError::OutOfBounds => NorFlashErrorKind::OutOfBounds,
-            SimError::PowerLoss => NorFlashErrorKind::Other,
+            SimError::PowerLoss | SimError::Reprogrammed | SimError::Ecc => {
+                NorFlashErrorKind::Other
+            }
         }
     }
 }
@@ -46,6 +55,14 @@ pub struct SimFlash<const WRITE: usize, const ERASE: usize> {
     cut_at: Option<u64>,
     dead: bool,
     seed: u64,
+    /// Model write-once ECC flash: units programmed once between erases, torn units unreadable.
+    write_once: bool,
+    /// Per write unit: programmed since its last erase.
+    programmed: Vec<bool>,
+    /// Per write unit: left half programmed or half erased by a cut.
+    torn: Vec<bool>,
+    /// Attempts to program a unit twice without an erase (write-once mode).
+    reprogrammed: u64,
 }
 
 impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
@@ -58,7 +75,31 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
             cut_at: None,
             dead: false,
             seed: 0x2545_f491_4f6c_dd1d,
+            write_once: false,
+            programmed: vec![false; sectors * ERASE / WRITE],
+            torn: vec![false; sectors * ERASE / WRITE],
+            reprogrammed: 0,
         }
+    }
+
+    /// A flash modelling write-once ECC flash (STM32L4/H7/U5-like): programming a unit twice
+    /// between erases fails with [`SimError::Reprogrammed`], and a unit a cut left half
+    /// programmed or half erased reads as [`SimError::Ecc`] until erased.
+    pub fn write_once(sectors: usize) -> Self {
+        Self {
+            write_once: true,
+            ..Self::new(sectors)
+        }
+    }
+
+    /// Attempts so far to program a unit twice without an erase (refused in write-once mode).
+    pub fn reprogram_attempts(&self) -> u64 {
+        self.reprogrammed
+    }
+
+    /// Write units a cut left torn (unreadable on write-once flash) right now.
+    pub fn torn_units(&self) -> usize {
+        self.torn.iter().filter(|t| **t).count()
     }
 
     /// Arms a power cut at the `n`-th write or erase from now (0 = the next one).
@@ -141,6 +182,12 @@ impl<const WRITE: usize, const ERASE: usize> ReadNorFlash for SimFlash<WRITE, ER
             return Err(SimError::PowerLoss);
         }
         let r = self.range(offset, bytes.len())?;
+        if self.write_once
+            && !bytes.is_empty()
+            && (r.start / WRITE..r.end.div_ceil(WRITE)).any(|u| self.torn.get(u) == Some(&true))
+        {
+            return Err(SimError::Ecc);
+        }
         bytes.copy_from_slice(self.mem.get(r).ok_or(SimError::OutOfBounds)?);
         Ok(())
     }
@@ -165,6 +212,7 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for SimFlash<WRITE, ERASE>
             if let Some(count) = self.erases.get_mut(sector) {
                 *count += 1;
             }
+            let units = base / WRITE..(base + ERASE) / WRITE;
             if cut {
                 // A partial erase: a random stretch of the sector is reset, the rest untouched.
                 let a = self.rand() as usize % ERASE;
@@ -172,11 +220,24 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for SimFlash<WRITE, ERASE>
                 for byte in self.mem.iter_mut().skip(base + a).take(b - a) {
                     *byte = 0xFF;
                 }
+                // On ECC flash a half-erased sector is garbage until erased again.
+                for u in units {
+                    if let (Some(p), Some(t)) = (self.programmed.get_mut(u), self.torn.get_mut(u)) {
+                        *p = true;
+                        *t = true;
+                    }
+                }
                 self.dead = true;
                 return Err(SimError::PowerLoss);
             }
             for byte in self.mem.iter_mut().skip(base).take(ERASE) {
                 *byte = 0xFF;
+            }
+            for u in units {
+                if let (Some(p), Some(t)) = (self.programmed.get_mut(u), self.torn.get_mut(u)) {
+                    *p = false;
+                    *t = false;
+                }
             }
         }
         Ok(())
@@ -187,6 +248,12 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for SimFlash<WRITE, ERASE>
             return Err(SimError::NotAligned);
         }
         let r = self.range(offset, bytes.len())?;
+        let first = r.start / WRITE;
+        if self.write_once && (first..r.end / WRITE).any(|u| self.programmed.get(u) == Some(&true))
+        {
+            self.reprogrammed += 1;
+            return Err(SimError::Reprogrammed);
+        }
         let cut = self.begin_op()?;
         // On a cut, only a prefix of the units lands, and the unit at the cut gets a random
         // subset of its bits cleared.
@@ -201,7 +268,19 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for SimFlash<WRITE, ERASE>
                 *dst &= *src;
             }
         }
+        for u in first..first + done {
+            if let Some(p) = self.programmed.get_mut(u) {
+                *p = true;
+            }
+        }
         if cut {
+            if let (Some(p), Some(t)) = (
+                self.programmed.get_mut(first + done),
+                self.torn.get_mut(first + done),
+            ) {
+                *p = true;
+                *t = true;
+            }
             for i in done * WRITE..((done + 1) * WRITE).min(bytes.len()) {
                 let mask = self.rand() as u8;
                 if let (Some(dst), Some(src)) = (self.mem.get_mut(r.start + i), bytes.get(i)) {
@@ -217,3 +296,36 @@ impl<const WRITE: usize, const ERASE: usize> NorFlash for SimFlash<WRITE, ERASE>
 }
 
 impl<const WRITE: usize, const ERASE: usize> MultiwriteNorFlash for SimFlash<WRITE, ERASE> {}
+
+/// The same simulated flash through `embedded-storage-async` (every operation completes at once).
+mod asynch {
+    use super::{SimError, SimFlash};
+    use embedded_storage_async::nor_flash as nb;
+
+    impl<const WRITE: usize, const ERASE: usize> nb::ReadNorFlash for SimFlash<WRITE, ERASE> {
+        const READ_SIZE: usize = 1;
+
+        async fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), SimError> {
+            embedded_storage::nor_flash::ReadNorFlash::read(self, offset, bytes)
+        }
+
+        fn capacity(&self) -> usize {
+            embedded_storage::nor_flash::ReadNorFlash::capacity(self)
+        }
+    }
+
+    impl<const WRITE: usize, const ERASE: usize> nb::NorFlash for SimFlash<WRITE, ERASE> {
+        const WRITE_SIZE: usize = WRITE;
+        const ERASE_SIZE: usize = ERASE;
+
+        async fn erase(&mut self, from: u32, to: u32) -> Result<(), SimError> {
+            embedded_storage::nor_flash::NorFlash::erase(self, from, to)
+        }
+
+        async fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), SimError> {
+            embedded_storage::nor_flash::NorFlash::write(self, offset, bytes)
+        }
+    }
+
+    impl<const WRITE: usize, const ERASE: usize> nb::MultiwriteNorFlash for SimFlash<WRITE, ERASE> {}
+}

@@ -14,6 +14,7 @@ use ota_core::wire::{LastOutcome, ResultCode};
 /// | `Confirmed { sequence }` | [`crate::FlashStorage::confirm`] | `Idle` once reported |
 /// | `Reverting { step, reason }` | [`crate::FlashStorage::reject`], or a reset on trial | `Reverted` |
 /// | `Reverted { sequence, reason }` | swap back done | `Idle` once reported |
+/// | `Failed { sequence, reason }` | the state machine gave a download up (its digest failed) | `Idle` once reported |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UpdateState {
     /// No update in progress.
@@ -52,6 +53,13 @@ pub enum UpdateState {
         /// Why.
         reason: ResultCode,
     },
+    /// A download was given up before it was staged (its digest read back from flash failed).
+    Failed {
+        /// Sequence number of its manifest.
+        sequence: u32,
+        /// Why.
+        reason: ResultCode,
+    },
 }
 
 /// Encoded size of an [`UpdateState`].
@@ -65,6 +73,7 @@ impl UpdateState {
             UpdateState::Reverted { sequence, reason } => {
                 LastOutcome::RolledBack { sequence, reason }
             }
+            UpdateState::Failed { sequence, reason } => LastOutcome::Failed { sequence, reason },
             _ => LastOutcome::None,
         }
     }
@@ -80,6 +89,7 @@ impl UpdateState {
             UpdateState::Confirmed { sequence } => (5, sequence, 0),
             UpdateState::Reverting { step, reason } => (6, step, reason.0),
             UpdateState::Reverted { sequence, reason } => (7, sequence, reason.0),
+            UpdateState::Failed { sequence, reason } => (8, sequence, reason.0),
         };
         let a = u32::to_le_bytes(a);
         [tag, a[0], a[1], a[2], a[3], b]
@@ -101,6 +111,10 @@ impl UpdateState {
                 reason: ResultCode(b),
             },
             7 => UpdateState::Reverted {
+                sequence: a,
+                reason: ResultCode(b),
+            },
+            8 => UpdateState::Failed {
                 sequence: a,
                 reason: ResultCode(b),
             },

@@ -1,9 +1,21 @@
-//! [`FlashStorage`]: the `ota-core` storage trait over NOR flash.
+//! [`AsyncFlashStorage`]: the `ota-core` storage operations over NOR flash, async
+//! (`embedded-storage-async`); [`crate::FlashStorage`] is the same over blocking flash.
+//!
+//! Two ways to write the staging slot, chosen when the storage is opened:
+//!
+//! | mode | flash | a chunk cut by a power failure |
+//! |---|---|---|
+//! | multiwrite ([`AsyncFlashStorage::open`]) | `MultiwriteNorFlash` (most external NOR) | fetched again and written over its own partial copy; chunks may share a write unit |
+//! | write-once ([`AsyncFlashStorage::open_write_once`]) | any `NorFlash`, ECC flash with 8- or 16-byte units written once (STM32L4/H7/U5, nRF, RP2040) | its sector is erased on the next open and the chunks committed in it are fetched again: at most one sector of chunks (or the chunk, if chunks are larger than sectors); each write unit is programmed once between erases |
+//!
+//! In write-once mode chunks must be whole multiples of the write unit (so two never share one)
+//! and must not straddle sector boundaries (the chunk size divides the sector size, or is a
+//! multiple of it): any power of two from the write unit up, as CoAP's block sizes are, fits.
 
-use embedded_storage::nor_flash::{MultiwriteNorFlash, NorFlash};
+use embedded_storage_async::nor_flash::{MultiwriteNorFlash, NorFlash};
 use ota_core::manifest::StoredManifest;
 use ota_core::resume::ResumeState;
-use ota_core::storage::{CounterStore, UpdateStorage};
+use ota_core::storage::{Persisted, StorageOp};
 use ota_core::wire::LastOutcome;
 
 use crate::journal::{Journal, JournalError, Snapshot};
@@ -11,7 +23,7 @@ use crate::layout::{Layout, LayoutError};
 use crate::record::Record;
 use crate::state::UpdateState;
 
-/// Errors of [`FlashStorage`].
+/// Errors of the storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum StorageError<E> {
     /// The flash failed (or lost power).
@@ -40,6 +52,18 @@ pub enum StorageError<E> {
     /// The journal's manifest does not decode.
     #[error("stored manifest is unreadable")]
     BadManifest,
+    /// Write-once flash: a chunk size that is not a whole number of write units, or whose
+    /// chunks would straddle sector boundaries (it must divide the sector size or be a
+    /// multiple of it: any power of two from the write unit up does).
+    #[error("chunk size {chunk} does not fit write-once flash ({unit}-byte units, {sector}-byte sectors)")]
+    ChunkNotAligned {
+        /// The manifest's chunk size.
+        chunk: u32,
+        /// The flash's write unit.
+        unit: u32,
+        /// The flash's sector.
+        sector: u32,
+    },
 }
 
 impl<E> From<JournalError<E>> for StorageError<E> {
@@ -51,13 +75,9 @@ impl<E> From<JournalError<E>> for StorageError<E> {
     }
 }
 
-/// Staging, journal and install over one NOR flash.
-///
-/// The flash must be [`MultiwriteNorFlash`]: after a power cut in the middle of a chunk write,
-/// the chunk is fetched again and written over its own partial copy, which only clears the bits
-/// the first write did not reach.
+/// Staging, journal and install over one NOR flash, async.
 #[derive(Debug)]
-pub struct FlashStorage<F> {
+pub struct AsyncFlashStorage<F> {
     pub(crate) flash: F,
     pub(crate) layout: Layout,
     pub(crate) journal: Journal,
@@ -65,22 +85,46 @@ pub struct FlashStorage<F> {
     /// Staging bytes below this offset were erased during this download (RAM only; recomputed
     /// from the committed progress on open).
     erased_until: u32,
+    /// Never program a write unit twice between erases.
+    write_once: bool,
 }
 
-impl<F: MultiwriteNorFlash> FlashStorage<F> {
-    /// Opens the storage: checks the layout, reads the journal.
-    pub fn open(mut flash: F, layout: Layout) -> Result<Self, StorageError<F::Error>> {
+impl<F: MultiwriteNorFlash> AsyncFlashStorage<F> {
+    /// Opens the storage on flash that may rewrite a written unit (clearing more bits): checks
+    /// the layout, reads the journal.
+    pub async fn open(flash: F, layout: Layout) -> Result<Self, StorageError<F::Error>> {
+        Self::open_mode(flash, layout, false).await
+    }
+}
+
+impl<F: NorFlash> AsyncFlashStorage<F> {
+    /// Opens the storage on flash whose write units are programmed once between erases (ECC
+    /// flash, or any `NorFlash` that promises nothing more); recovers a chunk torn by a power
+    /// cut by erasing its sector.
+    pub async fn open_write_once(flash: F, layout: Layout) -> Result<Self, StorageError<F::Error>> {
+        Self::open_mode(flash, layout, true).await
+    }
+
+    async fn open_mode(
+        mut flash: F,
+        layout: Layout,
+        write_once: bool,
+    ) -> Result<Self, StorageError<F::Error>> {
         layout.validate(flash.capacity(), F::READ_SIZE, F::WRITE_SIZE, F::ERASE_SIZE)?;
         let sectors = layout.journal.size / F::ERASE_SIZE as u32;
-        let (journal, snap) = Journal::open(&mut flash, layout.journal.offset, sectors)?;
+        let (journal, snap) = Journal::open(&mut flash, layout.journal.offset, sectors).await?;
         let mut s = Self {
             flash,
             layout,
             journal,
             snap,
             erased_until: 0,
+            write_once,
         };
         s.erased_until = s.committed_end();
+        if write_once {
+            s.recover_torn_chunks().await?;
+        }
         Ok(s)
     }
 
@@ -94,12 +138,17 @@ impl<F: MultiwriteNorFlash> FlashStorage<F> {
         self.snap.state.last_outcome()
     }
 
+    /// True if opened in write-once mode.
+    pub fn is_write_once(&self) -> bool {
+        self.write_once
+    }
+
     /// The server has seen the outcome: forget it.
-    pub fn outcome_reported(&mut self) -> Result<(), StorageError<F::Error>> {
+    pub async fn outcome_reported(&mut self) -> Result<(), StorageError<F::Error>> {
         match self.snap.state {
-            UpdateState::Confirmed { .. } | UpdateState::Reverted { .. } => {
-                self.set_state(UpdateState::Idle)
-            }
+            UpdateState::Confirmed { .. }
+            | UpdateState::Reverted { .. }
+            | UpdateState::Failed { .. } => self.set_state(UpdateState::Idle).await,
             _ => Ok(()),
         }
     }
@@ -124,36 +173,43 @@ impl<F: MultiwriteNorFlash> FlashStorage<F> {
         self.flash
     }
 
-    pub(crate) fn commit(&mut self, rec: Record) -> Result<(), StorageError<F::Error>> {
+    pub(crate) async fn commit(&mut self, rec: Record) -> Result<(), StorageError<F::Error>> {
         let mut after = self.snap;
         after.apply(&rec);
-        self.journal.commit(&mut self.flash, &rec, &after)?;
+        self.journal.commit(&mut self.flash, &rec, &after).await?;
         self.snap = after;
         Ok(())
     }
 
-    pub(crate) fn set_state(&mut self, state: UpdateState) -> Result<(), StorageError<F::Error>> {
-        self.commit(Record::State(state))
+    pub(crate) async fn set_state(
+        &mut self,
+        state: UpdateState,
+    ) -> Result<(), StorageError<F::Error>> {
+        self.commit(Record::State(state)).await
     }
 
     fn erase_size() -> u32 {
         F::ERASE_SIZE as u32
     }
 
+    /// The chunk size of the download in progress.
+    fn chunk_size(&self) -> Option<u32> {
+        let (_, manifest) = self.snap.download?;
+        manifest
+            .as_signed()
+            .decode_verified()
+            .ok()
+            .map(|m| u32::from(m.chunk_size))
+    }
+
     /// End of the last committed chunk, rounded up to a sector: everything below was erased
     /// during this download, nothing above holds a committed chunk.
     fn committed_end(&self) -> u32 {
-        let Some((state, manifest)) = self.snap.download else {
+        let (Some((state, _)), UpdateState::Downloading) = (self.snap.download, self.snap.state)
+        else {
             return 0;
         };
-        if self.snap.state != UpdateState::Downloading {
-            return 0;
-        }
-        let chunk = manifest
-            .as_signed()
-            .decode_verified()
-            .map(|m| u32::from(m.chunk_size))
-            .unwrap_or(0);
+        let chunk = self.chunk_size().unwrap_or(0);
         let ahead_end = 32 - state.ahead.leading_zeros();
         let end = state
             .next_offset
@@ -161,12 +217,85 @@ impl<F: MultiwriteNorFlash> FlashStorage<F> {
         end.div_ceil(Self::erase_size()) * Self::erase_size()
     }
 
+    /// Write-once mode, on open: every chunk slot below [`Self::committed_end`] that is not
+    /// committed must still be erased. One that is not (a write cut by a power failure, which
+    /// may not be written again) costs its sector: the chunks committed in it are forgotten
+    /// (journaled first), then the sector is erased, and they are fetched again.
+    async fn recover_torn_chunks(&mut self) -> Result<(), StorageError<F::Error>> {
+        let (Some((state, _)), Some(chunk)) = (self.snap.download, self.chunk_size()) else {
+            return Ok(());
+        };
+        if self.snap.state != UpdateState::Downloading || chunk == 0 {
+            return Ok(());
+        }
+        let end = self.committed_end();
+        let e = Self::erase_size();
+        let mut at = state.next_offset;
+        while at < end {
+            if !state.has(at, chunk) && !self.slot_erased(at, (at + chunk).min(end)).await {
+                // Every sector the torn slot lies in (chunks never straddle a sector boundary
+                // here: `begin` refuses such chunk sizes).
+                let (first, last) = (at / e * e, (at + chunk - 1) / e * e);
+                let mut rolled = state;
+                let mut sector = first;
+                while sector <= last {
+                    rolled = forget_sector(rolled, chunk, sector, e);
+                    sector += e;
+                }
+                self.commit(Record::Progress {
+                    image: rolled.image,
+                    next_offset: rolled.next_offset,
+                    ahead: rolled.ahead,
+                })
+                .await?;
+                let mut sector = first;
+                while sector <= last {
+                    let base = self.layout.dfu.offset + sector;
+                    self.flash
+                        .erase(base, base + e)
+                        .await
+                        .map_err(StorageError::Flash)?;
+                    sector += e;
+                }
+                self.erased_until = self.committed_end().max(last + e);
+                // Whatever else is torn shows on the next open; this one is clean.
+                return Ok(());
+            }
+            at += chunk;
+        }
+        Ok(())
+    }
+
+    /// True if `[from, to)` of the slot reads back erased (a read the flash refuses is not).
+    async fn slot_erased(&mut self, from: u32, to: u32) -> bool {
+        let mut buf = [0u8; 256];
+        let mut at = from;
+        while at < to {
+            let n = ((to - at) as usize).min(buf.len());
+            let window = buf.get_mut(..n).unwrap_or(&mut []);
+            if self
+                .flash
+                .read(self.layout.dfu.offset + at, window)
+                .await
+                .is_err()
+                || window.iter().any(|&b| b != 0xFF)
+            {
+                return false;
+            }
+            at += n as u32;
+        }
+        true
+    }
+
     /// Erases staging sectors up to `end` that this download has not erased yet.
-    fn erase_ahead(&mut self, end: u32) -> Result<(), StorageError<F::Error>> {
+    async fn erase_ahead(&mut self, end: u32) -> Result<(), StorageError<F::Error>> {
         let e = Self::erase_size();
         while self.erased_until < end {
             let at = self.layout.dfu.offset + self.erased_until;
-            self.flash.erase(at, at + e).map_err(StorageError::Flash)?;
+            self.flash
+                .erase(at, at + e)
+                .await
+                .map_err(StorageError::Flash)?;
             self.erased_until += e;
         }
         Ok(())
@@ -183,20 +312,27 @@ impl<F: MultiwriteNorFlash> FlashStorage<F> {
         }
         Ok(())
     }
-}
 
-impl<F: MultiwriteNorFlash> UpdateStorage for FlashStorage<F> {
-    type Error = StorageError<F::Error>;
-
-    fn capacity(&self) -> u32 {
+    /// Size of the staging slot in bytes.
+    pub fn capacity(&self) -> u32 {
         self.layout.staging_capacity(F::ERASE_SIZE)
     }
 
-    fn load(&mut self) -> Result<Option<(ResumeState, StoredManifest)>, Self::Error> {
-        Ok(self.snap.resume())
+    /// What is persisted (see `ota_core::UpdateStorage::load`).
+    pub fn load(&self) -> Persisted {
+        Persisted {
+            capacity: self.capacity(),
+            download: self.snap.resume(),
+            outcome: self.last_outcome(),
+        }
     }
 
-    fn begin(&mut self, manifest: &StoredManifest, state: &ResumeState) -> Result<(), Self::Error> {
+    /// See `ota_core::storage::StorageOp::Begin`.
+    pub async fn begin(
+        &mut self,
+        manifest: &StoredManifest,
+        state: &ResumeState,
+    ) -> Result<(), StorageError<F::Error>> {
         match self.snap.state {
             UpdateState::Installing { .. }
             | UpdateState::Trial { .. }
@@ -205,66 +341,212 @@ impl<F: MultiwriteNorFlash> UpdateStorage for FlashStorage<F> {
             }
             _ => {}
         }
+        if self.write_once {
+            let chunk = manifest
+                .as_signed()
+                .decode_verified()
+                .map(|m| u32::from(m.chunk_size))
+                .map_err(|_| StorageError::BadManifest)?;
+            // Whole write units, so two chunks never share one; and chunk boundaries on sector
+            // boundaries, so a torn chunk costs only the sectors it lies in.
+            let (unit, e) = (F::WRITE_SIZE as u32, Self::erase_size());
+            if chunk == 0 || chunk % unit != 0 || (e % chunk != 0 && chunk % e != 0) {
+                return Err(StorageError::ChunkNotAligned {
+                    chunk,
+                    unit,
+                    sector: e,
+                });
+            }
+        }
         self.commit(Record::Begin {
             state: *state,
             manifest: *manifest,
-        })?;
+        })
+        .await?;
         self.erased_until = 0;
         Ok(())
     }
 
-    fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), Self::Error> {
+    /// See `ota_core::storage::StorageOp::Write`.
+    pub async fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), StorageError<F::Error>> {
         self.check_range(offset, data.len())?;
         let end = offset + data.len() as u32;
-        self.erase_ahead(end)?;
-        write_unaligned(&mut self.flash, self.layout.dfu.offset + offset, data)
+        self.erase_ahead(end).await?;
+        let at = self.layout.dfu.offset + offset;
+        if self.write_once {
+            write_units(&mut self.flash, at, data).await
+        } else {
+            write_unaligned(&mut self.flash, at, data).await
+        }
     }
 
-    fn persist(&mut self, state: &ResumeState) -> Result<(), Self::Error> {
+    /// See `ota_core::storage::StorageOp::Persist`.
+    pub async fn persist(&mut self, state: &ResumeState) -> Result<(), StorageError<F::Error>> {
         self.commit(Record::Progress {
             image: state.image,
             next_offset: state.next_offset,
             ahead: state.ahead,
         })
+        .await
     }
 
-    fn read(&mut self, offset: u32, buf: &mut [u8]) -> Result<(), Self::Error> {
+    /// See `ota_core::storage::StorageOp::Read`.
+    pub async fn read(
+        &mut self,
+        offset: u32,
+        buf: &mut [u8],
+    ) -> Result<(), StorageError<F::Error>> {
         self.check_range(offset, buf.len())?;
         self.flash
             .read(self.layout.dfu.offset + offset, buf)
+            .await
             .map_err(StorageError::Flash)
     }
 
-    fn mark_staged(&mut self, state: &ResumeState) -> Result<(), Self::Error> {
-        self.persist(state)?;
-        self.set_state(UpdateState::Staged)
+    /// See `ota_core::storage::StorageOp::MarkStaged`.
+    pub async fn mark_staged(&mut self, state: &ResumeState) -> Result<(), StorageError<F::Error>> {
+        self.persist(state).await?;
+        self.set_state(UpdateState::Staged).await
     }
 
-    fn abandon(&mut self) -> Result<(), Self::Error> {
+    /// See `ota_core::storage::StorageOp::Abandon`.
+    pub async fn abandon(&mut self) -> Result<(), StorageError<F::Error>> {
         self.erased_until = 0;
-        self.set_state(UpdateState::Idle)
-    }
-}
-
-/// Writes `data` at any `offset`: whole write units straight from `data`, the partial units at
-/// either end padded with `0xFF` (which programs nothing, so the neighbouring chunk's bytes in
-/// the same unit are left as they are).
-impl<F: MultiwriteNorFlash> CounterStore for FlashStorage<F> {
-    type Error = StorageError<F::Error>;
-
-    fn load_counter(&mut self) -> Result<u64, Self::Error> {
-        Ok(self.snap.counter)
+        self.set_state(UpdateState::Idle).await
     }
 
-    fn store_counter(&mut self, value: u64) -> Result<(), Self::Error> {
+    /// See `ota_core::storage::StorageOp::SetOutcome`.
+    pub async fn set_outcome(
+        &mut self,
+        outcome: LastOutcome,
+    ) -> Result<(), StorageError<F::Error>> {
+        match outcome {
+            LastOutcome::None => self.outcome_reported().await,
+            // A download given up: reported at the next check-in even after a reset. Never over
+            // an update in progress or an install's own outcome not yet reported.
+            LastOutcome::Failed { sequence, reason } if self.snap.state == UpdateState::Idle => {
+                self.set_state(UpdateState::Failed { sequence, reason })
+                    .await
+            }
+            // Confirm and roll back are the installer's to record.
+            _ => Ok(()),
+        }
+    }
+
+    /// Carries out one operation of the state machine.
+    pub async fn apply(&mut self, op: StorageOp<'_>) -> Result<(), StorageError<F::Error>> {
+        match op {
+            StorageOp::Begin { manifest, state } => self.begin(manifest, &state).await,
+            StorageOp::Write { offset, data } => self.write(offset, data).await,
+            StorageOp::Persist(state) => self.persist(&state).await,
+            StorageOp::Read { offset, buf } => self.read(offset, buf).await,
+            StorageOp::MarkStaged(state) => self.mark_staged(&state).await,
+            StorageOp::Abandon => self.abandon().await,
+            StorageOp::SetOutcome(o) => self.set_outcome(o).await,
+        }
+    }
+
+    /// See `ota_core::storage::CounterStore::load_counter`.
+    pub fn load_counter(&self) -> u64 {
+        self.snap.counter
+    }
+
+    /// See `ota_core::storage::CounterStore::store_counter`.
+    pub async fn store_counter(&mut self, value: u64) -> Result<(), StorageError<F::Error>> {
         if value != self.snap.counter {
-            self.commit(Record::Counter(value))?;
+            self.commit(Record::Counter(value)).await?;
         }
         Ok(())
     }
 }
 
-fn write_unaligned<F: NorFlash>(
+/// The device's wake loop runs on it directly.
+impl<F: NorFlash> ota_core::runtime::Storage for AsyncFlashStorage<F> {
+    type Error = StorageError<F::Error>;
+
+    async fn load(&mut self) -> Result<Persisted, Self::Error> {
+        Ok(AsyncFlashStorage::load(self))
+    }
+
+    async fn apply(&mut self, op: StorageOp<'_>) -> Result<(), Self::Error> {
+        AsyncFlashStorage::apply(self, op).await
+    }
+
+    async fn load_counter(&mut self) -> Result<u64, Self::Error> {
+        Ok(AsyncFlashStorage::load_counter(self))
+    }
+
+    async fn store_counter(&mut self, value: u64) -> Result<(), Self::Error> {
+        AsyncFlashStorage::store_counter(self, value).await
+    }
+}
+
+/// `state` with every chunk that touches the sector at `sector` forgotten: what stays
+/// committed below the first of them, and the chunks committed ahead beyond the sector,
+/// re-expressed from the new next offset (a chunk boundary).
+fn forget_sector(state: ResumeState, chunk: u32, sector: u32, e: u32) -> ResumeState {
+    let touches = |o: u32| o < sector + e && o + chunk > sector;
+    let mut kept = [0u32; 32];
+    let mut n = 0;
+    for i in 0..32u32 {
+        if state.ahead & (1 << i) != 0 {
+            let o = state.next_offset + (i + 1) * chunk;
+            if !touches(o) {
+                if let Some(slot) = kept.get_mut(n) {
+                    *slot = o;
+                    n += 1;
+                }
+            }
+        }
+    }
+    let next_offset = state.next_offset.min(sector / chunk * chunk);
+    let mut ahead = 0u32;
+    for &o in kept.iter().take(n) {
+        let i = (o - next_offset) / chunk;
+        if (1..=32).contains(&i) {
+            ahead |= 1 << (i - 1);
+        }
+    }
+    ResumeState {
+        next_offset,
+        ahead,
+        ..state
+    }
+}
+
+/// Writes `data` at a write-unit-aligned `offset`, the last partial unit padded with `0xFF`:
+/// every unit programmed once.
+async fn write_units<F: NorFlash>(
+    flash: &mut F,
+    offset: u32,
+    data: &[u8],
+) -> Result<(), StorageError<F::Error>> {
+    let w = F::WRITE_SIZE;
+    let whole = data.len() / w * w;
+    let (head, tail) = data.split_at(whole);
+    if !head.is_empty() {
+        flash
+            .write(offset, head)
+            .await
+            .map_err(StorageError::Flash)?;
+    }
+    if !tail.is_empty() {
+        let mut unit = [0xFFu8; 64];
+        unit.get_mut(..tail.len())
+            .unwrap_or(&mut [])
+            .copy_from_slice(tail);
+        flash
+            .write(offset + whole as u32, unit.get(..w).unwrap_or(&[]))
+            .await
+            .map_err(StorageError::Flash)?;
+    }
+    Ok(())
+}
+
+/// Writes `data` at any `offset`: whole write units straight from `data`, the partial units at
+/// either end padded with `0xFF` (which programs nothing, so the neighbouring chunk's bytes in
+/// the same unit are left as they are). Multiwrite flash only.
+async fn write_unaligned<F: NorFlash>(
     flash: &mut F,
     offset: u32,
     data: &[u8],
@@ -279,7 +561,7 @@ fn write_unaligned<F: NorFlash>(
             let n = (end - at) / w * w;
             let from = (at - offset) as usize;
             let src = data.get(from..from + n as usize).unwrap_or(&[]);
-            flash.write(at, src).map_err(StorageError::Flash)?;
+            flash.write(at, src).await.map_err(StorageError::Flash)?;
             at += n;
         } else {
             let mut unit = [0xFFu8; 64];
@@ -294,6 +576,7 @@ fn write_unaligned<F: NorFlash>(
             }
             flash
                 .write(unit_start, unit.get(..w as usize).unwrap_or(&[]))
+                .await
                 .map_err(StorageError::Flash)?;
             at = unit_end;
         }

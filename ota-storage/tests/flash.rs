@@ -101,3 +101,74 @@ fn file_flash_persists_across_reopen() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn write_once_flash_refuses_a_second_program_and_reads_torn_units_as_ecc_errors() {
+    let mut f = SimFlash::<8, 256>::write_once(2);
+    f.write(0, &[0xAA; 8]).unwrap();
+    assert_eq!(f.write(0, &[0x00; 8]), Err(SimError::Reprogrammed));
+    assert_eq!(f.reprogram_attempts(), 1);
+    f.set_cut_seed(3);
+    f.cut_at(0);
+    assert_eq!(f.write(64, &[0u8; 32]), Err(SimError::PowerLoss));
+    f.power_on();
+    assert!(f.torn_units() >= 1);
+    // The torn unit (and only a read that covers it) fails.
+    let torn_at = (64..96)
+        .step_by(8)
+        .find(|&a| f.read(a, &mut [0; 8]).is_err())
+        .unwrap();
+    assert_eq!(f.read(torn_at, &mut [0; 8]), Err(SimError::Ecc));
+    assert!(f.read(128, &mut [0; 8]).is_ok());
+    f.erase(0, 256).unwrap();
+    assert_eq!(f.torn_units(), 0);
+    f.write(0, &[0x11; 8]).unwrap();
+}
+
+/// Write-once storage refuses a chunk size whose chunks would share a write unit or straddle a
+/// sector, before anything is written.
+#[test]
+fn write_once_storage_refuses_chunk_sizes_it_cannot_keep_safe() {
+    use ota_core::manifest::StoredManifest;
+    use ota_core::resume::ResumeState;
+    use ota_core::storage::UpdateStorage;
+    use ota_core::wire::{Digest, ImageId};
+    use ota_storage::{FlashStorage, Layout, Partition, StorageError};
+
+    let layout = Layout {
+        active: Partition::new(0, 8192),
+        dfu: Partition::new(8192, 8192 + 4096),
+        journal: Partition::new(20480, 8192),
+    };
+    for (chunk, ok) in [
+        (1024u16, true),
+        (416, false),
+        (1000, false),
+        (4, false),
+        (16, true),
+    ] {
+        let mut s =
+            FlashStorage::open_write_once(SimFlash::<8, 4096>::write_once(7), layout).unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let m = ota_core::manifest::Manifest {
+            format: ota_core::manifest::MANIFEST_FORMAT,
+            vendor: 1,
+            class: 2,
+            sequence: 3,
+            version: ota_core::wire::Version::new(1, 0, 0),
+            image_size: 4000,
+            digest: Digest([0; 32]),
+            chunk_size: chunk,
+            min_running: None,
+        };
+        let signed = ota_core::host::OwnedManifest::sign(&m, &key);
+        let stored = StoredManifest::from_signed(&signed.as_signed()).unwrap();
+        let state = ResumeState::new(stored.as_signed().digest(), ImageId(1));
+        let r = s.begin(&stored, &state);
+        match (ok, r) {
+            (true, Ok(())) => {}
+            (false, Err(StorageError::ChunkNotAligned { .. })) => {}
+            (_, other) => panic!("chunk {chunk}: {other:?}"),
+        }
+    }
+}

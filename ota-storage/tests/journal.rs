@@ -5,6 +5,7 @@
 use embedded_storage::nor_flash::NorFlash;
 use ota_core::manifest::{SignedManifest, StoredManifest};
 use ota_core::resume::ResumeState;
+use ota_core::runtime::block::block_on;
 use ota_core::wire::{Digest, ImageId, Signature};
 use ota_storage::journal::{Journal, Snapshot};
 use ota_storage::record::Record;
@@ -25,7 +26,7 @@ fn manifest() -> StoredManifest {
 /// Commits begin + `n` progress records; returns the journal, the expected snapshots after each
 /// commit, and the byte ranges each record occupies.
 fn build(flash: &mut Flash, n: u32) -> (Journal, Vec<Snapshot>) {
-    let (mut j, mut snap) = Journal::open(flash, 0, 2).unwrap();
+    let (mut j, mut snap) = block_on(Journal::open(flash, 0, 2)).unwrap();
     let mut snaps = vec![snap];
     let begin = Record::Begin {
         state: ResumeState::new(Digest([3; 32]), ImageId(1)),
@@ -41,14 +42,14 @@ fn build(flash: &mut Flash, n: u32) -> (Journal, Vec<Snapshot>) {
     }
     for r in recs {
         snap.apply(&r);
-        j.commit(flash, &r, &snap).unwrap();
+        block_on(j.commit(flash, &r, &snap)).unwrap();
         snaps.push(snap);
     }
     (j, snaps)
 }
 
 fn reopen(flash: &mut Flash) -> Snapshot {
-    Journal::open(flash, 0, 2).unwrap().1
+    block_on(Journal::open(flash, 0, 2)).unwrap().1
 }
 
 /// Offset of the last non-erased byte in the journal's current sector.
@@ -85,12 +86,12 @@ fn torn_last_record_falls_back_and_next_commit_rotates() {
     for b in &mut flash.contents_mut()[end - 6..=end] {
         *b = 0xFF;
     }
-    let (mut j, mut snap) = Journal::open(&mut flash, 0, 2).unwrap();
+    let (mut j, mut snap) = block_on(Journal::open(&mut flash, 0, 2)).unwrap();
     assert_eq!(snap, snaps[snaps.len() - 2]);
     let erases_before: u32 = flash.erase_counts().iter().sum();
     let r = Record::State(UpdateState::Staged);
     snap.apply(&r);
-    j.commit(&mut flash, &r, &snap).unwrap();
+    block_on(j.commit(&mut flash, &r, &snap)).unwrap();
     let erases_after: u32 = flash.erase_counts().iter().sum();
     assert_eq!(
         erases_after,
@@ -115,7 +116,7 @@ fn rotation_keeps_state_across_many_commits() {
 #[test]
 fn no_good_record_means_idle() {
     let mut flash = Flash::new(2);
-    let (_, snap) = Journal::open(&mut flash, 0, 2).unwrap();
+    let (_, snap) = block_on(Journal::open(&mut flash, 0, 2)).unwrap();
     assert_eq!(snap, Snapshot::default());
     assert_eq!(snap.state, UpdateState::Idle);
     assert!(snap.resume().is_none());
@@ -132,10 +133,10 @@ proptest! {
         if erased {
             flash.erase(1024, 2048).unwrap();
         }
-        let (mut j, mut snap) = Journal::open(&mut flash, 0, 2).unwrap();
+        let (mut j, mut snap) = block_on(Journal::open(&mut flash, 0, 2)).unwrap();
         let r = Record::State(UpdateState::Staged);
         snap.apply(&r);
-        j.commit(&mut flash, &r, &snap).unwrap();
+        block_on(j.commit(&mut flash, &r, &snap)).unwrap();
         prop_assert_eq!(reopen(&mut flash).state, UpdateState::Staged);
     }
 

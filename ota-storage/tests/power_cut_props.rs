@@ -42,12 +42,34 @@ fn case(max_image: usize) -> impl Strategy<Value = Case> {
 }
 
 fn check<const W: usize, const E: usize>(c: &Case) {
+    check_mode::<W, E>(c, false);
+}
+
+/// Write-once flash: chunk sizes are powers of two from the write unit up (the storage refuses
+/// sizes whose chunks share a unit or straddle a sector), and a torn chunk costs its sector.
+fn check_write_once<const W: usize, const E: usize>(c: &Case) {
+    let pow2 = 1u16 << (15 - c.chunk.leading_zeros());
+    let c = Case {
+        chunk: pow2.max(W as u16),
+        ..c.clone()
+    };
+    check_mode::<W, E>(&c, true);
+}
+
+fn check_mode<const W: usize, const E: usize>(c: &Case, write_once: bool) {
     let s = Scenario {
         old: bytes(c.old_len, c.seed),
         new: bytes(c.new_len, c.seed ^ 0xABCD),
         chunk: c.chunk,
         healthy: c.healthy,
         wake_bytes: 400 + c.wake_chunks * (u32::from(c.chunk) + 40),
+        write_once,
+    };
+    let bound = if write_once {
+        // A torn chunk costs the chunks of its sector.
+        E as u64 + u64::from(s.chunk)
+    } else {
+        u64::from(s.chunk)
     };
     let expect = if c.healthy {
         End::Updated
@@ -63,7 +85,7 @@ fn check<const W: usize, const E: usize>(c: &Case) {
         flash.set_cut_seed(c.seed ^ k);
         let (end, stats, _) = live::<W, E>(&s, flash, Some(k));
         assert!(
-            stats.accepted_payload <= s.new.len() as u64 + u64::from(s.chunk),
+            stats.accepted_payload <= s.new.len() as u64 + bound,
             "cut {k}: {stats:?}"
         );
         assert!(
@@ -87,4 +109,10 @@ proptest! {
 
     #[test]
     fn wide_writes_4k_sectors(c in case(3 * 4096)) { check::<32, 4096>(&c); }
+
+    #[test]
+    fn write_once_double_words_2k_sectors(c in case(5 * 2048)) { check_write_once::<8, 2048>(&c); }
+
+    #[test]
+    fn write_once_quad_words_4k_sectors(c in case(3 * 4096)) { check_write_once::<16, 4096>(&c); }
 }

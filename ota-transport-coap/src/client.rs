@@ -1,145 +1,30 @@
-//! The device side: [`CoapClient`] carries an `ota-core` [`Device`] over CoAP, sans-IO.
+//! [`CoapClient`]: an `ota-core` [`Device`] and its [`CoapFraming`], sans-IO, for event loops
+//! of your own, simulators and tests. The async wake loop uses [`crate::link::CoapLink`].
 //!
-//! Check-ins and reports are confirmable POSTs carrying the `ota-core` message; chunk requests
-//! become confirmable GETs of the image resource with a Block2 option (block size = the
-//! manifest's chunk size), so the image can come from any CoAP server. Retransmission is the
-//! device state machine's: a request the state machine sends again goes out with the same
-//! message id and token, which is what RFC 7252 calls a retransmission; the timeouts start at
-//! ACK_TIMEOUT (2 s) times a random factor in [1, 1.5) and double up to MAX_RETRANSMIT (4)
-//! retransmissions. Once round trips are measured the timeout follows them (as CoCoA does), and
-//! the number of requests in flight is the device's window (RFC 7252's NSTART, raised by
-//! configuration).
-//!
-//! With OSCORE ([`CoapClient::secure`]) every request is sealed under the device's security
-//! context (see [`crate::secure`]); a request the state machine repeats is sealed again with a
-//! new sequence number and goes out as a new message (same token), so no nonce is ever reused.
-//!
-//! Alloc-free: options and payload are written and parsed with `coap-message-implementations`.
+//! Retransmission is the state machine's: the first timeout is ACK_TIMEOUT (2 s) times a random
+//! factor in [1, 1.5), doubling to MAX_RETRANSMIT (4) retransmissions (RFC 7252); once round
+//! trips are measured the timeout follows them (as CoCoA does), and the number of requests in
+//! flight is the device's window (RFC 7252's NSTART, raised by configuration).
 
-use coap_message::MinimalWritableMessage as _;
-use coap_message_implementations::inmemory::{MessageMut, SliceBufferMut, WriteError};
-use heapless::{Deque, Vec};
-use ota_core::device::{Device, DeviceConfig, RecvError};
+use ota_core::device::{Device, DeviceConfig};
 use ota_core::manifest::Verifier;
 use ota_core::time::Instant;
-use ota_core::wire::{self, Chunk, ImageId, Message};
 
-use crate::block::Block;
-use crate::client_security::Security;
 pub use crate::client_security::SEQUENCE_RESERVATION;
-use crate::resources::{self, code, opt};
-use crate::udp::{self, Datagram, Item, MsgType, UdpError};
+pub use crate::framing::{ClientError, ClientStats, CoapFraming, Parsed};
 
-/// Most exchanges remembered for matching responses and retransmitting with the same id.
-const EXCHANGES: usize = 40;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Key {
-    CheckIn,
-    Report,
-    Block { image: ImageId, offset: u32 },
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Exchange {
-    key: Key,
-    mid: u16,
-    token: [u8; 2],
-    /// The OSCORE sequence number of its latest transmission.
-    seq: Option<u64>,
-}
-
-/// Why a datagram was not used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ClientError {
-    /// Not a CoAP message.
-    #[error(transparent)]
-    Udp(#[from] UdpError),
-    /// Malformed options.
-    #[error("malformed CoAP options")]
-    Options,
-    /// A response to no request in flight (late, duplicate or spoofed).
-    #[error("response matches no request in flight")]
-    Unmatched,
-    /// The server answered with an error code (`class << 5 | detail`).
-    #[error("server answered {}.{:02}", .0 >> 5, .0 & 31)]
-    Response(u8),
-    /// A block response for another block than the one asked for.
-    #[error("block response does not match the request")]
-    WrongBlock,
-    /// The ETag changed during the download: the resource is not the image being fetched.
-    #[error("ETag changed during the download")]
-    EtagMismatch,
-    /// The state machine refused the content.
-    #[error(transparent)]
-    Device(#[from] RecvError),
-    /// A response to an OSCORE request came unprotected (and was no error response).
-    #[error("unprotected response to a protected request")]
-    Unprotected,
-    /// A protected response did not open.
-    #[cfg(feature = "oscore")]
-    #[error("OSCORE: {0}")]
-    Oscore(#[from] ota_oscore::Error),
-}
-
-/// Counters of CoAP datagrams (radio bytes at the application layer).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ClientStats {
-    /// Datagrams sent.
-    pub datagrams_sent: u32,
-    /// Bytes sent.
-    pub bytes_sent: u64,
-    /// Datagrams received.
-    pub datagrams_received: u32,
-    /// Bytes received.
-    pub bytes_received: u64,
+/// RFC 7252's ACK_TIMEOUT (2 s) times a random factor in [1, 1.5) picked by `seed`, and
+/// MAX_RETRANSMIT (4) retransmissions, for a device config.
+pub fn rfc7252_timers(config: &mut DeviceConfig, seed: u32) {
+    config.initial_rto_ms = 2000 + seed % 1000;
+    config.max_attempts = 5;
 }
 
 /// An `ota-core` device speaking CoAP.
 pub struct CoapClient<V, const CHUNK: usize = 1024> {
     dev: Device<V, CHUNK>,
-    next_mid: u16,
-    next_token: u16,
-    exchanges: Vec<Exchange, EXCHANGES>,
-    acks: Deque<u16, 8>,
-    /// The ETag of the image being fetched, as first seen: a later block with another ETag
-    /// means the resource changed under the download (RFC 7959 section 2.4).
-    etag: Option<(ImageId, Vec<u8, 8>)>,
+    framing: CoapFraming,
     scratch: [u8; 256],
-    security: Option<Security>,
-    stats: ClientStats,
-}
-
-/// What a request is, before it is framed (plain or sealed).
-enum Request<'a> {
-    Post {
-        seg: &'a [u8],
-        payload: &'a [u8],
-    },
-    Block {
-        id: ([u8; 10], usize),
-        block: ([u8; 3], usize),
-    },
-}
-
-impl Request<'_> {
-    fn write(&self, m: &mut MessageMut<SliceBufferMut<'_>>) -> Result<(), WriteError> {
-        match self {
-            Request::Post { seg, payload } => {
-                m.set_code(code::POST);
-                m.add_option(opt::URI_PATH, resources::ROOT)?;
-                m.add_option(opt::URI_PATH, seg)?;
-                m.set_payload(payload)
-            }
-            Request::Block { id, block } => {
-                m.set_code(code::GET);
-                m.add_option(opt::URI_PATH, resources::ROOT)?;
-                m.add_option(opt::URI_PATH, resources::IMAGE)?;
-                m.add_option(opt::URI_PATH, id.0.get(id.0.len() - id.1..).unwrap_or(&[]))?;
-                m.add_option(opt::BLOCK2, block.0.get(..block.1).unwrap_or(&[]))
-            }
-        }
-    }
 }
 
 impl<V: Verifier, const CHUNK: usize> CoapClient<V, CHUNK> {
@@ -147,59 +32,35 @@ impl<V: Verifier, const CHUNK: usize> CoapClient<V, CHUNK> {
     /// random number); it picks the first message id and token and the random factor of the
     /// first timeout.
     pub fn new(mut config: DeviceConfig, verifier: V, seed: u32) -> Self {
-        // RFC 7252: ACK_TIMEOUT 2 s, ACK_RANDOM_FACTOR 1.5, MAX_RETRANSMIT 4.
-        config.initial_rto_ms = 2000 + seed % 1000;
-        config.max_attempts = 5;
+        rfc7252_timers(&mut config, seed);
+        crate::link::LIMITS.apply(&mut config);
         Self {
             dev: Device::new(config, verifier),
-            next_mid: seed as u16,
-            next_token: (seed >> 16) as u16,
-            exchanges: Vec::new(),
-            acks: Deque::new(),
-            etag: None,
+            framing: CoapFraming::new(seed),
             scratch: [0; 256],
-            security: None,
-            stats: ClientStats::default(),
         }
     }
 
-    /// Protects every request with OSCORE under `ctx` (the device's own context, as
-    /// provisioned). Before the first request, give it the persisted sequence reservation
-    /// ([`Self::restore_sequence`]).
+    /// Protects every request with OSCORE under `ctx` (see [`CoapFraming::secure`]).
     #[cfg(feature = "oscore")]
     pub fn secure(mut self, ctx: ota_oscore::SecurityContext) -> Self {
-        self.security = Some(Security::new(ctx));
+        self.framing = self.framing.secure(ctx);
         self
     }
 
-    /// True if requests are protected with OSCORE.
-    pub fn is_secure(&self) -> bool {
-        self.security.is_some()
+    /// The CoAP state (OSCORE sequence numbers, counters).
+    pub fn framing(&mut self) -> &mut CoapFraming {
+        &mut self.framing
     }
 
-    /// Starts from the sequence reservation persisted last (`CounterStore::load_counter`).
-    pub fn restore_sequence(&mut self, persisted: u64) {
-        if let Some(s) = self.security.as_mut() {
-            s.restore(persisted);
-        }
+    /// See [`CoapFraming::restore_sequence`].
+    pub fn restore_sequence(&mut self, stored: u64) {
+        self.framing.restore_sequence(stored);
     }
 
-    /// A reservation to persist before the next request can be sealed, if one is due: persist
-    /// it (`CounterStore::store_counter`), then call [`Self::sequence_reserved`].
-    pub fn sequence_reservation(&self) -> Option<u64> {
-        self.security.as_ref()?.reservation()
-    }
-
-    /// Records that `value` from [`Self::sequence_reservation`] is persisted.
+    /// See [`CoapFraming::sequence_reserved`].
     pub fn sequence_reserved(&mut self, value: u64) {
-        if let Some(s) = self.security.as_mut() {
-            s.reserved(value);
-        }
-    }
-
-    /// The exact next sequence number, to persist before sleep so the numbers stay short.
-    pub fn settle_sequence(&mut self) -> Option<u64> {
-        self.security.as_mut().map(Security::settle)
+        self.framing.sequence_reserved(value);
     }
 
     /// The state machine.
@@ -214,86 +75,28 @@ impl<V: Verifier, const CHUNK: usize> CoapClient<V, CHUNK> {
 
     /// Datagram counters.
     pub fn stats(&self) -> &ClientStats {
-        &self.stats
+        self.framing.stats()
     }
 
     /// The next datagram to send at `now`, built in `buf`.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        let n = self.next_datagram(now, buf)?;
-        self.stats.datagrams_sent += 1;
-        self.stats.bytes_sent += n as u64;
+        let n = match self.framing.poll_ack(buf) {
+            Some(n) => n,
+            None => {
+                if !self.framing.can_send() {
+                    // Nothing is sealed before its sequence number is reserved in flash.
+                    return None;
+                }
+                loop {
+                    let t = self.dev.poll_transmit(now, &mut self.scratch)?;
+                    if let Some(n) = self.framing.frame(t.what, self.scratch.get(..t.len)?, buf) {
+                        break n;
+                    }
+                }
+            }
+        };
+        self.dev.link_bytes(n as u64, 0);
         Some(n)
-    }
-
-    fn next_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        if let Some(mid) = self.acks.pop_front() {
-            let n = udp::build_empty(buf, MsgType::Ack, mid).ok()?;
-            self.dev.add_link_bytes(n as i64, 0);
-            return Some(n);
-        }
-        if self.security.as_ref().is_some_and(|s| s.available() == 0) {
-            // Nothing is sealed before its sequence number is reserved in flash.
-            return None;
-        }
-        loop {
-            let n = self.dev.poll_transmit(now, &mut self.scratch)?;
-            let key = match wire::decode(self.scratch.get(..n)?) {
-                Ok(Message::CheckIn(_)) => Key::CheckIn,
-                Ok(Message::Report(_)) => Key::Report,
-                Ok(Message::ChunkRequest(r)) => Key::Block {
-                    image: r.image,
-                    offset: r.offset,
-                },
-                _ => continue,
-            };
-            let request = match key {
-                Key::CheckIn | Key::Report => Request::Post {
-                    seg: if key == Key::CheckIn {
-                        resources::CHECKIN
-                    } else {
-                        resources::REPORT
-                    },
-                    payload: self.scratch.get(..n)?,
-                },
-                Key::Block { image, offset } => {
-                    // Block size: the manifest's chunk size, which must be a power of two for
-                    // CoAP; the last chunk of an image is short but has the same block number.
-                    let size = u32::from(self.dev.chunk_size()?);
-                    let Ok(block) = Block::new(offset / size, false, size) else {
-                        continue;
-                    };
-                    let mut b = [0u8; 3];
-                    let blen = block.encode(&mut b);
-                    let mut id = [0u8; 10];
-                    let idlen = resources::image_segment(image, &mut id).len();
-                    Request::Block {
-                        id: (id, idlen),
-                        block: (b, blen),
-                    }
-                }
-            };
-            let secure = self.security.is_some();
-            let ex = exchange_for(
-                &mut self.exchanges,
-                &mut self.next_mid,
-                &mut self.next_token,
-                key,
-                secure,
-            );
-            let built = match self.security.as_mut() {
-                None => udp::build(buf, MsgType::Con, ex.mid, &ex.token, |m| request.write(m)),
-                Some(sec) => {
-                    let (seq, built) = sec.seal(buf, (ex.mid, &ex.token), |m| request.write(m))?;
-                    if let Some(e) = self.exchanges.iter_mut().find(|e| e.key == key) {
-                        e.seq = Some(seq);
-                    }
-                    built
-                }
-            };
-            let n_coap = built.ok()?;
-            self.dev.add_link_bytes(n_coap as i64 - n as i64, 0);
-            return Some(n_coap);
-        }
     }
 
     /// Feeds one received datagram (a protected response is decrypted in place).
@@ -302,148 +105,11 @@ impl<V: Verifier, const CHUNK: usize> CoapClient<V, CHUNK> {
         now: Instant,
         datagram: &mut [u8],
     ) -> Result<(), ClientError> {
-        self.stats.datagrams_received += 1;
-        self.stats.bytes_received += datagram.len() as u64;
-        // Every received byte counts against the budget; what the state machine is handed below
-        // it counts itself, so that part is taken off again there.
-        self.dev.add_link_bytes(0, datagram.len() as i64);
-        let d = udp::parse(datagram)?;
-        if d.code == code::EMPTY {
-            match d.kind {
-                // The request got through; a separate response follows.
-                MsgType::Ack => {}
-                // The server refused the message: forget it; the state machine retries.
-                MsgType::Rst => self.exchanges.retain(|e| e.mid != d.mid),
-                _ => {}
-            }
-            return Ok(());
-        }
-        if d.code >> 5 < 2 {
-            return Err(ClientError::Unmatched); // a request: devices serve none
-        }
-        if d.kind == MsgType::Con {
-            // A separate response must be acknowledged whatever it says.
-            if self.acks.is_full() {
-                let _ = self.acks.pop_front();
-            }
-            let _ = self.acks.push_back(d.mid);
-        }
-        let pos = self
-            .exchanges
-            .iter()
-            .position(|e| e.token == d.token && (d.kind != MsgType::Ack || e.mid == d.mid))
-            .ok_or(ClientError::Unmatched)?;
-        let ex = self
-            .exchanges
-            .get(pos)
-            .copied()
-            .ok_or(ClientError::Unmatched)?;
-        let (kind, mid, outer_code) = (d.kind, d.mid, d.code);
-        let token_at = 4..4 + d.token.len();
-        // Where the message to act on is: the datagram itself, or its decrypted inner message.
-        let (code, body) = match (ex.seq, self.security.as_ref()) {
-            (Some(seq), Some(sec)) => match crate::client_security::outer(&d, datagram.len())? {
-                Some(p) => sec.open(seq, p, datagram)?,
-                None => {
-                    if outer_code >> 5 != 2 {
-                        // OSCORE errors come back unprotected (no context, replay).
-                        self.exchanges.swap_remove(pos);
-                        return Err(ClientError::Response(outer_code));
-                    }
-                    return Err(ClientError::Unprotected);
-                }
-            },
-            _ => (outer_code, token_at.end..datagram.len()),
-        };
-        let d = Datagram {
-            kind,
-            code,
-            mid,
-            token: datagram.get(token_at).unwrap_or(&[]),
-            body: datagram.get(body).ok_or(ClientError::Options)?,
-        };
-        self.exchanges.swap_remove(pos);
-        if d.code >> 5 != 2 {
-            return Err(ClientError::Response(d.code));
-        }
-        let mut block = None;
-        let mut etag = None;
-        let mut payload: &[u8] = &[];
-        for item in d.items() {
-            match item.map_err(|_| ClientError::Options)? {
-                Item::Option {
-                    number: opt::BLOCK2,
-                    value,
-                } => {
-                    block = Some(Block::decode(value).map_err(|_| ClientError::Options)?);
-                }
-                Item::Option {
-                    number: opt::ETAG,
-                    value,
-                } => etag = Some(value),
-                Item::Option { .. } => {}
-                Item::Payload(p) => payload = p,
-            }
-        }
-        // The state machine counts what it is handed; that part was counted above already.
-        let handed = -(payload.len() as i64);
-        match ex.key {
-            Key::CheckIn => {
-                self.dev.add_link_bytes(0, handed);
-                Ok(self.dev.handle_message(now, payload)?)
-            }
-            Key::Report => Ok(()),
-            Key::Block { image, offset } => {
-                // A server that ignored Block2 sends the resource from its start.
-                match block {
-                    Some(b) if b.offset() == offset => {}
-                    None if offset == 0 => {}
-                    _ => return Err(ClientError::WrongBlock),
-                }
-                if let Some(tag) = etag {
-                    match &self.etag {
-                        Some((id, seen)) if *id == image && seen.as_slice() != tag => {
-                            return Err(ClientError::EtagMismatch);
-                        }
-                        Some((id, _)) if *id == image => {}
-                        _ => self.etag = Vec::from_slice(tag).ok().map(|t| (image, t)),
-                    }
-                }
-                let chunk = Chunk::new(image, offset, payload);
-                self.dev.add_link_bytes(0, handed);
-                Ok(self.dev.handle_chunk(now, &chunk)?)
-            }
+        self.dev.link_bytes(0, datagram.len() as u64);
+        match self.framing.parse(datagram)? {
+            Parsed::Message(m) => Ok(self.dev.handle_message(now, m)?),
+            Parsed::Chunk(c) => Ok(self.dev.handle_chunk(now, &c)?),
+            Parsed::Nothing => Ok(()),
         }
     }
-}
-
-/// The exchange for `key`: for a plain retransmission the same message id and token; a new
-/// message id (same token) for a protected one, which is sealed anew; a new exchange otherwise.
-fn exchange_for(
-    exchanges: &mut Vec<Exchange, EXCHANGES>,
-    next_mid: &mut u16,
-    next_token: &mut u16,
-    key: Key,
-    secure: bool,
-) -> Exchange {
-    if let Some(ex) = exchanges.iter_mut().find(|e| e.key == key) {
-        if secure {
-            *next_mid = next_mid.wrapping_add(1);
-            ex.mid = *next_mid;
-        }
-        return *ex;
-    }
-    *next_mid = next_mid.wrapping_add(1);
-    *next_token = next_token.wrapping_add(1);
-    let ex = Exchange {
-        key,
-        mid: *next_mid,
-        token: next_token.to_be_bytes(),
-        seq: None,
-    };
-    if exchanges.is_full() {
-        exchanges.remove(0);
-    }
-    let _ = exchanges.push(ex);
-    ex
 }

@@ -147,10 +147,12 @@ fn libcoap_client_resumes_from_a_middle_block() {
 /// directly; every block then travels over CoAP between the two stacks.
 #[test]
 fn our_client_downloads_from_libcoap_server() {
+    use ota_core::runtime::block::{BlockingClock, StdClock};
     use ota_core::storage::MemStorage;
     use ota_core::wire::{self, CheckInReply, ImageId, Message, Urgency, WakeBudget};
+    use ota_core::Event;
     use ota_core::{device::SleepReason, Instant};
-    use ota_transport_coap::socket::{drive, Clock, StdClock};
+    use ota_transport_coap::link::DatagramSocket;
     use ota_transport_coap::CoapClient;
 
     let img = image(200 * 1024 + 77, 14);
@@ -197,8 +199,29 @@ fn our_client_downloads_from_libcoap_server() {
         .device_mut()
         .handle_message(Instant(clock.now().0), &offer)
         .unwrap();
-    let end = drive(&mut client, &mut sock, &clock, &mut storage, |_| {}).unwrap();
-    assert_eq!(end.reason, SleepReason::Staged);
+    // The sans-IO client driven by hand: send, store, receive until the state machine sleeps.
+    let mut rx = [0u8; 1500];
+    let reason = loop {
+        while let Some(n) = client.poll_transmit(clock.now(), &mut buf) {
+            DatagramSocket::send(&mut sock, &buf[..n]).unwrap();
+        }
+        client.device_mut().drive_storage(&mut storage).unwrap();
+        if let Some(Event::Sleep { reason, .. }) =
+            std::iter::from_fn(|| client.device_mut().poll_event())
+                .find(|e| matches!(e, Event::Sleep { .. }))
+        {
+            break reason;
+        }
+        let now = clock.now();
+        let wait = client.device().poll_timeout().map_or(50, |t| t.since(now)) as u32;
+        match DatagramSocket::recv(&mut sock, &mut rx, wait).unwrap() {
+            Some(n) => {
+                let _ = client.handle_datagram(clock.now(), &mut rx[..n]);
+            }
+            None => client.device_mut().handle_timeout(clock.now()),
+        }
+    };
+    assert_eq!(reason, SleepReason::Staged);
     assert!(
         storage.staged(img.len()) == img,
         "staged bytes differ from what libcoap served"

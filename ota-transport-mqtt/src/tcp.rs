@@ -23,10 +23,10 @@ impl TcpConnector {
 }
 
 impl Connector for TcpConnector {
-    type Io = FromTokio<TcpStream>;
+    type Io<'a> = FromTokio<TcpStream>;
     type Error = std::io::Error;
 
-    async fn connect(&mut self) -> Result<Self::Io, Self::Error> {
+    async fn connect(&mut self) -> Result<Self::Io<'_>, Self::Error> {
         let stream = TcpStream::connect(&self.addr).await?;
         stream.set_nodelay(true)?;
         Ok(FromTokio::new(stream))

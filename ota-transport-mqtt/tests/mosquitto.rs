@@ -279,8 +279,8 @@ fn acl_keeps_a_device_to_its_own_topics() {
     assert!(
         matches!(
             refused,
-            Err(ota_transport_mqtt::device::WakeError::Refused(
-                minimq::ReasonCode::NotAuthorized
+            Err(ota_core::runtime::WakeError::Link(
+                ota_transport_mqtt::device::MqttError::Refused(minimq::ReasonCode::NotAuthorized)
             ))
         ),
         "{refused:?}"
@@ -298,7 +298,10 @@ fn acl_keeps_a_device_to_its_own_topics() {
     let mut dev: Device<_> = Device::new(config("dev-2", 4, 1 << 20), verifier());
     dev.wake(ota_core::Instant(0), WakeBudget::default());
     let mut buf = [0u8; 256];
-    let n = dev.poll_transmit(ota_core::Instant(0), &mut buf).unwrap();
+    let n = dev
+        .poll_transmit(ota_core::Instant(0), &mut buf)
+        .unwrap()
+        .len;
     spy.publish("ota/dev-2/c", QoS::AtLeastOnce, false, buf[..n].to_vec())
         .unwrap();
     for _ in 0..5 {
@@ -336,7 +339,10 @@ fn malformed_payloads_are_dropped_and_serving_goes_on() {
     let mut dev: Device<_> = Device::new(config("dev-2", 4, 1 << 20), verifier());
     dev.wake(ota_core::Instant(0), WakeBudget::default());
     let mut buf = [0u8; 256];
-    let n = dev.poll_transmit(ota_core::Instant(0), &mut buf).unwrap();
+    let n = dev
+        .poll_transmit(ota_core::Instant(0), &mut buf)
+        .unwrap()
+        .len;
     let foreign = std::env::temp_dir().join(format!("ota-mqtt-foreign-{}", std::process::id()));
     std::fs::write(&foreign, &buf[..n]).unwrap();
     let truncated = std::env::temp_dir().join(format!("ota-mqtt-trunc-{}", std::process::id()));

@@ -32,9 +32,14 @@ use ota_core::wire::{DigestPrefix, RunningFirmware, Version, WakeBudget};
 use ota_core::{DeviceConfig, UpdateStorage};
 use ota_storage::{BootOutcome, FlashStorage, Layout, Partition};
 #[cfg(not(feature = "mqtt"))]
-use ota_transport_coap::socket::run_wake;
 #[cfg(not(feature = "mqtt"))]
-use ota_transport_coap::CoapClient;
+use ota_core::runtime::block::BusyClock;
+#[cfg(not(feature = "mqtt"))]
+use ota_transport_coap::link::{coap_config, run_wake_blocking, BlockingSocket};
+#[cfg(not(feature = "mqtt"))]
+use ota_transport_coap::CoapLink;
+#[cfg(not(feature = "mqtt"))]
+use ota_core::Device;
 use sha2::{Digest as _, Sha256};
 
 #[cfg(not(feature = "mqtt"))]
@@ -160,10 +165,9 @@ fn oscore_context(device: bool) -> ota_oscore::SecurityContext {
 }
 
 /// The device's configuration for one wake.
-fn config<S: UpdateStorage>(storage: &S, running: RunningFirmware) -> DeviceConfig {
+fn config(running: RunningFirmware) -> DeviceConfig {
     let mut config = DeviceConfig::new(b"m4-demo", 1, 0xC0FFEE, running)
     .expect("a valid device id");
-    config.staging_capacity = storage.capacity();
     config.window = 4;
     config
 }
@@ -185,18 +189,19 @@ where
         fail("peer taken twice")
     };
     let clock: &'static SimClock = clock;
-    let Some(link) = cortex_m::singleton!(: Peer<'static> = Peer::new(clock)) else {
+    let Some(peer) = cortex_m::singleton!(: Peer<'static> = Peer::new(clock)) else {
         fail("peer taken twice")
     };
     let mut retransmissions = 0u32;
     for wakes in 1..=50u32 {
-        let client: CoapClient<_, 512> =
-            CoapClient::new(config(storage, running), verifier(), 0x1234_5678 ^ wakes);
+        let seed = 0x1234_5678 ^ wakes;
+        let mut dev: Device<_, 512> = Device::new(coap_config(config(running), seed), verifier());
+        let link = CoapLink::new(BlockingSocket(&mut *peer), BusyClock(clock), seed);
         #[cfg(feature = "oscore")]
-        let client = client.secure(oscore_context(true));
-        let mut client = client;
+        let link = link.secure(oscore_context(true));
+        let mut link = link;
         let mut staged = false;
-        let end = match run_wake(&mut client, link, clock, storage, BUDGET, |e| {
+        let end = match run_wake_blocking(&mut dev, &mut link, clock, storage, BUDGET, |e| {
             if let Event::Staged { .. } = e {
                 staged = true;
             }
@@ -204,15 +209,15 @@ where
             Ok(end) => end,
             Err(_) => fail("wake failed"),
         };
-        retransmissions += client.device().stats().retransmissions;
+        retransmissions += dev.stats().retransmissions;
         if staged {
             hprintln!(
                 "downloaded over CoAP: {} bytes in {} wakes ({} datagrams, {} bytes on the link, {} responses lost, {} retransmissions)",
                 fixture::IMAGE.len(),
                 wakes,
-                link.stats.requests,
-                link.stats.bytes,
-                link.stats.dropped,
+                peer.stats.requests,
+                peer.stats.bytes,
+                peer.stats.dropped,
                 retransmissions
             );
             return;
@@ -230,7 +235,10 @@ where
 /// Wakes over MQTT until the update is staged. The session (and its buffers) outlives the
 /// wakes, as in RAM kept through sleep.
 #[cfg(feature = "mqtt")]
-fn download<S: UpdateStorage>(storage: &mut S, running: RunningFirmware) {
+fn download<S>(storage: &mut S, running: RunningFirmware)
+where
+    S: UpdateStorage + ota_core::storage::CounterStore<Error = <S as UpdateStorage>::Error>,
+{
     use core::cell::RefCell;
 
     use minimq::{Buffers, Session};
@@ -254,13 +262,14 @@ fn download<S: UpdateStorage>(storage: &mut S, running: RunningFirmware) {
     let options = WakeOptions::default();
     let mut retransmissions = 0u32;
     for wakes in 1..=50u32 {
-        let mut dev: Device<_, 512> = Device::new(config(storage, running), verifier());
+        let mut dev: Device<_, 512> = Device::new(config(running), verifier());
         let mut staged = false;
+        let mut blocking = ota_core::runtime::Blocking(&mut *storage);
         let wake = run_wake(
             &mut session,
             &mut dialer,
             &mut dev,
-            storage,
+            &mut blocking,
             "ota",
             "m4-demo",
             BUDGET,

@@ -285,7 +285,10 @@ pub struct Dialer<'b>(pub &'b RefCell<Broker>);
 pub struct Link<'b>(&'b RefCell<Broker>);
 
 impl<'b> Connector for Dialer<'b> {
-    type Io = Link<'b>;
+    type Io<'a>
+        = Link<'b>
+    where
+        Self: 'a;
     type Error = ();
 
     async fn connect(&mut self) -> Result<Link<'b>, ()> {

@@ -10,7 +10,8 @@ use ota_core::time::Instant;
 use ota_core::wire::{self, Message};
 use ota_transport_coap::block::Block;
 use ota_transport_coap::resources::{code, opt};
-use ota_transport_coap::socket::{Clock, DatagramSocket};
+use ota_core::runtime::block::BlockingClock;
+use ota_transport_coap::link::DatagramSocket;
 use ota_transport_coap::udp::{self, Item, MsgType};
 
 use crate::fixture::IMAGE;
@@ -18,9 +19,13 @@ use crate::fixture::IMAGE;
 /// Milliseconds since reset, advanced by the link.
 pub struct SimClock(pub Cell<u64>);
 
-impl Clock for SimClock {
+impl BlockingClock for SimClock {
     fn now(&self) -> Instant {
         Instant(self.0.get())
+    }
+
+    fn delay_until(&self, t: Instant) {
+        self.0.set(self.0.get().max(t.0));
     }
 }
 

@@ -20,18 +20,21 @@ use ota_core::device::{Event, SleepReason};
 use ota_core::host::{Handler, MemImages, SingleRelease};
 use ota_core::manifest::{Ed25519Verifier, StoredManifest};
 use ota_core::resume::ResumeState;
+use ota_core::runtime::block::{BusyClock, StdClock};
 use ota_core::sim::{run_wake as sim_wake, LinkProfile, Pipe, SimRng};
-use ota_core::storage::{CounterStore, MemStorage, UpdateStorage};
-use ota_core::wire::{DigestPrefix, ImageId, RunningFirmware, Urgency, Version, WakeBudget};
+use ota_core::storage::{CounterStore, MemStorage, Persisted, UpdateStorage};
+use ota_core::wire::{
+    DigestPrefix, ImageId, LastOutcome, RunningFirmware, Urgency, Version, WakeBudget,
+};
 use ota_core::{Device, DeviceConfig};
 use ota_oscore::SecurityContext;
 use ota_server::desired::Fleet;
 use ota_server::store::Store;
 use ota_storage::sim::SimFlash;
 use ota_storage::{BootOutcome, FlashStorage, Layout, Partition};
+use ota_transport_coap::link::{coap_config, run_wake_blocking, BlockingSocket};
 use ota_transport_coap::server::{serve, DeviceKeys, Responder, Security, ServerConfig};
-use ota_transport_coap::socket::{run_wake, StdClock};
-use ota_transport_coap::CoapClient;
+use ota_transport_coap::CoapLink;
 
 const CLASS: &str = "demo-sensor";
 const SECTOR: u32 = 4096;
@@ -122,7 +125,7 @@ impl<S: UpdateStorage> UpdateStorage for Shown<'_, S> {
     fn capacity(&self) -> u32 {
         self.inner.capacity()
     }
-    fn load(&mut self) -> Result<Option<(ResumeState, StoredManifest)>, S::Error> {
+    fn load(&mut self) -> Result<Persisted, S::Error> {
         self.inner.load()
     }
     fn begin(&mut self, m: &StoredManifest, s: &ResumeState) -> Result<(), S::Error> {
@@ -144,6 +147,9 @@ impl<S: UpdateStorage> UpdateStorage for Shown<'_, S> {
     }
     fn abandon(&mut self) -> Result<(), S::Error> {
         self.inner.abandon()
+    }
+    fn set_outcome(&mut self, outcome: LastOutcome) -> Result<(), S::Error> {
+        self.inner.set_outcome(outcome)
     }
 }
 
@@ -204,24 +210,20 @@ fn device_life(
             ));
         }
         out.wakes += 1;
-        let mut config = running_config(&id, running, a)?;
-        config.staging_capacity = storage.capacity();
-        config.last_outcome = storage.last_outcome();
-        let mut client: CoapClient<_> = CoapClient::new(
-            config,
-            verifier.clone(),
-            out.wakes.wrapping_mul(40_503) ^ id.len() as u32,
-        )
-        .secure(oscore.clone());
+        let config = running_config(&id, running, a)?;
+        let seed = out.wakes.wrapping_mul(40_503) ^ id.len() as u32;
+        let mut dev: Device<_> = Device::new(coap_config(config, seed), verifier.clone());
+        let mut link = CoapLink::new(BlockingSocket(&mut socket), BusyClock(&clock), seed)
+            .secure(oscore.clone());
         let t = Instant::now();
         let mut staged = false;
         let mut shown = Shown {
             inner: &mut storage,
             bar,
         };
-        let end = run_wake(
-            &mut client,
-            &mut socket,
+        let end = run_wake_blocking(
+            &mut dev,
+            &mut link,
             &clock,
             &mut shown,
             WakeBudget {
@@ -236,18 +238,13 @@ fn device_life(
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         out.awake_ms += t.elapsed().as_millis() as u64;
-        out.accepted += client.device().stats().payload_bytes_accepted;
-        if end.reason != SleepReason::LinkLost {
-            storage
-                .outcome_reported()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        }
+        out.accepted += dev.stats().payload_bytes_accepted;
         out.radio_bytes = carried.up.bytes() + carried.down.bytes();
         out.block_sizes = (
             carried.up.usual_size().unwrap_or(0),
             carried.down.usual_size().unwrap_or(0),
         );
-        out.device_bytes += client.stats().bytes_sent + client.stats().bytes_received;
+        out.device_bytes += dev.stats().bytes_sent + dev.stats().bytes_received;
         if staged {
             bar.set_message("installing, trial boot");
             storage

@@ -14,14 +14,16 @@ use clap::Parser;
 use minimq::{Buffers, Session};
 use ota_core::device::{Event, SleepReason};
 use ota_core::manifest::Ed25519Verifier;
+use ota_core::runtime::block::{BusyClock, StdClock};
+use ota_core::runtime::Blocking;
 use ota_core::wire::{DigestPrefix, ResultCode, RunningFirmware, WakeBudget};
 use ota_core::Device;
 use ota_core::DeviceConfig;
 use ota_oscore::SecurityContext;
 use ota_storage::file::FileFlash;
 use ota_storage::{BootOutcome, FlashStorage, Layout, Partition, UpdateState};
-use ota_transport_coap::socket::{run_wake as coap_wake, StdClock};
-use ota_transport_coap::CoapClient;
+use ota_transport_coap::link::{coap_config, run_wake_blocking, BlockingSocket};
+use ota_transport_coap::CoapLink;
 use ota_transport_mqtt::device::{run_wake as mqtt_wake, session_config, WakeOptions};
 use ota_transport_mqtt::tcp::TcpConnector;
 
@@ -216,8 +218,7 @@ fn run(a: Args) -> anyhow::Result<()> {
             running,
         )
         .map_err(|e| anyhow::anyhow!("device id: {e}"))?;
-        config.staging_capacity = ota_core::UpdateStorage::capacity(&storage);
-        config.last_outcome = storage.last_outcome();
+        // Staging capacity and the outcome to report come from storage, in the wake.
         config.window = 8;
         let budget = WakeBudget {
             bytes: None,
@@ -228,13 +229,15 @@ fn run(a: Args) -> anyhow::Result<()> {
         let (reason, sleep_secs, progress) = match &mut link {
             Link::Coap { socket, clock } => {
                 let seed = wakes.wrapping_mul(2_654_435_761) ^ std::process::id();
-                let mut client: CoapClient<_> = CoapClient::new(config, verifier.clone(), seed);
+                let mut dev: Device<_> = Device::new(coap_config(config, seed), verifier.clone());
+                let mut link = CoapLink::new(BlockingSocket(socket), BusyClock(clock), seed);
                 if let Some(ctx) = &oscore {
-                    client = client.secure(ctx.clone());
+                    link = link.secure(ctx.clone());
                 }
-                let end = coap_wake(&mut client, socket, clock, &mut storage, budget, on_event)
-                    .map_err(|e| anyhow::anyhow!("wake: {e}"))?;
-                (end.reason, end.sleep_secs, progress(client.device()))
+                let end =
+                    run_wake_blocking(&mut dev, &mut link, clock, &mut storage, budget, on_event)
+                        .map_err(|e| anyhow::anyhow!("wake: {e}"))?;
+                (end.reason, end.sleep_secs, progress(&dev))
             }
             Link::Mqtt {
                 rt,
@@ -248,14 +251,17 @@ fn run(a: Args) -> anyhow::Result<()> {
                         session,
                         connector,
                         &mut dev,
-                        &mut storage,
+                        &mut Blocking(&mut storage),
                         prefix,
                         &a.id,
                         budget,
                         &WakeOptions::default(),
                         on_event,
                     ))
-                    .map_err(|e| anyhow::anyhow!("wake: {e}"))?;
+                    .map_err(|e| match e {
+                        ota_core::runtime::WakeError::Link(l) => anyhow::anyhow!("wake: {l}"),
+                        other => anyhow::anyhow!("wake: {other}"),
+                    })?;
                 if !end.checked_in && end.reason == SleepReason::UpToDate {
                     log(
                         &a.id,
@@ -270,12 +276,8 @@ fn run(a: Args) -> anyhow::Result<()> {
             &a.id,
             &format!("wake {wakes}: {reason:?}, {progress} bytes staged, sleeping"),
         );
-        if reason != SleepReason::LinkLost {
-            // The server has seen the check-in and with it the last outcome.
-            storage
-                .outcome_reported()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        }
+        // The outcome was reported in the wake if the server answered the check-in: the wake
+        // loop told storage to forget it then, and only then.
         if staged || staged_bytes == UpdateState::Staged {
             storage
                 .request_install()

@@ -23,8 +23,11 @@ pub struct DeviceConfig {
     pub last_outcome: LastOutcome,
     /// Size of the staging slot.
     pub staging_capacity: u32,
-    /// Largest chunk the device accepts (further capped by the state machine's buffer).
+    /// Largest chunk the device accepts (further capped by the state machine's buffer and by
+    /// its link: [`crate::runtime::LinkLimits`]).
     pub max_chunk: u16,
+    /// Only chunk sizes that are powers of two (set from the link's limits: CoAP Block2).
+    pub pow2_chunks: bool,
     /// Chunk requests kept outstanding, 1 (stop-and-wait) to [`MAX_WINDOW`].
     pub window: u8,
     /// First retransmission timeout before any round trip was measured, ms (RFC 7252's
@@ -66,6 +69,7 @@ impl DeviceConfig {
             last_outcome: LastOutcome::None,
             staging_capacity: 0,
             max_chunk: 1024,
+            pow2_chunks: false,
             window: 8,
             initial_rto_ms: 2000,
             min_rto_ms: 300,

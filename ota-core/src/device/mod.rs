@@ -34,6 +34,7 @@
 mod config;
 mod congestion;
 mod rtt;
+mod transmit;
 mod window;
 
 use heapless::Deque;
@@ -43,11 +44,12 @@ pub use config::{DeviceConfig, MAX_WINDOW};
 pub use congestion::Congestion;
 use congestion::Controller;
 use rtt::RttEstimator;
+pub use transmit::{Sent, Transmit};
 use window::Window;
 
 use crate::manifest::{DeviceProfile, Manifest, ManifestError, StoredManifest, Verifier};
 use crate::resume::{ResumePhase, ResumeState};
-use crate::storage::{StorageFailure, StorageOp, UpdateStorage};
+use crate::storage::{Persisted, StorageFailure, StorageOp, UpdateStorage};
 use crate::time::Instant;
 use crate::wire::{
     self, Capabilities, CheckIn, CheckInReply, Chunk, ChunkRequest, DecodeError, DeferReason,
@@ -136,9 +138,9 @@ pub enum RecvError {
 /// Counters since the device was created (RAM only).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Application bytes sent.
+    /// Bytes sent on the link, as the driver reported them ([`Device::link_bytes`]).
     pub bytes_sent: u64,
-    /// Application bytes received.
+    /// Bytes received from the link, as the driver reported them.
     pub bytes_received: u64,
     /// Messages sent.
     pub messages_sent: u32,
@@ -172,6 +174,7 @@ enum OpKind {
     Read { offset: u32, len: u16 },
     MarkStaged,
     Abandon,
+    SetOutcome(LastOutcome),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -307,9 +310,13 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
         self.state == State::Asleep
     }
 
-    /// Hands the state machine what storage holds from earlier wakes (call before [`Device::wake`]).
-    pub fn restore(&mut self, persisted: Option<(ResumeState, StoredManifest)>) {
-        self.restored = persisted;
+    /// Hands the state machine what storage holds (call before [`Device::wake`]): the staging
+    /// capacity and the outcome to report go into the configuration, the download in progress
+    /// is resumed.
+    pub fn restore(&mut self, persisted: Persisted) {
+        self.config.staging_capacity = persisted.capacity;
+        self.config.last_outcome = persisted.outcome;
+        self.restored = persisted.download;
         self.dl = None;
     }
 
@@ -354,6 +361,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
             running_version: self.config.running.version,
             staging_capacity: self.config.staging_capacity,
             max_chunk: self.config.max_chunk,
+            pow2_chunks: self.config.pow2_chunks,
         }
     }
 
@@ -393,15 +401,16 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
 
     // ---------------------------------------------------------------- transmit
 
-    /// The next message to send at `now`, encoded into `buf`; `None` if nothing is due.
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        let n = self.next_transmit(now, buf)?;
-        self.stats.bytes_sent += n as u64;
+    /// The next message to send at `now`, encoded into `buf`: what it is and its length;
+    /// `None` if nothing is due. The driver reports what the link carried for it with
+    /// [`Device::link_bytes`].
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let t = self.next_transmit(now, buf)?;
         self.stats.messages_sent += 1;
-        Some(n)
+        Some(t)
     }
 
-    fn next_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+    fn next_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         if let Some((image, phase, result)) = self.report.take() {
             let msg = Message::Report(Report {
                 device_id: &self.config.device_id,
@@ -409,7 +418,11 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
                 phase,
                 result,
             });
-            return wire::encode(&msg, buf).ok();
+            let len = wire::encode(&msg, buf).ok()?;
+            return Some(Transmit {
+                len,
+                what: Sent::Report,
+            });
         }
         match self.state {
             State::CheckingIn => self.transmit_checkin(now, buf),
@@ -418,7 +431,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
         }
     }
 
-    fn transmit_checkin(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+    fn transmit_checkin(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         if self.checkin_sent.is_some() && now < self.checkin_due {
             return None;
         }
@@ -444,7 +457,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
             },
             budget: self.wake.budget,
         });
-        let n = wire::encode(&msg, buf).ok()?;
+        let len = wire::encode(&msg, buf).ok()?;
         self.checkin_attempts += 1;
         if self.checkin_attempts > 1 {
             self.stats.retransmissions += 1;
@@ -454,14 +467,17 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
             + self
                 .cc
                 .backed_off_rto(&self.rtt, &self.config, self.checkin_attempts);
-        Some(n)
+        Some(Transmit {
+            len,
+            what: Sent::CheckIn,
+        })
     }
 
-    fn transmit_request(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+    fn transmit_request(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         if self.past_deadline(now) {
             return None;
         }
-        let image = self.dl.as_ref()?.image;
+        let (image, chunk_size) = self.dl.as_ref().map(|d| (d.image, d.manifest.chunk_size))?;
         // Retransmissions first, then new requests while the window and the budget allow.
         self.drop_late_resends(now);
         let oldest = self.window.oldest_sent();
@@ -473,11 +489,20 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
             }
             _ => self.new_request(now)?,
         };
-        wire::encode(
+        let n = wire::encode(
             &Message::ChunkRequest(ChunkRequest { image, offset, len }),
             buf,
         )
-        .ok()
+        .ok()?;
+        Some(Transmit {
+            len: n,
+            what: Sent::ChunkRequest {
+                image,
+                offset,
+                len,
+                chunk_size,
+            },
+        })
     }
 
     /// Leaves for the next wake the requests due again whose resends the budget no longer
@@ -600,7 +625,6 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
     /// Feeds one received message. Errors say why it was not used; none of them is fatal, and
     /// nothing from a message that fails is ever written as valid data.
     pub fn handle_message(&mut self, now: Instant, bytes: &[u8]) -> Result<(), RecvError> {
-        self.stats.bytes_received += bytes.len() as u64;
         self.stats.messages_received += 1;
         match wire::decode(bytes)? {
             Message::CheckInReply(reply) => self.on_reply(now, reply),
@@ -617,6 +641,12 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
             if let Some(sent) = self.checkin_sent {
                 self.sample_rtt(sent, now);
             }
+        }
+        if self.config.last_outcome != LastOutcome::None {
+            // The server has seen the outcome with this check-in: storage may forget it. Only
+            // a reply says so; a check-in nobody answered keeps it for the next wake.
+            self.config.last_outcome = LastOutcome::None;
+            self.push_op(OpKind::SetOutcome(LastOutcome::None));
         }
         match reply {
             CheckInReply::UpToDate { next_check_in } => {
@@ -728,17 +758,15 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
     /// Feeds one chunk that a transport received in its own framing (a CoAP Block2 response,
     /// say), as if it had arrived in a [`Message::Chunk`].
     pub fn handle_chunk(&mut self, now: Instant, chunk: &Chunk<'_>) -> Result<(), RecvError> {
-        self.stats.bytes_received += chunk.payload.len() as u64;
         self.stats.messages_received += 1;
         self.on_chunk(now, chunk)
     }
 
-    /// Adds a transport's own framing to the byte counts, so byte budgets and statistics cover
-    /// every radio byte: bytes sent beyond what [`Device::poll_transmit`] returned, and bytes
-    /// received beyond the messages (or chunk payloads) handed in. Negative values subtract.
-    pub fn add_link_bytes(&mut self, sent: i64, received: i64) {
-        self.stats.bytes_sent = self.stats.bytes_sent.saturating_add_signed(sent);
-        self.stats.bytes_received = self.stats.bytes_received.saturating_add_signed(received);
+    /// Counts what the link carried, as the driver saw it (framing, acknowledgements, messages
+    /// that were no use included): byte budgets and statistics are in link bytes.
+    pub fn link_bytes(&mut self, sent: u64, received: u64) {
+        self.stats.bytes_sent = self.stats.bytes_sent.saturating_add(sent);
+        self.stats.bytes_received = self.stats.bytes_received.saturating_add(received);
     }
 
     /// The chunk size of the download in progress.
@@ -873,6 +901,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
             },
             OpKind::MarkStaged => StorageOp::MarkStaged(dl?.state),
             OpKind::Abandon => StorageOp::Abandon,
+            OpKind::SetOutcome(o) => StorageOp::SetOutcome(o),
         })
     }
 
@@ -910,7 +939,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
                 }
                 self.verify_next(offset.saturating_add(u32::from(len)));
             }
-            OpKind::Begin | OpKind::MarkStaged | OpKind::Abandon => {}
+            OpKind::Begin | OpKind::MarkStaged | OpKind::Abandon | OpKind::SetOutcome(_) => {}
         }
     }
 
@@ -984,14 +1013,18 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
             self.report = Some((image, Phase::Staged, ResultCode::INITIAL));
             self.finish(self.next_check_in, SleepReason::Staged);
         } else {
-            self.push_op(OpKind::Abandon);
-            self.dl = None;
-            self.push_event(Event::DownloadFailed(ResultCode::INTEGRITY_FAILURE));
-            self.report = Some((image, Phase::Failed, ResultCode::INTEGRITY_FAILURE));
-            self.config.last_outcome = LastOutcome::Failed {
+            let failed = LastOutcome::Failed {
                 sequence: manifest.sequence,
                 reason: ResultCode::INTEGRITY_FAILURE,
             };
+            // Persisted, so the next check-in tells the server even after a reset, and the
+            // server stops offering this device the image it cannot stage.
+            self.push_op(OpKind::Abandon);
+            self.push_op(OpKind::SetOutcome(failed));
+            self.dl = None;
+            self.push_event(Event::DownloadFailed(ResultCode::INTEGRITY_FAILURE));
+            self.report = Some((image, Phase::Failed, ResultCode::INTEGRITY_FAILURE));
+            self.config.last_outcome = failed;
             self.finish(self.next_check_in, SleepReason::Failed);
         }
     }

@@ -123,8 +123,10 @@ where
             if !m.awake {
                 continue;
             }
-            while let Some(n) = m.dev.poll_transmit(Instant(now), &mut buf) {
-                up.send_tagged(now, tag, buf.get(..n).unwrap_or(&[]), &link, &mut rng);
+            while let Some(t) = m.dev.poll_transmit(Instant(now), &mut buf) {
+                up.send_tagged(now, tag, buf.get(..t.len).unwrap_or(&[]), &link, &mut rng);
+                // Counted as sent even when the queue drops it: the device spent the bytes.
+                m.dev.link_bytes(t.len as u64, 0);
             }
             m.dev
                 .drive_storage(&mut m.storage)
@@ -179,6 +181,7 @@ where
         }
         for (tag, msg) in down.due_tagged(now) {
             if let Some(m) = members.get_mut(tag as usize).filter(|m| m.awake) {
+                m.dev.link_bytes(0, msg.len() as u64);
                 let _ = m.dev.handle_message(Instant(now), &msg);
                 m.dev
                     .drive_storage(&mut m.storage)

@@ -63,4 +63,7 @@ pub enum DeferReason {
     RolloutNotReached,
     /// The server is overloaded.
     ServerBusy,
+    /// The release on offer cannot reach this device as it is (its chunk size is beyond what
+    /// the device said it takes); an operator must act.
+    Unsupported,
 }

@@ -36,6 +36,8 @@ pub struct Scenario {
     pub healthy: bool,
     /// Byte budget per wake (forces interrupted downloads).
     pub wake_bytes: u32,
+    /// Write-once (ECC) flash, storage opened in write-once mode.
+    pub write_once: bool,
 }
 
 /// How a life ended.
@@ -73,7 +75,12 @@ pub fn sectors_needed(erase: usize, s: &Scenario) -> u32 {
 /// A fresh flash with the old image in ACTIVE.
 pub fn fresh_flash<const W: usize, const E: usize>(s: &Scenario) -> SimFlash<W, E> {
     let n = sectors_needed(E, s);
-    let mut flash = SimFlash::<W, E>::new((n + n + 1 + 2) as usize);
+    let sectors = (n + n + 1 + 2) as usize;
+    let mut flash = if s.write_once {
+        SimFlash::<W, E>::write_once(sectors)
+    } else {
+        SimFlash::<W, E>::new(sectors)
+    };
     flash.contents_mut()[..s.old.len()].copy_from_slice(&s.old);
     flash
 }
@@ -148,7 +155,20 @@ pub fn live<const W: usize, const E: usize>(
             stats.cut_happened = true;
             flash.power_on();
         }
-        let mut storage = match FlashStorage::open(flash, layout) {
+        let opened = if s.write_once {
+            FlashStorage::open_write_once(flash, layout)
+        } else {
+            FlashStorage::open(flash, layout)
+        };
+        assert_eq!(
+            opened
+                .as_ref()
+                .map(|st| st.flash().reprogram_attempts())
+                .unwrap_or(0),
+            0,
+            "a write unit was programmed twice without an erase"
+        );
+        let mut storage = match opened {
             Ok(st) => st,
             Err(e) => panic!("journal did not recover: {e:?}"),
         };
@@ -188,6 +208,11 @@ pub fn live<const W: usize, const E: usize>(
                     flash = storage.into_flash();
                     continue;
                 }
+                assert_eq!(
+                    storage.flash().reprogram_attempts(),
+                    0,
+                    "a write unit was programmed twice without an erase"
+                );
                 return (end, stats, storage.into_flash());
             }
             Ok(None) => flash = storage.into_flash(), // reboot requested

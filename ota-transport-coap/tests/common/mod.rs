@@ -16,15 +16,17 @@ use ed25519_dalek::SigningKey;
 use ota_core::device::{Event, SleepReason};
 use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
 use ota_core::manifest::{Ed25519Verifier, Manifest, MANIFEST_FORMAT};
+use ota_core::runtime::block::{BusyClock, StdClock};
 use ota_core::sim::SimRng;
 use ota_core::storage::MemStorage;
 use ota_core::wire::{
     Digest, DigestPrefix, ImageId, RunningFirmware, Urgency, Version, WakeBudget,
 };
+use ota_core::Device;
 use ota_core::DeviceConfig;
+use ota_transport_coap::link::{coap_config, run_wake_blocking, BlockingSocket};
 use ota_transport_coap::server::{serve, Responder, Security, ServerConfig, ServerStats};
-use ota_transport_coap::socket::{run_wake, StdClock};
-use ota_transport_coap::CoapClient;
+use ota_transport_coap::CoapLink;
 use sha2::{Digest as _, Sha256};
 
 pub const IMAGE_ID: u32 = 7;
@@ -134,18 +136,19 @@ pub fn download(
     let clock = StdClock::default();
     let mut radio = 0;
     for wake in 1..=200u32 {
-        let mut client: CoapClient<_> = CoapClient::new(
-            device_config(len as u32 + 1024, window),
+        let seed = wake * 7919;
+        let mut dev: Device<_> = Device::new(
+            coap_config(device_config(len as u32 + 1024, window), seed),
             verifier(),
-            wake * 7919,
         );
-        let end = run_wake(&mut client, &mut sock, &clock, &mut storage, budget, |e| {
+        let mut link = CoapLink::new(BlockingSocket(&mut sock), BusyClock(&clock), seed);
+        let end = run_wake_blocking(&mut dev, &mut link, &clock, &mut storage, budget, |e| {
             if let Event::ManifestRejected(err) = e {
                 panic!("manifest rejected: {err}");
             }
         })
         .unwrap();
-        radio += client.stats().bytes_sent + client.stats().bytes_received;
+        radio += link.framing().stats().bytes_sent + link.framing().stats().bytes_received;
         if end.reason == SleepReason::Staged {
             return (storage.staged(len), wake, radio);
         }

@@ -448,7 +448,7 @@ impl TestDevice {
             &mut self.session,
             &mut TcpConnector::new("127.0.0.1", self.port),
             &mut dev,
-            &mut self.storage,
+            &mut ota_core::runtime::Blocking(&mut self.storage),
             "ota",
             &self.id,
             budget,

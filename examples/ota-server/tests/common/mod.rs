@@ -229,12 +229,17 @@ pub fn fresh_sequence() -> u64 {
     NEXT.fetch_add(1000, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Sends `datagram` and returns the response (panics if none comes within 2 s).
+/// Sends `datagram` and returns the response, sending it again (as a CoAP retransmission)
+/// if none came within the socket's timeout; panics after three tries.
 pub fn exchange(socket: &UdpSocket, datagram: &[u8]) -> Vec<u8> {
-    socket.send(datagram).unwrap();
     let mut buf = [0u8; 2048];
-    let n = socket.recv(&mut buf).expect("a response");
-    buf[..n].to_vec()
+    for _ in 0..3 {
+        socket.send(datagram).unwrap();
+        if let Ok(n) = socket.recv(&mut buf) {
+            return buf[..n].to_vec();
+        }
+    }
+    panic!("no response after three tries");
 }
 
 /// The code of a CoAP response, as `C.DD`.

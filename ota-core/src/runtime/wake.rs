@@ -1,0 +1,375 @@
+//! [`run_wake`]: one wake of a device over a link, start to sleep.
+
+use crate::device::{Device, Event, SleepReason};
+use crate::manifest::Verifier;
+use crate::storage::StorageFailure;
+use crate::time::Instant;
+use crate::wire::{LastOutcome, WakeBudget};
+
+use super::clock::{with_deadline, yield_now, Clock};
+use super::link::{Incoming, Link, LinkError, OpenContext, Opened, Session};
+use super::storage::Storage;
+
+/// Timing of a wake beyond the state machine's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WakeOptions {
+    /// Bound on opening a session (connect, subscribe, a retained state).
+    pub open_timeout_ms: u32,
+    /// Pause before opening again a session the link lost.
+    pub reconnect_delay_ms: u32,
+}
+
+impl Default for WakeOptions {
+    fn default() -> Self {
+        Self {
+            open_timeout_ms: 10_000,
+            reconnect_delay_ms: 1_000,
+        }
+    }
+}
+
+/// How a wake ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WakeEnd {
+    /// Seconds to sleep.
+    pub sleep_secs: u32,
+    /// Why the wake ended.
+    pub reason: SleepReason,
+    /// True if a check-in went out on a session (false if the link settled the wake, or no
+    /// session could be opened).
+    pub checked_in: bool,
+    /// Sessions opened (more than one if the link lost one during the wake).
+    pub sessions: u32,
+}
+
+/// What ends a wake early. A lost session is not one: it is opened again.
+#[derive(Debug, thiserror::Error)]
+pub enum WakeError<L: core::fmt::Debug, S: core::fmt::Debug> {
+    /// The link refused to go on.
+    #[error("link: {0:?}")]
+    Link(L),
+    /// Storage failed (the state machine was told, and reported it where it could).
+    #[error("storage: {0:?}")]
+    Storage(S),
+}
+
+/// How an attempt to open a session went.
+enum Attempt {
+    /// The link settled the wake: sleep this long.
+    Settled(u32),
+    /// The wake ended in the session.
+    Ended(u32, SleepReason),
+    /// No session, or it was lost: try again.
+    Again,
+}
+
+/// Where a session left the wake.
+enum Step<E> {
+    Done(u32, SleepReason),
+    Lost,
+    Fatal(E),
+}
+
+/// Runs one wake of `dev`: restores it from `storage`, opens a session on `link` (again if
+/// the link loses it), checks in and downloads within `budget`, carries out every storage
+/// operation, hands every event to `on_event` (the sleep event last), closes the session and
+/// stores the link's counter. Every byte the link carried is counted into the device's
+/// statistics and byte budget.
+pub async fn run_wake<V, const N: usize, L, S, C>(
+    dev: &mut Device<V, N>,
+    link: &mut L,
+    storage: &mut S,
+    clock: &C,
+    budget: WakeBudget,
+    options: &WakeOptions,
+    mut on_event: impl FnMut(&Event),
+) -> Result<WakeEnd, WakeError<L::Error, S::Error>>
+where
+    V: Verifier,
+    L: Link,
+    S: Storage,
+    C: Clock,
+{
+    let persisted = storage.load().await.map_err(WakeError::Storage)?;
+    dev.restore(persisted);
+    link.limits().apply(dev.config_mut());
+    link.restore_counter(storage.load_counter().await.map_err(WakeError::Storage)?);
+    let end = budget.millis.map(|ms| clock.now() + u64::from(ms));
+    let bound = |t: Instant| end.map_or(t, |e| t.min(e));
+    let mut w = Wake {
+        talking: false,
+        sessions: 0,
+        budget,
+        end,
+        pending: None,
+        tx: [0; TX],
+        rx: [0; RX],
+    };
+    loop {
+        let ctx = OpenContext {
+            running: dev.config().running.digest,
+            idle: dev.resume_state().is_none() && dev.config().last_outcome == LastOutcome::None,
+            deadline: end,
+        };
+        let deadline = bound(clock.now() + u64::from(options.open_timeout_ms));
+        // The session borrows the link: it is closed and dropped inside this block.
+        let attempt = {
+            let opened = with_deadline(clock, deadline, link.open(ctx)).await;
+            match opened {
+                Ok(Ok(Opened::Settled { sleep_secs })) if !w.talking => {
+                    Attempt::Settled(sleep_secs)
+                }
+                Ok(Ok(Opened::Settled { .. })) => Attempt::Again,
+                Ok(Ok(Opened::Session(mut session))) => {
+                    w.sessions += 1;
+                    w.start_talking(dev, clock);
+                    match w
+                        .connected(&mut session, dev, storage, clock, &mut on_event)
+                        .await
+                    {
+                        Step::Done(sleep_secs, reason) => {
+                            let cut_short = matches!(
+                                reason,
+                                SleepReason::BudgetExhausted | SleepReason::LinkLost
+                            );
+                            session.close(cut_short).await;
+                            Attempt::Ended(sleep_secs, reason)
+                        }
+                        Step::Fatal(e) => return Err(e),
+                        Step::Lost => Attempt::Again,
+                    }
+                }
+                Ok(Err(LinkError::Fatal(e))) => return Err(WakeError::Link(e)),
+                Ok(Err(_)) | Err(_) => Attempt::Again,
+            }
+        };
+        let (sent, received) = link.take_link_bytes();
+        dev.link_bytes(sent, received);
+        match attempt {
+            Attempt::Settled(sleep_secs) => {
+                on_event(&Event::Sleep {
+                    secs: sleep_secs,
+                    reason: SleepReason::UpToDate,
+                });
+                return Ok(WakeEnd {
+                    sleep_secs,
+                    reason: SleepReason::UpToDate,
+                    checked_in: false,
+                    sessions: w.sessions + 1,
+                });
+            }
+            Attempt::Ended(sleep_secs, reason) => {
+                if let Some(next) = link.settle_counter() {
+                    storage
+                        .store_counter(next)
+                        .await
+                        .map_err(WakeError::Storage)?;
+                }
+                return Ok(WakeEnd {
+                    sleep_secs,
+                    reason,
+                    checked_in: true,
+                    sessions: w.sessions,
+                });
+            }
+            Attempt::Again => {}
+        }
+        // No session: the state machine's clock keeps running until the next attempt.
+        w.start_talking(dev, clock);
+        let redial = clock.now() + u64::from(options.reconnect_delay_ms);
+        if let Some((sleep_secs, reason)) = w
+            .offline(dev, storage, clock, redial, &mut on_event)
+            .await?
+        {
+            if let Some(next) = link.settle_counter() {
+                storage
+                    .store_counter(next)
+                    .await
+                    .map_err(WakeError::Storage)?;
+            }
+            return Ok(WakeEnd {
+                sleep_secs,
+                reason,
+                checked_in: w.sessions > 0,
+                sessions: w.sessions,
+            });
+        }
+    }
+}
+
+/// Largest message a device sends (a check-in is under 100 bytes).
+const TX: usize = 256;
+/// Largest message a device receives: a 1 KiB chunk and its framing.
+const RX: usize = 1280;
+
+struct Wake {
+    /// Past any settled state: the state machine is awake.
+    talking: bool,
+    sessions: u32,
+    budget: WakeBudget,
+    end: Option<Instant>,
+    /// A message the link could not take yet (`LinkError::Busy`).
+    pending: Option<(crate::device::Sent, usize)>,
+    tx: [u8; TX],
+    rx: [u8; RX],
+}
+
+impl Wake {
+    /// Wakes the state machine with what is left of the time budget.
+    fn start_talking<V: Verifier, const N: usize, C: Clock>(
+        &mut self,
+        dev: &mut Device<V, N>,
+        clock: &C,
+    ) {
+        if self.talking {
+            return;
+        }
+        self.talking = true;
+        let now = clock.now();
+        let budget = WakeBudget {
+            millis: self
+                .end
+                .map(|e| u32::try_from(e.since(now)).unwrap_or(u32::MAX)),
+            ..self.budget
+        };
+        dev.wake(now, budget);
+    }
+
+    /// Carries out the state machine's storage operations one at a time (yielding between
+    /// them) and hands over its events; `Some` once it says sleep.
+    async fn service<V: Verifier, const N: usize, S: Storage>(
+        dev: &mut Device<V, N>,
+        storage: &mut S,
+        on_event: &mut impl FnMut(&Event),
+    ) -> Result<Option<(u32, SleepReason)>, S::Error> {
+        while let Some(op) = dev.poll_storage() {
+            match storage.apply(op).await {
+                Ok(()) => dev.storage_done(Ok(())),
+                Err(e) => {
+                    dev.storage_done(Err(StorageFailure::Io));
+                    return Err(e);
+                }
+            }
+            yield_now().await;
+        }
+        while let Some(ev) = dev.poll_event() {
+            on_event(&ev);
+            if let Event::Sleep { secs, reason } = ev {
+                return Ok(Some((secs, reason)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn connected<V, const N: usize, T, S, C, LE>(
+        &mut self,
+        session: &mut T,
+        dev: &mut Device<V, N>,
+        storage: &mut S,
+        clock: &C,
+        on_event: &mut impl FnMut(&Event),
+    ) -> Step<WakeError<LE, S::Error>>
+    where
+        V: Verifier,
+        T: Session<Error = LE>,
+        S: Storage,
+        C: Clock,
+        LE: core::fmt::Debug,
+    {
+        loop {
+            // Send what the state machine has, as far as the link takes it.
+            loop {
+                if let Some(v) = session.counter_to_store() {
+                    if let Err(e) = storage.store_counter(v).await {
+                        return Step::Fatal(WakeError::Storage(e));
+                    }
+                    session.counter_stored(v);
+                }
+                let (what, len) = match self.pending.take() {
+                    Some(p) => p,
+                    None => match dev.poll_transmit(clock.now(), &mut self.tx) {
+                        Some(t) => (t.what, t.len),
+                        None => break,
+                    },
+                };
+                let sent = session.send(what, self.tx.get(..len).unwrap_or(&[])).await;
+                let (tx, rx) = session.take_link_bytes();
+                dev.link_bytes(tx, rx);
+                match sent {
+                    Ok(()) => {}
+                    Err(LinkError::Busy) => {
+                        self.pending = Some((what, len));
+                        break;
+                    }
+                    Err(LinkError::Lost) => return Step::Lost,
+                    Err(LinkError::Fatal(e)) => return Step::Fatal(WakeError::Link(e)),
+                }
+            }
+            match Self::service(dev, storage, on_event).await {
+                Ok(Some((secs, reason))) => return Step::Done(secs, reason),
+                Ok(None) => {}
+                Err(e) => return Step::Fatal(WakeError::Storage(e)),
+            }
+            // Wait for the state machine's next deadline; sooner while a message waits.
+            let now = clock.now();
+            let mut wake_at = dev.poll_timeout().unwrap_or(now + 1_000);
+            if self.pending.is_some() {
+                wake_at = wake_at.min(now + 20);
+            }
+            let got = session.recv(&mut self.rx, wake_at).await;
+            let (tx, rx) = session.take_link_bytes();
+            dev.link_bytes(tx, rx);
+            match got {
+                Ok(Some(incoming)) => {
+                    let now = clock.now();
+                    // Bad or late input is dropped; the state machine's timers fetch again
+                    // what it still needs.
+                    let _ = match incoming {
+                        Incoming::Message(m) => dev.handle_message(now, m),
+                        Incoming::Chunk(c) => dev.handle_chunk(now, &c),
+                        Incoming::Nothing => Ok(()),
+                    };
+                }
+                Ok(None) => {}
+                Err(LinkError::Lost) => return Step::Lost,
+                Err(LinkError::Busy) => {}
+                Err(LinkError::Fatal(e)) => return Step::Fatal(WakeError::Link(e)),
+            }
+            dev.handle_timeout(clock.now());
+        }
+    }
+
+    /// Keeps the state machine's clock running while no session is up, until `redial`; what
+    /// it sends meanwhile is lost, as on a dead radio link. `Some` if the wake ended.
+    async fn offline<V, const N: usize, S, C, LE>(
+        &mut self,
+        dev: &mut Device<V, N>,
+        storage: &mut S,
+        clock: &C,
+        redial: Instant,
+        on_event: &mut impl FnMut(&Event),
+    ) -> Result<Option<(u32, SleepReason)>, WakeError<LE, S::Error>>
+    where
+        V: Verifier,
+        S: Storage,
+        C: Clock,
+        LE: core::fmt::Debug,
+    {
+        self.pending = None;
+        loop {
+            while dev.poll_transmit(clock.now(), &mut self.tx).is_some() {}
+            if let Some(end) = Self::service(dev, storage, on_event)
+                .await
+                .map_err(WakeError::Storage)?
+            {
+                return Ok(Some(end));
+            }
+            let wake_at = dev.poll_timeout().map_or(redial, |t| t.min(redial));
+            clock.sleep_until(wake_at).await;
+            dev.handle_timeout(clock.now());
+            if clock.now() >= redial {
+                return Ok(None);
+            }
+        }
+    }
+}

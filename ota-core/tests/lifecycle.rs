@@ -1,0 +1,161 @@
+//! The device lifecycle through the wake loop ([`ota_core::runtime::run_wake`], here over the
+//! simulated link): what a wake restores from storage and what it tells storage, including the
+//! three defects a firmware author met before the loop existed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::sync::Mutex;
+
+use common::*;
+use ota_core::device::SleepReason;
+use ota_core::host::{Decision, DesiredState, Handler, MemImages, SingleRelease};
+use ota_core::sim::{run_wake, LinkProfile, Pipe, SimRng};
+use ota_core::storage::{MemStorage, UpdateStorage};
+use ota_core::wire::{
+    CheckIn, DigestPrefix, ImageId, LastOutcome, ResultCode, RunningFirmware, Version, WakeBudget,
+};
+use ota_core::{Device, DeviceConfig};
+
+/// A bare configuration, as a firmware author writes it: `DeviceConfig::new` and nothing else.
+fn bare_config() -> DeviceConfig {
+    DeviceConfig::new(
+        b"dev-0001",
+        VENDOR,
+        CLASS,
+        RunningFirmware {
+            version: Version::new(1, 3, 2),
+            digest: DigestPrefix([0xab; 8]),
+            sequence: RUNNING_SEQ,
+        },
+    )
+    .unwrap()
+}
+
+/// Wakes until staged (or `max` wakes); the reasons of each wake.
+fn wakes<D: DesiredState>(
+    handler: &Handler<D, MemImages>,
+    storage: &mut MemStorage,
+    link: &LinkProfile,
+    budget: WakeBudget,
+    max: usize,
+) -> Vec<SleepReason> {
+    let (mut up, mut down, mut rng, mut now) =
+        (Pipe::default(), Pipe::default(), SimRng::new(3), 0);
+    let mut reasons = Vec::new();
+    for _ in 0..max {
+        let mut dev: Device<_> = Device::new(bare_config(), verifier());
+        let out = run_wake(
+            &mut dev, storage, handler, link, &mut up, &mut down, &mut rng, &mut now, budget,
+        )
+        .unwrap();
+        reasons.push(out.reason);
+        now += 60_000;
+        if out.reason == SleepReason::Staged {
+            break;
+        }
+    }
+    reasons
+}
+
+#[test]
+fn the_staging_capacity_comes_from_storage() {
+    // Before: DeviceConfig::new left the capacity at 0, so every manifest was refused as too
+    // large unless the author copied the capacity in by hand.
+    let img = image(20_000, 1);
+    let handler = handler(&img, 1024);
+    let mut storage = MemStorage::new(32 * 1024);
+    let reasons = wakes(
+        &handler,
+        &mut storage,
+        &LinkProfile::ideal(50),
+        WakeBudget::default(),
+        3,
+    );
+    assert_eq!(reasons.last(), Some(&SleepReason::Staged), "{reasons:?}");
+    assert_eq!(storage.staged(img.len()), img);
+}
+
+/// Records the last outcome each check-in carried.
+struct Recording(SingleRelease, Mutex<Vec<LastOutcome>>);
+
+impl DesiredState for Recording {
+    fn decide(&self, c: &CheckIn<'_>) -> Decision {
+        self.1.lock().unwrap().push(c.last);
+        self.0.decide(c)
+    }
+    fn may_fetch(&self, device: &str, image: ImageId) -> bool {
+        self.0.may_fetch(device, image)
+    }
+}
+
+#[test]
+fn an_outcome_is_forgotten_only_once_a_check_in_carrying_it_is_answered() {
+    // Before: the application called `outcome_reported()` unless the wake ended `LinkLost`,
+    // but an unanswered check-in ends `BudgetExhausted`: a rollback report was lost.
+    let img = image(8_000, 2);
+    let inner = handler(&img, 1024);
+    let release = inner.desired().clone();
+    let images = MemImages::new();
+    images.insert(ImageId(3), img.clone());
+    let handler = Handler::new(Recording(release, Mutex::new(Vec::new())), images, 1024);
+    let mut storage = MemStorage::new(16 * 1024);
+    let rolled_back = LastOutcome::RolledBack {
+        sequence: 40,
+        reason: ResultCode::HEALTH_CHECK_FAILED,
+    };
+    storage.set_outcome(rolled_back).unwrap();
+    // A dead link and a 3 s budget: the check-in goes unanswered.
+    let dead = LinkProfile {
+        loss_percent: 100,
+        ..LinkProfile::ideal(50)
+    };
+    let budget = WakeBudget {
+        bytes: None,
+        millis: Some(3_000),
+    };
+    let reasons = wakes(&handler, &mut storage, &dead, budget, 1);
+    assert_eq!(reasons, [SleepReason::BudgetExhausted]);
+    assert_eq!(
+        storage.load().unwrap().outcome,
+        rolled_back,
+        "kept for the next wake"
+    );
+    // The next wake gets through: the check-in carries the rollback, then storage forgets it.
+    let reasons = wakes(&handler, &mut storage, &LinkProfile::ideal(50), budget, 1);
+    assert_eq!(reasons.len(), 1);
+    assert_eq!(
+        handler.desired().1.lock().unwrap().first(),
+        Some(&rolled_back)
+    );
+    assert_eq!(storage.load().unwrap().outcome, LastOutcome::None);
+}
+
+#[test]
+fn an_integrity_failure_is_kept_for_the_next_check_in() {
+    // The image the server holds is not the one its manifest names: the digest read back
+    // fails, and the failure survives a reset so the server learns of it and stops offering.
+    let img = image(6_000, 3);
+    let mut handler = handler(&img, 1024);
+    let images = MemImages::new();
+    let mut bad = img.clone();
+    bad[100] ^= 1;
+    images.insert(ImageId(3), bad);
+    handler = Handler::new(handler.desired().clone(), images, 1024);
+    let mut storage = MemStorage::new(16 * 1024);
+    let reasons = wakes(
+        &handler,
+        &mut storage,
+        &LinkProfile::ideal(50),
+        WakeBudget::default(),
+        1,
+    );
+    assert_eq!(reasons, [SleepReason::Failed]);
+    assert_eq!(
+        storage.load().unwrap().outcome,
+        LastOutcome::Failed {
+            sequence: RUNNING_SEQ + 1,
+            reason: ResultCode::INTEGRITY_FAILURE
+        }
+    );
+}

@@ -1,0 +1,160 @@
+//! [`FlashStorage`]: the storage over a blocking flash driver, for blocking firmware and
+//! bootloaders. The same code as [`AsyncFlashStorage`] runs underneath, each operation run to
+//! completion ([`ota_core::runtime::block::block_on`]).
+
+use embedded_storage::nor_flash::{MultiwriteNorFlash, NorFlash};
+use ota_core::manifest::StoredManifest;
+use ota_core::resume::ResumeState;
+use ota_core::runtime::block::block_on;
+use ota_core::storage::{CounterStore, Persisted, UpdateStorage};
+use ota_core::wire::{LastOutcome, ResultCode};
+
+use crate::flash::BlockingFlash;
+use crate::install::BootOutcome;
+use crate::layout::Layout;
+use crate::state::UpdateState;
+use crate::storage::{AsyncFlashStorage, StorageError};
+
+/// Staging, journal and install over one blocking NOR flash.
+#[derive(Debug)]
+pub struct FlashStorage<F> {
+    inner: AsyncFlashStorage<BlockingFlash<F>>,
+}
+
+impl<F: MultiwriteNorFlash> FlashStorage<F> {
+    /// Opens the storage on flash that may rewrite a written unit (see
+    /// [`AsyncFlashStorage::open`]).
+    pub fn open(flash: F, layout: Layout) -> Result<Self, StorageError<F::Error>> {
+        let inner = block_on(AsyncFlashStorage::open(BlockingFlash(flash), layout))?;
+        Ok(Self { inner })
+    }
+}
+
+impl<F: NorFlash> FlashStorage<F> {
+    /// Opens the storage on write-once flash (see [`AsyncFlashStorage::open_write_once`]).
+    pub fn open_write_once(flash: F, layout: Layout) -> Result<Self, StorageError<F::Error>> {
+        let inner = block_on(AsyncFlashStorage::open_write_once(
+            BlockingFlash(flash),
+            layout,
+        ))?;
+        Ok(Self { inner })
+    }
+
+    /// The update state.
+    pub fn state(&self) -> UpdateState {
+        self.inner.state()
+    }
+
+    /// What the next check-in should report.
+    pub fn last_outcome(&self) -> LastOutcome {
+        self.inner.last_outcome()
+    }
+
+    /// The server has seen the outcome: forget it.
+    pub fn outcome_reported(&mut self) -> Result<(), StorageError<F::Error>> {
+        block_on(self.inner.outcome_reported())
+    }
+
+    /// The layout.
+    pub fn layout(&self) -> &Layout {
+        self.inner.layout()
+    }
+
+    /// The flash.
+    pub fn flash(&self) -> &F {
+        &self.inner.flash().0
+    }
+
+    /// Mutable flash, for tests and simulators.
+    pub fn flash_mut(&mut self) -> &mut F {
+        &mut self.inner.flash_mut().0
+    }
+
+    /// Gives the flash back.
+    pub fn into_flash(self) -> F {
+        self.inner.into_flash().0
+    }
+
+    /// The staged image is to be installed at the next boot.
+    pub fn request_install(&mut self) -> Result<(), StorageError<F::Error>> {
+        block_on(self.inner.request_install())
+    }
+
+    /// The image on trial passed the application's health check: make it permanent.
+    pub fn confirm(&mut self) -> Result<(), StorageError<F::Error>> {
+        block_on(self.inner.confirm())
+    }
+
+    /// The image on trial failed its health check: the next boot reverts to the previous one.
+    pub fn reject(&mut self, reason: ResultCode) -> Result<(), StorageError<F::Error>> {
+        block_on(self.inner.reject(reason))
+    }
+
+    /// The boot-time part: finishes any swap or revert a reset interrupted, starts a trial or
+    /// reverts one that was reset without a confirm, and says what to boot.
+    pub fn boot(&mut self) -> Result<BootOutcome, StorageError<F::Error>> {
+        block_on(self.inner.boot())
+    }
+
+    /// The manifest of the download, staged image or image on trial the journal holds, if any.
+    pub fn staged_manifest(&self) -> Option<ota_core::Manifest> {
+        self.inner.staged_manifest()
+    }
+
+    /// Bytes appended to the journal's current sector (for wear figures).
+    pub fn journal_used(&self) -> u32 {
+        self.inner.journal.used()
+    }
+}
+
+impl<F: NorFlash> UpdateStorage for FlashStorage<F> {
+    type Error = StorageError<F::Error>;
+
+    fn capacity(&self) -> u32 {
+        self.inner.capacity()
+    }
+
+    fn load(&mut self) -> Result<Persisted, Self::Error> {
+        Ok(self.inner.load())
+    }
+
+    fn begin(&mut self, manifest: &StoredManifest, state: &ResumeState) -> Result<(), Self::Error> {
+        block_on(self.inner.begin(manifest, state))
+    }
+
+    fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), Self::Error> {
+        block_on(self.inner.write(offset, data))
+    }
+
+    fn persist(&mut self, state: &ResumeState) -> Result<(), Self::Error> {
+        block_on(self.inner.persist(state))
+    }
+
+    fn read(&mut self, offset: u32, buf: &mut [u8]) -> Result<(), Self::Error> {
+        block_on(self.inner.read(offset, buf))
+    }
+
+    fn mark_staged(&mut self, state: &ResumeState) -> Result<(), Self::Error> {
+        block_on(self.inner.mark_staged(state))
+    }
+
+    fn abandon(&mut self) -> Result<(), Self::Error> {
+        block_on(self.inner.abandon())
+    }
+
+    fn set_outcome(&mut self, outcome: LastOutcome) -> Result<(), Self::Error> {
+        block_on(self.inner.set_outcome(outcome))
+    }
+}
+
+impl<F: NorFlash> CounterStore for FlashStorage<F> {
+    type Error = StorageError<F::Error>;
+
+    fn load_counter(&mut self) -> Result<u64, Self::Error> {
+        Ok(self.inner.load_counter())
+    }
+
+    fn store_counter(&mut self, value: u64) -> Result<(), Self::Error> {
+        block_on(self.inner.store_counter(value))
+    }
+}

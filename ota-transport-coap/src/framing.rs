@@ -1,0 +1,423 @@
+//! A device's side of CoAP, sans-IO: frames what the state machine produced as CoAP requests
+//! and turns responses back into `ota-core` messages and chunks.
+//!
+//! Check-ins and reports are confirmable POSTs carrying the `ota-core` message; chunk requests
+//! become confirmable GETs of the image resource with a Block2 option (block size = the
+//! manifest's chunk size), so the image can come from any CoAP server. A request the state
+//! machine sends again goes out with the same message id and token, which is what RFC 7252 calls
+//! a retransmission; with OSCORE it is sealed anew under a new sequence number and goes out as
+//! a new message (same token), so no nonce is ever reused. Separate responses are acknowledged.
+//! A Block2 response is checked against the block asked for, and a changed ETag mid-download
+//! (the resource changed) is refused.
+
+use coap_message::MinimalWritableMessage as _;
+use coap_message_implementations::inmemory::{MessageMut, SliceBufferMut, WriteError};
+use heapless::{Deque, Vec};
+use ota_core::device::{RecvError, Sent};
+use ota_core::wire::{Chunk, ImageId};
+
+use crate::block::Block;
+use crate::client_security::Security;
+use crate::resources::{self, code, opt};
+use crate::udp::{self, Datagram, Item, MsgType, UdpError};
+
+/// Most exchanges remembered for matching responses and retransmitting with the same id.
+const EXCHANGES: usize = 40;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    CheckIn,
+    Report,
+    Block { image: ImageId, offset: u32 },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Exchange {
+    key: Key,
+    mid: u16,
+    token: [u8; 2],
+    /// The OSCORE sequence number of its latest transmission.
+    seq: Option<u64>,
+}
+
+/// Why a datagram was not used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// Not a CoAP message.
+    #[error(transparent)]
+    Udp(#[from] UdpError),
+    /// Malformed options.
+    #[error("malformed CoAP options")]
+    Options,
+    /// A response to no request in flight (late, duplicate or spoofed).
+    #[error("response matches no request in flight")]
+    Unmatched,
+    /// The server answered with an error code (`class << 5 | detail`).
+    #[error("server answered {}.{:02}", .0 >> 5, .0 & 31)]
+    Response(u8),
+    /// A block response for another block than the one asked for.
+    #[error("block response does not match the request")]
+    WrongBlock,
+    /// The ETag changed during the download: the resource is not the image being fetched.
+    #[error("ETag changed during the download")]
+    EtagMismatch,
+    /// The state machine refused the content.
+    #[error(transparent)]
+    Device(#[from] RecvError),
+    /// A response to an OSCORE request came unprotected (and was no error response).
+    #[error("unprotected response to a protected request")]
+    Unprotected,
+    /// A protected response did not open.
+    #[cfg(feature = "oscore")]
+    #[error("OSCORE: {0}")]
+    Oscore(#[from] ota_oscore::Error),
+}
+
+/// Counters of CoAP datagrams (bytes on the link at the application layer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Datagrams sent.
+    pub datagrams_sent: u32,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Datagrams received.
+    pub datagrams_received: u32,
+    /// Bytes received.
+    pub bytes_received: u64,
+}
+
+/// What a response carried for the state machine.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// An `ota-core` message (a check-in reply).
+    Message(&'a [u8]),
+    /// A chunk, from a Block2 response.
+    Chunk(Chunk<'a>),
+    /// Nothing for it (an ACK, a reply to a report).
+    Nothing,
+}
+
+/// What a request is, before it is framed (plain or sealed).
+enum Request<'a> {
+    Post {
+        seg: &'a [u8],
+        payload: &'a [u8],
+    },
+    Block {
+        id: ([u8; 10], usize),
+        block: ([u8; 3], usize),
+    },
+}
+
+impl Request<'_> {
+    fn write(&self, m: &mut MessageMut<SliceBufferMut<'_>>) -> Result<(), WriteError> {
+        match self {
+            Request::Post { seg, payload } => {
+                m.set_code(code::POST);
+                m.add_option(opt::URI_PATH, resources::ROOT)?;
+                m.add_option(opt::URI_PATH, seg)?;
+                m.set_payload(payload)
+            }
+            Request::Block { id, block } => {
+                m.set_code(code::GET);
+                m.add_option(opt::URI_PATH, resources::ROOT)?;
+                m.add_option(opt::URI_PATH, resources::IMAGE)?;
+                m.add_option(opt::URI_PATH, id.0.get(id.0.len() - id.1..).unwrap_or(&[]))?;
+                m.add_option(opt::BLOCK2, block.0.get(..block.1).unwrap_or(&[]))
+            }
+        }
+    }
+}
+
+/// A device's CoAP state: message ids, tokens, exchanges in flight, acknowledgements owed,
+/// the ETag of the image, OSCORE.
+pub struct CoapFraming {
+    next_mid: u16,
+    next_token: u16,
+    exchanges: Vec<Exchange, EXCHANGES>,
+    acks: Deque<u16, 8>,
+    /// The ETag of the image being fetched, as first seen: a later block with another ETag
+    /// means the resource changed under the download (RFC 7959 section 2.4).
+    etag: Option<(ImageId, Vec<u8, 8>)>,
+    security: Option<Security>,
+    stats: ClientStats,
+}
+
+impl CoapFraming {
+    /// `seed` should differ per device and boot (a hardware random number): it picks the first
+    /// message id and token.
+    pub fn new(seed: u32) -> Self {
+        Self {
+            next_mid: seed as u16,
+            next_token: (seed >> 16) as u16,
+            exchanges: Vec::new(),
+            acks: Deque::new(),
+            etag: None,
+            security: None,
+            stats: ClientStats::default(),
+        }
+    }
+
+    /// Protects every request with OSCORE under `ctx` (the device's own context, as
+    /// provisioned). Before the first request, give it the stored sequence reservation
+    /// ([`Self::restore_sequence`]).
+    #[cfg(feature = "oscore")]
+    pub fn secure(mut self, ctx: ota_oscore::SecurityContext) -> Self {
+        self.security = Some(Security::new(ctx));
+        self
+    }
+
+    /// True if requests are protected with OSCORE.
+    pub fn is_secure(&self) -> bool {
+        self.security.is_some()
+    }
+
+    /// Starts from the sequence reservation stored last (`CounterStore::load_counter`).
+    pub fn restore_sequence(&mut self, stored: u64) {
+        if let Some(s) = self.security.as_mut() {
+            s.restore(stored);
+        }
+    }
+
+    /// A reservation to store before the next request can be sealed, if one is due: store it
+    /// (`CounterStore::store_counter`), then call [`Self::sequence_reserved`].
+    pub fn sequence_reservation(&self) -> Option<u64> {
+        self.security.as_ref()?.reservation()
+    }
+
+    /// Records that `value` from [`Self::sequence_reservation`] is stored.
+    pub fn sequence_reserved(&mut self, value: u64) {
+        if let Some(s) = self.security.as_mut() {
+            s.reserved(value);
+        }
+    }
+
+    /// The exact next sequence number, to store before sleep so the numbers stay short.
+    pub fn settle_sequence(&mut self) -> Option<u64> {
+        self.security.as_mut().map(Security::settle)
+    }
+
+    /// True if a request can be framed now (with OSCORE: a sequence number is reserved).
+    pub fn can_send(&self) -> bool {
+        self.security.as_ref().is_none_or(|s| s.available() > 0)
+    }
+
+    /// Datagram counters.
+    pub fn stats(&self) -> &ClientStats {
+        &self.stats
+    }
+
+    /// An acknowledgement owed for a separate response, built in `buf`.
+    pub fn poll_ack(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let mid = self.acks.pop_front()?;
+        let n = udp::build_empty(buf, MsgType::Ack, mid).ok()?;
+        self.stats.datagrams_sent += 1;
+        self.stats.bytes_sent += n as u64;
+        Some(n)
+    }
+
+    /// Frames `msg` (what the state machine produced, `what`) as a CoAP request in `buf`;
+    /// `None` if it cannot be framed (no sequence number reserved, a block size CoAP cannot
+    /// carry).
+    pub fn frame(&mut self, what: Sent, msg: &[u8], buf: &mut [u8]) -> Option<usize> {
+        let (key, request) = match what {
+            Sent::CheckIn => (
+                Key::CheckIn,
+                Request::Post {
+                    seg: resources::CHECKIN,
+                    payload: msg,
+                },
+            ),
+            Sent::Report => (
+                Key::Report,
+                Request::Post {
+                    seg: resources::REPORT,
+                    payload: msg,
+                },
+            ),
+            Sent::ChunkRequest {
+                image,
+                offset,
+                chunk_size,
+                ..
+            } => {
+                // Block size: the manifest's chunk size, a power of two for CoAP; the last
+                // chunk of an image is short but has the same block number.
+                let size = u32::from(chunk_size);
+                let block = Block::new(offset / size, false, size).ok()?;
+                let mut b = [0u8; 3];
+                let blen = block.encode(&mut b);
+                let mut id = [0u8; 10];
+                let idlen = resources::image_segment(image, &mut id).len();
+                (
+                    Key::Block { image, offset },
+                    Request::Block {
+                        id: (id, idlen),
+                        block: (b, blen),
+                    },
+                )
+            }
+        };
+        let secure = self.security.is_some();
+        let ex = exchange_for(
+            &mut self.exchanges,
+            &mut self.next_mid,
+            &mut self.next_token,
+            key,
+            secure,
+        );
+        let built = match self.security.as_mut() {
+            None => udp::build(buf, MsgType::Con, ex.mid, &ex.token, |m| request.write(m)),
+            Some(sec) => {
+                let (seq, built) = sec.seal(buf, (ex.mid, &ex.token), |m| request.write(m))?;
+                if let Some(e) = self.exchanges.iter_mut().find(|e| e.key == key) {
+                    e.seq = Some(seq);
+                }
+                built
+            }
+        };
+        let n = built.ok()?;
+        self.stats.datagrams_sent += 1;
+        self.stats.bytes_sent += n as u64;
+        Some(n)
+    }
+
+    /// Reads one received datagram (a protected response is decrypted in place): what it
+    /// carries for the state machine.
+    pub fn parse<'a>(&mut self, datagram: &'a mut [u8]) -> Result<Parsed<'a>, ClientError> {
+        self.stats.datagrams_received += 1;
+        self.stats.bytes_received += datagram.len() as u64;
+        let d = udp::parse(datagram)?;
+        if d.code == code::EMPTY {
+            match d.kind {
+                // The request got through; a separate response follows.
+                MsgType::Ack => {}
+                // The server refused the message: forget it; the state machine retries.
+                MsgType::Rst => self.exchanges.retain(|e| e.mid != d.mid),
+                _ => {}
+            }
+            return Ok(Parsed::Nothing);
+        }
+        if d.code >> 5 < 2 {
+            return Err(ClientError::Unmatched); // a request: devices serve none
+        }
+        if d.kind == MsgType::Con {
+            // A separate response must be acknowledged whatever it says.
+            if self.acks.is_full() {
+                let _ = self.acks.pop_front();
+            }
+            let _ = self.acks.push_back(d.mid);
+        }
+        let pos = self
+            .exchanges
+            .iter()
+            .position(|e| e.token == d.token && (d.kind != MsgType::Ack || e.mid == d.mid))
+            .ok_or(ClientError::Unmatched)?;
+        let ex = self
+            .exchanges
+            .get(pos)
+            .copied()
+            .ok_or(ClientError::Unmatched)?;
+        let (kind, mid, outer_code) = (d.kind, d.mid, d.code);
+        let token_at = 4..4 + d.token.len();
+        // Where the message to act on is: the datagram itself, or its decrypted inner message.
+        let (code, body) = match (ex.seq, self.security.as_ref()) {
+            (Some(seq), Some(sec)) => match crate::client_security::outer(&d, datagram.len())? {
+                Some(p) => sec.open(seq, p, datagram)?,
+                None => {
+                    if outer_code >> 5 != 2 {
+                        // OSCORE errors come back unprotected (no context, replay).
+                        self.exchanges.swap_remove(pos);
+                        return Err(ClientError::Response(outer_code));
+                    }
+                    return Err(ClientError::Unprotected);
+                }
+            },
+            _ => (outer_code, token_at.end..datagram.len()),
+        };
+        let datagram: &'a [u8] = datagram;
+        let d = Datagram {
+            kind,
+            code,
+            mid,
+            token: datagram.get(token_at).unwrap_or(&[]),
+            body: datagram.get(body).ok_or(ClientError::Options)?,
+        };
+        self.exchanges.swap_remove(pos);
+        if d.code >> 5 != 2 {
+            return Err(ClientError::Response(d.code));
+        }
+        let mut block = None;
+        let mut etag = None;
+        let mut payload: &'a [u8] = &[];
+        for item in d.items() {
+            match item.map_err(|_| ClientError::Options)? {
+                Item::Option {
+                    number: opt::BLOCK2,
+                    value,
+                } => {
+                    block = Some(Block::decode(value).map_err(|_| ClientError::Options)?);
+                }
+                Item::Option {
+                    number: opt::ETAG,
+                    value,
+                } => etag = Some(value),
+                Item::Option { .. } => {}
+                Item::Payload(p) => payload = p,
+            }
+        }
+        match ex.key {
+            Key::CheckIn => Ok(Parsed::Message(payload)),
+            Key::Report => Ok(Parsed::Nothing),
+            Key::Block { image, offset } => {
+                // A server that ignored Block2 sends the resource from its start.
+                match block {
+                    Some(b) if b.offset() == offset => {}
+                    None if offset == 0 => {}
+                    _ => return Err(ClientError::WrongBlock),
+                }
+                if let Some(tag) = etag {
+                    match &self.etag {
+                        Some((id, seen)) if *id == image && seen.as_slice() != tag => {
+                            return Err(ClientError::EtagMismatch);
+                        }
+                        Some((id, _)) if *id == image => {}
+                        _ => self.etag = Vec::from_slice(tag).ok().map(|t| (image, t)),
+                    }
+                }
+                Ok(Parsed::Chunk(Chunk::new(image, offset, payload)))
+            }
+        }
+    }
+}
+
+/// The exchange for `key`: for a plain retransmission the same message id and token; a new
+/// message id (same token) for a protected one, which is sealed anew; a new exchange otherwise.
+fn exchange_for(
+    exchanges: &mut Vec<Exchange, EXCHANGES>,
+    next_mid: &mut u16,
+    next_token: &mut u16,
+    key: Key,
+    secure: bool,
+) -> Exchange {
+    if let Some(ex) = exchanges.iter_mut().find(|e| e.key == key) {
+        if secure {
+            *next_mid = next_mid.wrapping_add(1);
+            ex.mid = *next_mid;
+        }
+        return *ex;
+    }
+    *next_mid = next_mid.wrapping_add(1);
+    *next_token = next_token.wrapping_add(1);
+    let ex = Exchange {
+        key,
+        mid: *next_mid,
+        token: next_token.to_be_bytes(),
+        seq: None,
+    };
+    if exchanges.is_full() {
+        exchanges.remove(0);
+    }
+    let _ = exchanges.push(ex);
+    ex
+}
