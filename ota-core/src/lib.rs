@@ -13,7 +13,7 @@
 //! | [`device`] | the device-side state machine |
 //! | [`runtime`] | the async wake loop over a transport's `Link` and storage, and its blocking wrapper |
 //! | `host` (feature `std`) | the stateless server-side request handler and manifest signing |
-//! | `sim` (feature `std`) | a deterministic lossy-link simulator and a one-wake driver |
+//! | `sim` (feature `std`) | a deterministic lossy-link simulator (random or bursty loss, a shared bottleneck), a one-wake driver |
 //!
 //! The device side is `no_std` and allocation-free; build it with `--no-default-features` (add
 //! `ed25519` for the default signature verifier).

@@ -3,6 +3,13 @@
 //!
 //! Time is simulated: a wake that takes minutes of link time runs in microseconds, and a seed
 //! replays the same losses. Tests, benchmarks and the fleet demo share it.
+//!
+//! A [`Pipe`] loses datagrams independently at [`LinkProfile::loss_percent`], or in bursts
+//! under a [`GilbertElliott`] model ([`Pipe::with_bursts`]); with [`Pipe::with_queue_limit`]
+//! it is a bottleneck with a bounded drop-tail queue, and [`bottleneck`] runs a fleet of
+//! devices behind one.
+
+pub mod bottleneck;
 
 use crate::device::{Device, Sent, SleepReason};
 use crate::host::{DesiredState, Handler, ImageSource};
@@ -93,27 +100,128 @@ impl LinkProfile {
 /// Counters of one direction of a link.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PipeStats {
-    /// Messages handed to the link.
+    /// Messages the link carried (lost ones included; a queue's tail drops are not).
     pub messages: u64,
-    /// Bytes handed to the link.
+    /// Bytes the link carried (lost ones included; a queue's tail drops are not).
     pub bytes: u64,
-    /// Messages the link dropped.
+    /// Messages the link lost on the way.
     pub lost: u64,
+    /// Messages dropped on arrival at a full queue ([`Pipe::with_queue_limit`]).
+    pub queue_drops: u64,
+    /// Most messages waiting in the queue at once (the one being sent included).
+    pub max_queue: u64,
+}
+
+/// The Gilbert-Elliott loss model: the link is in a good or a bad state, each with its own
+/// loss rate, and changes state before each message with the given probabilities. Mean burst
+/// length in the bad state is `100 / bad_to_good_percent` messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GilbertElliott {
+    /// Chance per message, percent, of going from good to bad.
+    pub good_to_bad_percent: u32,
+    /// Chance per message, percent, of going from bad to good.
+    pub bad_to_good_percent: u32,
+    /// Loss in the good state, percent.
+    pub good_loss_percent: u32,
+    /// Loss in the bad state, percent.
+    pub bad_loss_percent: u32,
+}
+
+impl GilbertElliott {
+    /// Long-run share of messages lost, percent.
+    pub fn mean_loss_percent(&self) -> f64 {
+        let (p, r) = (
+            f64::from(self.good_to_bad_percent),
+            f64::from(self.bad_to_good_percent),
+        );
+        if p + r == 0.0 {
+            return f64::from(self.good_loss_percent);
+        }
+        (r * f64::from(self.good_loss_percent) + p * f64::from(self.bad_loss_percent)) / (p + r)
+    }
 }
 
 /// One direction of a link: messages in flight with their arrival times.
 #[derive(Debug, Default)]
 pub struct Pipe {
-    in_flight: Vec<(u64, Vec<u8>)>,
+    /// (arrival ms, tag, bytes).
+    in_flight: Vec<(u64, u32, Vec<u8>)>,
     busy_until: u64,
+    /// Departure times of the messages queued or being sent (with a queue limit only).
+    queue: std::collections::VecDeque<u64>,
+    queue_limit: Option<usize>,
+    bursts: Option<GilbertElliott>,
+    bad: bool,
     /// Counters.
     pub stats: PipeStats,
 }
 
 impl Pipe {
+    /// A pipe whose queue holds at most `limit` messages (the one being sent included); a
+    /// message that finds it full is dropped (drop-tail) and never goes on the air.
+    pub fn with_queue_limit(mut self, limit: usize) -> Self {
+        self.queue_limit = Some(limit.max(1));
+        self
+    }
+
+    /// A pipe that loses messages in bursts, following `model` instead of the link profile's
+    /// `loss_percent`.
+    pub fn with_bursts(mut self, model: GilbertElliott) -> Self {
+        self.bursts = Some(model);
+        self
+    }
+
+    /// Messages waiting in the queue or being sent at `now`.
+    pub fn queued(&self, now: u64) -> usize {
+        self.queue.iter().filter(|&&d| d > now).count()
+    }
+
+    fn lose(&mut self, link: &LinkProfile, rng: &mut SimRng) -> bool {
+        match self.bursts {
+            None => rng.chance(link.loss_percent),
+            Some(ge) => {
+                let flip = if self.bad {
+                    ge.bad_to_good_percent
+                } else {
+                    ge.good_to_bad_percent
+                };
+                if rng.chance(flip) {
+                    self.bad = !self.bad;
+                }
+                rng.chance(if self.bad {
+                    ge.bad_loss_percent
+                } else {
+                    ge.good_loss_percent
+                })
+            }
+        }
+    }
+
     /// Sends `bytes` at `now` (ms): queued behind earlier messages at the link rate, then
     /// delayed, possibly lost, duplicated or corrupted.
     pub fn send(&mut self, now: u64, bytes: &[u8], link: &LinkProfile, rng: &mut SimRng) {
+        self.send_tagged(now, 0, bytes, link, rng);
+    }
+
+    /// [`Pipe::send`] for a message that carries `tag` (which device of many it is for or
+    /// from); [`Pipe::due_tagged`] hands the tag back.
+    pub fn send_tagged(
+        &mut self,
+        now: u64,
+        tag: u32,
+        bytes: &[u8],
+        link: &LinkProfile,
+        rng: &mut SimRng,
+    ) {
+        if let Some(limit) = self.queue_limit {
+            while self.queue.front().is_some_and(|&d| d <= now) {
+                self.queue.pop_front();
+            }
+            if self.queue.len() >= limit {
+                self.stats.queue_drops += 1;
+                return;
+            }
+        }
         self.stats.messages += 1;
         self.stats.bytes += bytes.len() as u64;
         let tx_ms = match link.bits_per_sec {
@@ -122,7 +230,11 @@ impl Pipe {
         };
         let departs = self.busy_until.max(now) + tx_ms;
         self.busy_until = departs;
-        if rng.chance(link.loss_percent) {
+        if self.queue_limit.is_some() {
+            self.queue.push_back(departs);
+            self.stats.max_queue = self.stats.max_queue.max(self.queue.len() as u64);
+        }
+        if self.lose(link, rng) {
             self.stats.lost += 1;
             return;
         }
@@ -140,34 +252,47 @@ impl Pipe {
                 }
             }
             let at = departs + link.latency_ms + rng.below(link.jitter_ms + 1);
-            self.in_flight.push((at, b));
+            self.in_flight.push((at, tag, b));
         }
     }
 
     /// Removes and returns the messages that have arrived by `now`, earliest first.
     pub fn due(&mut self, now: u64) -> Vec<Vec<u8>> {
-        let mut due: Vec<(u64, Vec<u8>)> = Vec::new();
+        self.due_tagged(now).into_iter().map(|(_, b)| b).collect()
+    }
+
+    /// [`Pipe::due`] with each message's tag.
+    pub fn due_tagged(&mut self, now: u64) -> Vec<(u32, Vec<u8>)> {
+        let mut due: Vec<(u64, u32, Vec<u8>)> = Vec::new();
         let mut i = 0;
         while i < self.in_flight.len() {
-            if self.in_flight.get(i).is_some_and(|(t, _)| *t <= now) {
+            if self.in_flight.get(i).is_some_and(|(t, _, _)| *t <= now) {
                 due.push(self.in_flight.swap_remove(i));
             } else {
                 i += 1;
             }
         }
-        due.sort_by_key(|(t, _)| *t);
-        due.into_iter().map(|(_, b)| b).collect()
+        due.sort_by_key(|(t, _, _)| *t);
+        due.into_iter().map(|(_, tag, b)| (tag, b)).collect()
     }
 
     /// When the next message arrives, if any is in flight.
     pub fn next_arrival(&self) -> Option<u64> {
-        self.in_flight.iter().map(|(t, _)| *t).min()
+        self.in_flight.iter().map(|(t, _, _)| *t).min()
     }
 
     /// Drops everything in flight (the receiver went to sleep).
     pub fn clear(&mut self) -> usize {
         self.busy_until = 0;
+        self.queue.clear();
         std::mem::take(&mut self.in_flight).len()
+    }
+
+    /// Drops what is in flight to the device tagged `tag` (it went to sleep); returns how many.
+    pub fn clear_tagged(&mut self, tag: u32) -> usize {
+        let before = self.in_flight.len();
+        self.in_flight.retain(|(_, t, _)| *t != tag);
+        before - self.in_flight.len()
     }
 }
 

@@ -1,13 +1,14 @@
 //! The device state machine driven against the host handler through a faulty in-memory link,
-//! with resets at random points and random wake budgets.
+//! with resets at random points and random wake budgets, under both congestion controls; long
+//! loss bursts (Gilbert-Elliott) and a link that goes silent mid-download.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 
 use common::*;
-use ota_core::device::{Event, SleepReason};
+use ota_core::device::{Congestion, Event, SleepReason};
 use ota_core::manifest::Ed25519Verifier;
-use ota_core::sim::{LinkProfile, Pipe, SimRng};
+use ota_core::sim::{GilbertElliott, LinkProfile, Pipe, SimRng};
 use ota_core::storage::{MemStorage, UpdateStorage};
 use ota_core::wire::WakeBudget;
 use ota_core::{Device, Instant};
@@ -29,6 +30,9 @@ struct Scenario {
     chunk: u16,
     window: u8,
     faults: LinkProfile,
+    /// Loss in bursts instead of `faults.loss_percent`, both directions.
+    bursts: Option<GilbertElliott>,
+    congestion: Congestion,
     /// Per wake: (time budget ms, byte budget); cycled.
     budgets: Vec<(Option<u32>, Option<u32>)>,
     /// Percent chance, at each storage operation, that power fails just before it.
@@ -62,8 +66,12 @@ fn run(s: &Scenario, max_wakes: u32) -> (Outcome, MemStorage, Vec<u8>) {
     let handler = handler(&img, s.chunk);
     let mut storage = MemStorage::new(s.image_len as u32 + 4096);
     let mut rng = SimRng::new(s.seed);
-    let mut up = Pipe::default();
-    let mut down = Pipe::default();
+    let pipe = || match s.bursts {
+        Some(ge) => Pipe::default().with_bursts(ge),
+        None => Pipe::default(),
+    };
+    let mut up = pipe();
+    let mut down = pipe();
     let mut now: u64 = 1_000;
     let mut out = Outcome::default();
     let mut buf = vec![0u8; 2048];
@@ -71,8 +79,9 @@ fn run(s: &Scenario, max_wakes: u32) -> (Outcome, MemStorage, Vec<u8>) {
     'wakes: while out.wakes < max_wakes {
         out.wakes += 1;
         // A new process: nothing survives but storage.
-        let mut dev: Device<Ed25519Verifier> =
-            Device::new(config(s.image_len as u32 + 4096, s.window), verifier());
+        let mut cfg = config(s.image_len as u32 + 4096, s.window);
+        cfg.congestion = s.congestion;
+        let mut dev: Device<Ed25519Verifier> = Device::new(cfg, verifier());
         dev.restore_from(&mut storage).unwrap();
         let (millis, bytes) = s.budgets[(out.wakes as usize) % s.budgets.len()];
         dev.wake(Instant(now), WakeBudget { bytes, millis });
@@ -169,6 +178,8 @@ fn clean_link_single_wake() {
         chunk: 1024,
         window: 4,
         faults: LinkProfile::ideal(100),
+        bursts: None,
+        congestion: Congestion::LossTolerant,
         budgets: vec![(None, None)],
         reset_percent: 0,
         seed: 1,
@@ -186,6 +197,8 @@ fn time_budget_resumes_across_wakes_without_refetch() {
         chunk: 1024,
         window: 4,
         faults: LinkProfile::ideal(300),
+        bursts: None,
+        congestion: Congestion::LossTolerant,
         budgets: vec![(Some(3_000), None)],
         reset_percent: 0,
         seed: 2,
@@ -295,6 +308,8 @@ fn lossy_link_with_resets() {
             duplicate_percent: 10,
             corrupt_percent: 10,
         },
+        bursts: None,
+        congestion: Congestion::LossTolerant,
         budgets: vec![(Some(4_000), None), (None, Some(5_000)), (None, None)],
         reset_percent: 3,
         seed: 3,
@@ -314,6 +329,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         ),
         0u32..6,
         any::<u64>(),
+        any::<bool>(),
     )
         .prop_map(
             |(
@@ -324,6 +340,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 budgets,
                 reset_percent,
                 seed,
+                aimd,
             )| {
                 let rtt = 2 * (d0 + d1) as u32;
                 let budgets = budgets
@@ -347,6 +364,12 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                         duplicate_percent: duplicate,
                         corrupt_percent: corrupt,
                     },
+                    bursts: None,
+                    congestion: if aimd {
+                        Congestion::Aimd
+                    } else {
+                        Congestion::LossTolerant
+                    },
                     budgets,
                     reset_percent,
                     seed,
@@ -363,5 +386,311 @@ proptest! {
     #[test]
     fn staged_image_always_matches_source(s in scenario()) {
         check(&s);
+    }
+}
+
+#[test]
+fn lossy_link_with_resets_aimd() {
+    check(&Scenario {
+        image_len: 12_345,
+        chunk: 512,
+        window: 8,
+        faults: LinkProfile {
+            latency_ms: 50,
+            jitter_ms: 850,
+            bits_per_sec: 0,
+            loss_percent: 15,
+            duplicate_percent: 10,
+            corrupt_percent: 10,
+        },
+        bursts: None,
+        congestion: Congestion::Aimd,
+        budgets: vec![(Some(4_000), None), (None, Some(5_000)), (None, None)],
+        reset_percent: 3,
+        seed: 3,
+    });
+}
+
+/// Gilbert-Elliott bursts: a good state that loses `good` % and a bad one that loses `bad` %,
+/// with mean bursts of 4 to 50 messages (`100 / to_good`) and at most a third of the time in
+/// the bad state (mean loss up to about 40 %, each direction).
+fn bursty() -> impl Strategy<Value = Scenario> {
+    (
+        1usize..48_000,
+        prop::sample::select(vec![256u16, 512, 1024]),
+        1u8..=16,
+        (1u32..10, 2u32..25, 0u32..10, 60u32..=100),
+        (5u64..400, 0u64..200, 0u64..60_000),
+        prop::collection::vec(
+            (prop::option::of(1u32..12), prop::option::of(1u32..12)),
+            1..4,
+        ),
+        0u32..4,
+        any::<u64>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(
+                image_len,
+                chunk,
+                window,
+                (to_bad_raw, to_good, good, bad),
+                (latency, jitter, bps),
+                budgets,
+                reset_percent,
+                seed,
+                aimd,
+            )| {
+                let to_bad = 1 + to_bad_raw % (to_good / 2).max(1);
+                let rtt = 2 * (latency + jitter) as u32;
+                let budgets = budgets
+                    .into_iter()
+                    .map(|(t, b)| {
+                        (
+                            t.map(|k| 2 * rtt + 500 + k * (rtt + 500)),
+                            b.map(|k| 300 + k * (u32::from(chunk) + 40)),
+                        )
+                    })
+                    .collect();
+                Scenario {
+                    image_len,
+                    chunk,
+                    window,
+                    faults: LinkProfile {
+                        latency_ms: latency,
+                        jitter_ms: jitter,
+                        // 0 (unlimited) or a slow link from 8 kbit/s.
+                        bits_per_sec: if bps < 8_000 { 0 } else { bps },
+                        loss_percent: 0,
+                        duplicate_percent: 0,
+                        corrupt_percent: 0,
+                    },
+                    bursts: Some(GilbertElliott {
+                        good_to_bad_percent: to_bad,
+                        bad_to_good_percent: to_good,
+                        good_loss_percent: good,
+                        bad_loss_percent: bad,
+                    }),
+                    congestion: if aimd {
+                        Congestion::Aimd
+                    } else {
+                        Congestion::LossTolerant
+                    },
+                    budgets,
+                    reset_percent,
+                    seed,
+                }
+            },
+        )
+}
+
+/// One wake over a link that drops everything from `silent_at` (ms after the wake began).
+#[derive(Debug, Clone)]
+struct Silence {
+    image_len: usize,
+    window: u8,
+    congestion: Congestion,
+    link: LinkProfile,
+    silent_at: u64,
+    budget_ms: Option<u32>,
+    seed: u64,
+}
+
+fn silences() -> impl Strategy<Value = Silence> {
+    (
+        4_096usize..64_000,
+        1u8..=16,
+        any::<bool>(),
+        (5u64..400, 0u64..100, 0u32..30),
+        0u64..30_000,
+        prop::option::of(2_000u32..60_000),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(image_len, window, aimd, (latency, jitter, loss), silent_at, budget_ms, seed)| {
+                Silence {
+                    image_len,
+                    window,
+                    congestion: if aimd {
+                        Congestion::Aimd
+                    } else {
+                        Congestion::LossTolerant
+                    },
+                    link: LinkProfile {
+                        latency_ms: latency,
+                        jitter_ms: jitter,
+                        bits_per_sec: 30_000,
+                        loss_percent: loss,
+                        duplicate_percent: 0,
+                        corrupt_percent: 0,
+                    },
+                    silent_at,
+                    budget_ms,
+                    seed,
+                }
+            },
+        )
+}
+
+/// Runs one wake of `s`; returns how it ended, when, how many messages the device sent once
+/// the link was silent, and the storage.
+fn run_silence(s: &Silence) -> (SleepReason, u64, u32, MemStorage, Device<Ed25519Verifier>) {
+    let img = image(s.image_len, s.seed);
+    let handler = handler(&img, 1024);
+    let mut storage = MemStorage::new(s.image_len as u32 + 4096);
+    let mut cfg = config(s.image_len as u32 + 4096, s.window);
+    cfg.congestion = s.congestion;
+    let mut dev: Device<Ed25519Verifier> = Device::new(cfg, verifier());
+    let mut rng = SimRng::new(s.seed);
+    let (mut up, mut down) = (Pipe::default(), Pipe::default());
+    let silent = LinkProfile {
+        loss_percent: 100,
+        ..s.link
+    };
+    let start = 5_000u64;
+    let mut now = start;
+    let mut buf = vec![0u8; 2048];
+    let mut sent_in_silence = 0u32;
+    dev.wake(
+        Instant(now),
+        WakeBudget {
+            bytes: None,
+            millis: s.budget_ms,
+        },
+    );
+    let mut still = 0u32;
+    for _ in 0..200_000 {
+        let link = if now >= start + s.silent_at {
+            &silent
+        } else {
+            &s.link
+        };
+        while let Some(n) = dev.poll_transmit(Instant(now), &mut buf).map(|t| {
+            dev.link_bytes(t.len as u64, 0);
+            t.len
+        }) {
+            if now >= start + s.silent_at {
+                sent_in_silence += 1;
+            }
+            up.send(now, &buf[..n], link, &mut rng);
+        }
+        dev.drive_storage(&mut storage).unwrap();
+        while let Some(ev) = dev.poll_event() {
+            if let Event::Sleep { reason, .. } = ev {
+                return (reason, now - start, sent_in_silence, storage, dev);
+            }
+        }
+        let next = [
+            up.next_arrival(),
+            down.next_arrival(),
+            dev.poll_timeout().map(|t| t.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .expect("an awake device always waits for something");
+        // Never spin: time must move on within a few steps.
+        still = if next <= now { still + 1 } else { 0 };
+        assert!(still < 100, "no progress in time at {now} ms: {s:?}");
+        now = now.max(next);
+        for req in up.due(now) {
+            if let Ok(Some(reply)) = handler.handle(&req, ota_core::host::Peer::Anonymous) {
+                let link = if now >= start + s.silent_at {
+                    &silent
+                } else {
+                    &s.link
+                };
+                down.send(now, &reply, link, &mut rng);
+            }
+        }
+        for msg in down.due(now) {
+            dev.link_bytes(0, msg.len() as u64);
+            let _ = dev.handle_message(Instant(now), &msg);
+            dev.drive_storage(&mut storage).unwrap();
+        }
+        dev.handle_timeout(Instant(now));
+    }
+    panic!("wake did not end: {s:?}");
+}
+
+/// Image bytes the persisted resume record holds (1 KiB chunks).
+fn persisted(storage: &MemStorage, image_len: usize) -> u64 {
+    let Some(state) = storage.state() else {
+        return 0;
+    };
+    (0..image_len as u32)
+        .step_by(1024)
+        .filter(|&off| state.is_complete(image_len as u32) || state.has(off, 1024))
+        .map(|off| u64::from((image_len as u32 - off).min(1024)))
+        .sum()
+}
+
+#[test]
+fn a_link_that_goes_silent_ends_the_wake_with_progress_kept() {
+    for congestion in [Congestion::LossTolerant, Congestion::Aimd] {
+        let s = Silence {
+            image_len: 256 * 1024,
+            window: 8,
+            congestion,
+            link: LinkProfile {
+                loss_percent: 15,
+                ..LinkProfile::NB_IOT
+            },
+            silent_at: 20_000,
+            budget_ms: None,
+            seed: 4,
+        };
+        let (reason, at, sent, storage, dev) = run_silence(&s);
+        assert_eq!(reason, SleepReason::LinkLost, "{congestion:?}");
+        assert_eq!(
+            persisted(&storage, 256 * 1024),
+            dev.stats().payload_bytes_accepted,
+            "{congestion:?}: every accepted chunk is recorded"
+        );
+        assert!(dev.stats().payload_bytes_accepted > 0);
+        // Backed off: at most a window's worth of requests, each a handful of times, and
+        // the wake gave up within minutes, not hours.
+        assert!(sent <= 8 * 20, "{congestion:?}: {sent} sends into silence");
+        assert!(
+            at < s.silent_at + 300_000,
+            "{congestion:?}: gave up at {at} ms"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Long loss bursts (Gilbert-Elliott, both directions) under either congestion control:
+    /// the staged image is the source image bit for bit, refetch stays within one chunk per
+    /// reset.
+    #[test]
+    fn staged_image_matches_source_through_loss_bursts(s in bursty()) {
+        check(&s);
+    }
+
+    /// A link that goes silent mid-wake: the wake ends on its budget or as link lost, with
+    /// every accepted chunk persisted, without spinning (time moves on) and with a bounded
+    /// number of sends into the silence.
+    #[test]
+    fn a_silent_link_ends_the_wake_on_budget_or_as_link_lost(s in silences()) {
+        let (reason, at, sent, storage, dev) = run_silence(&s);
+        match s.budget_ms {
+            Some(ms) => {
+                prop_assert!(at <= u64::from(ms), "ended at {} ms past a {} ms budget", at, ms);
+                prop_assert!(
+                    matches!(reason, SleepReason::BudgetExhausted | SleepReason::LinkLost | SleepReason::Staged),
+                    "{:?}", reason
+                );
+            }
+            None => prop_assert!(
+                matches!(reason, SleepReason::LinkLost | SleepReason::Staged),
+                "{:?}", reason
+            ),
+        }
+        let accepted = dev.stats().payload_bytes_accepted;
+        prop_assert_eq!(persisted(&storage, s.image_len), accepted, "accepted chunks not all persisted");
+        let bound = u32::from(s.window) * 4 * 5 + 5;
+        prop_assert!(sent <= bound, "{} sends into silence (bound {})", sent, bound);
     }
 }

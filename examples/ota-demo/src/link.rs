@@ -3,6 +3,7 @@
 //! share of them. It runs in wall-clock time, and counts every datagram handed to it, lost ones
 //! included: a metered SIM is billed for what went on the air, delivered or not.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,8 @@ pub struct Carried {
     pub bytes: AtomicU64,
     /// Datagrams the link lost.
     pub lost: AtomicU64,
+    /// Datagrams by size.
+    sizes: Mutex<HashMap<usize, u64>>,
 }
 
 impl Carried {
@@ -35,6 +38,16 @@ impl Carried {
         if lost {
             self.lost.fetch_add(1, Ordering::Relaxed);
         }
+        if let Ok(mut sizes) = self.sizes.lock() {
+            *sizes.entry(len).or_default() += 1;
+        }
+    }
+
+    /// The most common datagram size: in an image download, a block request going up and a
+    /// full block response coming down.
+    pub fn usual_size(&self) -> Option<usize> {
+        let sizes = self.sizes.lock().ok()?;
+        sizes.iter().max_by_key(|(_, n)| **n).map(|(len, _)| *len)
     }
 
     /// Bytes carried so far.

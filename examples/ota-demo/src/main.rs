@@ -33,7 +33,6 @@ use ota_server::store::Store;
 use ota_storage::sim::SimFlash;
 use ota_storage::{BootOutcome, FlashStorage, Layout, Partition};
 use ota_transport_coap::link::{coap_config, run_wake_blocking, BlockingSocket};
-use ota_transport_coap::resources::{BLOCK_REQUEST_BYTES, BLOCK_RESPONSE_OVERHEAD};
 use ota_transport_coap::server::{serve, DeviceKeys, Responder, Security, ServerConfig};
 use ota_transport_coap::CoapLink;
 
@@ -69,8 +68,9 @@ struct Args {
     /// Chunk (CoAP block) size.
     #[arg(long, default_value_t = 1024)]
     chunk: u16,
-    /// Requests in flight per device.
-    #[arg(long, default_value_t = 4)]
+    /// Requests in flight per device, at most (the device default; the congestion control
+    /// decides how many of them to use).
+    #[arg(long, default_value_t = 8)]
     window: u8,
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -98,6 +98,8 @@ struct Outcome {
     radio_bytes: u64,
     /// Bytes the devices sent and received by their own count (lost downlink not seen).
     device_bytes: u64,
+    /// The usual block request and block response on the air, bytes (OSCORE included).
+    block_sizes: (usize, usize),
     accepted: u64,
     awake_ms: u64,
 }
@@ -238,6 +240,10 @@ fn device_life(
         out.awake_ms += t.elapsed().as_millis() as u64;
         out.accepted += dev.stats().payload_bytes_accepted;
         out.radio_bytes = carried.up.bytes() + carried.down.bytes();
+        out.block_sizes = (
+            carried.up.usual_size().unwrap_or(0),
+            carried.down.usual_size().unwrap_or(0),
+        );
         out.device_bytes += dev.stats().bytes_sent + dev.stats().bytes_received;
         if staged {
             bar.set_message("installing, trial boot");
@@ -461,11 +467,14 @@ fn main() -> anyhow::Result<()> {
             sum(|o| o.awake_ms) / n / 1000.0
         );
     }
-    let (req, resp, chunk) = (
-        f64::from(BLOCK_REQUEST_BYTES),
-        f64::from(BLOCK_RESPONSE_OVERHEAD),
-        f64::from(a.chunk),
-    );
+    // Block exchanges as the link carried them (OSCORE included): the usual datagram sizes.
+    let (req, resp) = ours
+        .iter()
+        .map(|o| o.block_sizes)
+        .max_by_key(|&(up, _)| up)
+        .unwrap_or_default();
+    let chunk = f64::from(a.chunk);
+    let (req, resp) = (req as f64, (resp as f64 - chunk).max(0.0));
     let keep = 1.0 - f64::from(a.loss) / 100.0;
     let blocks = (img / chunk).ceil();
     let lossless = blocks * (req + resp) + img;
@@ -476,15 +485,24 @@ fn main() -> anyhow::Result<()> {
     println!(
         "\nradio/image: bytes the emulated link carried (both directions, lost datagrams included)\n\
          per image byte. Limit at {}% loss: {limit:.3} = a lossless block transfer ({:.3}: {} B request,\n\
-         {} B response framing per {} B block) with each datagram repeated until it gets through;\n\
-         check-ins and reports come on top. The devices' own count was {:.3} (it misses what was\n\
-         lost on the way down).",
+         {} B response framing per {} B block, OSCORE included, as the link carried them) with each\n\
+         datagram repeated until it gets through; check-ins and reports come on top. Measured / limit:\n\
+         {:.3}. The devices' own count was {:.3} (it misses what was lost on the way down).",
         a.loss,
         lossless / img,
-        BLOCK_REQUEST_BYTES,
-        BLOCK_RESPONSE_OVERHEAD,
+        req,
+        resp,
         a.chunk,
+        ours.iter().map(|o| o.radio_bytes).sum::<u64>() as f64 / n / img / limit,
         ours.iter().map(|o| o.device_bytes).sum::<u64>() as f64 / n / img
+    );
+    let ideal = img * 8.0 / (a.kbps as f64 * 1000.0) / keep;
+    let awake = ours.iter().map(|o| o.awake_ms).sum::<u64>() as f64 / n / 1000.0;
+    println!(
+        "\nawake/dev against the ideal (image at link rate / (1 - loss)) {ideal:.1} s: {:.3}x; \
+         wakes/dev against ceil(ideal / budget) + 1 = {}.",
+        awake / ideal,
+        (ideal * 1000.0 / f64::from(a.budget_ms)).ceil() + 1.0
     );
     println!(
         "\nwall time {:.1} s: link time is real time, sleeps between wakes are shortened to 1 s.\n\

@@ -2,6 +2,7 @@
 
 use heapless::Vec;
 
+use super::congestion::Congestion;
 use crate::wire::{check_device_id, DeviceIdError, LastOutcome, RunningFirmware, MAX_DEVICE_ID};
 
 /// Most chunk requests a device may keep outstanding (bounded by the resume bitmap).
@@ -40,10 +41,14 @@ pub struct DeviceConfig {
     pub max_attempts: u8,
     /// Seconds to sleep when the server said nothing about it (link lost, protocol error).
     pub fallback_sleep_secs: u32,
+    /// How the number of requests in flight and the retransmission timers react to loss and
+    /// delay; see [`Congestion`]. Never above `window` whichever is chosen.
+    pub congestion: Congestion,
 }
 
 impl DeviceConfig {
-    /// A config with the default policy: window 8, 1 KiB chunks, RFC 7252-like timeouts. An id
+    /// A config with the default policy: window 8, 1 KiB chunks, RFC 7252-like timeouts,
+    /// [`Congestion::LossTolerant`]. An id
     /// that breaks [`check_device_id`]'s rule is refused (never cut short: two devices would
     /// share a record).
     pub fn new(
@@ -71,6 +76,7 @@ impl DeviceConfig {
             max_rto_ms: 32_000,
             max_attempts: 5,
             fallback_sleep_secs: 3600,
+            congestion: Congestion::LossTolerant,
         })
     }
 }

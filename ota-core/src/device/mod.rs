@@ -32,6 +32,7 @@
 //! their outcome comes back through [`DeviceConfig::last_outcome`] and the next check-in.
 
 mod config;
+mod congestion;
 mod rtt;
 mod transmit;
 mod window;
@@ -40,6 +41,8 @@ use heapless::Deque;
 use sha2::{Digest as _, Sha256};
 
 pub use config::{DeviceConfig, MAX_WINDOW};
+pub use congestion::Congestion;
+use congestion::Controller;
 use rtt::RttEstimator;
 pub use transmit::{Sent, Transmit};
 use window::Window;
@@ -228,11 +231,9 @@ pub struct Device<V, const CHUNK: usize = 1024> {
     checkin_due: Instant,
     checkin_attempts: u8,
     window: Window,
-    /// Congestion window: requests allowed in flight now, 1..=`config.window`. It starts at 2
-    /// each wake, grows by one per chunk that arrives on its first request, and halves when a
-    /// request times out, so a slow link's queue does not turn the window into spurious
-    /// retransmissions.
-    cwnd: u8,
+    /// Congestion control: requests allowed in flight now (1..=`config.window`) and the
+    /// retransmission timers, as [`DeviceConfig::congestion`] chooses.
+    cc: Controller,
     next_check_in: u32,
     rtt: RttEstimator,
     ops: Deque<OpKind, 4>,
@@ -254,6 +255,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
         config.window = config.window.clamp(1, MAX_WINDOW as u8);
         config.max_attempts = config.max_attempts.max(1);
         Self {
+            cc: Controller::new(&config),
             config,
             verifier,
             state: State::Idle,
@@ -269,7 +271,6 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
             checkin_due: Instant(0),
             checkin_attempts: 0,
             window: Window::default(),
-            cwnd: 2,
             next_check_in: 0,
             rtt: RttEstimator::default(),
             ops: Deque::new(),
@@ -343,7 +344,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
         self.checkin_sent = None;
         self.checkin_due = now;
         self.checkin_attempts = 0;
-        self.cwnd = self.config.window.min(2);
+        self.cc.on_wake(now, &self.config);
         self.pending_sleep = None;
         self.events.clear();
         self.ops.clear();
@@ -462,7 +463,10 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
             self.stats.retransmissions += 1;
         }
         self.checkin_sent = Some(now);
-        self.checkin_due = now + self.rtt.rto(&self.config, self.checkin_attempts);
+        self.checkin_due = now
+            + self
+                .cc
+                .backed_off_rto(&self.rtt, &self.config, self.checkin_attempts);
         Some(Transmit {
             len,
             what: Sent::CheckIn,
@@ -475,15 +479,11 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
         }
         let (image, chunk_size) = self.dl.as_ref().map(|d| (d.image, d.manifest.chunk_size))?;
         // Retransmissions first, then new requests while the window and the budget allow.
+        self.drop_late_resends(now);
+        let oldest = self.window.oldest_sent();
         let (offset, len) = match self.window.next_due(now) {
-            Some(o) if o.attempts < self.config.max_attempts => {
-                o.attempts += 1;
-                o.sent_at = Some(now);
-                o.due = now + self.rtt.rto(&self.config, o.attempts);
-                if !core::mem::take(&mut o.corrupt) {
-                    // A timeout: the link is congested or lossy; back off.
-                    self.cwnd = (self.cwnd / 2).max(1);
-                }
+            Some(o) if self.cc.may_resend(o, &self.config, oldest) => {
+                self.cc.on_resend(now, o, &self.rtt, &self.config, oldest);
                 self.stats.retransmissions += 1;
                 (o.offset, o.len)
             }
@@ -505,9 +505,46 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
         })
     }
 
+    /// Leaves for the next wake the requests due again whose resends the budget no longer
+    /// allows (their replies could not come back in time, or the bytes are spent): sending
+    /// them would only buy bytes for a sleeping radio. One found lost before its timer
+    /// expired waits for that timer, in case its reply is only late.
+    fn drop_late_resends(&mut self, now: Instant) {
+        let mut dropped = false;
+        while let Some((offset, len, sent, backoff)) = self
+            .window
+            .next_due(now)
+            .map(|o| (o.offset, o.len, o.sent_at, o.backoff))
+        {
+            if self.budget_allows(now, len) {
+                break;
+            }
+            let rto = self
+                .cc
+                .backed_off_rto(&self.rtt, &self.config, backoff.saturating_add(1));
+            match sent.map(|s| s + rto) {
+                Some(timer) if timer > now => {
+                    if let Some(o) = self.window.items.iter_mut().find(|o| o.offset == offset) {
+                        o.due = timer;
+                    }
+                }
+                _ => {
+                    let _ = self.window.take(offset);
+                    dropped = true;
+                }
+            }
+        }
+        if dropped {
+            if let Some(dl) = self.dl.as_mut() {
+                dl.stopping = true;
+            }
+            self.maybe_finish_stopped();
+        }
+    }
+
     /// Opens a new request if the window, the image and the budget allow one.
     fn new_request(&mut self, now: Instant) -> Option<(u32, u16)> {
-        if self.window.len() >= usize::from(self.cwnd) {
+        if !self.cc.allows_new(self.window.len()) {
             return None;
         }
         let dl = self.dl.as_mut()?;
@@ -537,7 +574,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
         }
         let dl = self.dl.as_mut()?;
         dl.next_request = offset.saturating_add(u32::from(len));
-        let due = now + self.rtt.rto(&self.config, 1);
+        let due = self.cc.first_send(now, &self.rtt, &self.config);
         if !self.window.push(offset, len, now, due) {
             return None;
         }
@@ -744,6 +781,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
     }
 
     fn on_chunk(&mut self, now: Instant, chunk: &Chunk<'_>) -> Result<(), RecvError> {
+        self.cc.on_heard(now);
         let Some(dl) = self.dl.as_ref() else {
             return Err(RecvError::Unexpected);
         };
@@ -775,13 +813,9 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
             .get_mut(..chunk.payload.len())
             .ok_or(RecvError::CorruptChunk(chunk.offset))?;
         dst.copy_from_slice(chunk.payload);
-        if item.attempts == 1 {
-            if let Some(sent) = item.sent_at {
-                self.sample_rtt(sent, now);
-            }
-            self.cwnd = (self.cwnd + 1).min(self.config.window);
-        }
         let _ = self.window.take(chunk.offset);
+        self.cc
+            .on_chunk(now, &item, &mut self.rtt, &mut self.window);
         self.buf_busy = true;
         self.stats.payload_bytes_accepted += chunk.payload.len() as u64;
         self.push_op(OpKind::Write {
@@ -828,7 +862,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
                 if self.past_deadline(now) {
                     self.window.clear();
                     self.finish(self.next_check_in, SleepReason::BudgetExhausted);
-                } else if self.window.exhausted(now, self.config.max_attempts) {
+                } else if self.cc.exhausted(&self.window, now, &self.config) {
                     self.window.clear();
                     self.finish(self.next_check_in, SleepReason::LinkLost);
                 }

@@ -40,6 +40,11 @@ impl RttEstimator {
         backed.min(u64::from(config.max_rto_ms.max(base)))
     }
 
+    /// The smoothed round trip, ms, once one was measured.
+    pub fn srtt(&self) -> Option<u32> {
+        self.srtt
+    }
+
     /// A cautious guess of how long a reply takes: SRTT + 2·RTTVAR, or half the initial timeout
     /// before any sample.
     pub fn expected(&self, config: &DeviceConfig) -> u64 {

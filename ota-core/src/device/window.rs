@@ -12,11 +12,18 @@ pub(crate) struct Outstanding {
     pub len: u16,
     /// When the last send went out.
     pub sent_at: Option<Instant>,
+    /// When the first send went out.
+    pub first_sent: Instant,
     /// When to resend if nothing arrives.
     pub due: Instant,
     pub attempts: u8,
+    /// Timer doublings so far: every timeout under [`super::Congestion::Aimd`]; only timeouts
+    /// on a silent path under [`super::Congestion::LossTolerant`].
+    pub backoff: u8,
     /// Due again because its reply was corrupt (not because it timed out).
     pub corrupt: bool,
+    /// Order of its latest send among all sends of the wake.
+    pub order: u32,
 }
 
 /// Requests in flight, at most [`MAX_WINDOW`].
@@ -39,15 +46,24 @@ impl Window {
     }
 
     /// Adds a request sent for the first time at `now`; `false` if the window is full.
-    pub fn push(&mut self, offset: u32, len: u16, now: Instant, due: Instant) -> bool {
+    pub fn push(
+        &mut self,
+        offset: u32,
+        len: u16,
+        now: Instant,
+        (due, order): (Instant, u32),
+    ) -> bool {
         self.items
             .push(Outstanding {
                 offset,
                 len,
                 sent_at: Some(now),
+                first_sent: now,
                 due,
                 attempts: 1,
+                backoff: 0,
                 corrupt: false,
+                order,
             })
             .is_ok()
     }
@@ -74,15 +90,13 @@ impl Window {
             .min_by_key(|o| o.offset)
     }
 
+    /// The earliest of the outstanding requests' latest sends.
+    pub fn oldest_sent(&self) -> Option<Instant> {
+        self.items.iter().filter_map(|o| o.sent_at).min()
+    }
+
     /// The earliest retransmission deadline.
     pub fn earliest_due(&self) -> Option<Instant> {
         self.items.iter().map(|o| o.due).min()
-    }
-
-    /// True if some request has been sent `max_attempts` times and timed out again.
-    pub fn exhausted(&self, now: Instant, max_attempts: u8) -> bool {
-        self.items
-            .iter()
-            .any(|o| o.due <= now && o.attempts >= max_attempts)
     }
 }
