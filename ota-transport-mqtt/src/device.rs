@@ -30,7 +30,8 @@ use core::future::Future;
 use embassy_time::{with_deadline, Duration, Instant as EmbassyInstant};
 use minimq::{
     Buffers, ConfigBuilder, ConfigError, ConnectEvent, Connection, Error as MinimqError, Io,
-    PeerError, PubError, Publication, QoS, ReasonCode, Session, SubscriptionOptions, TopicFilter,
+    PeerError, PubError, Publication, QoS, ReasonCode, ResourceError, Session, SubscriptionOptions,
+    TopicFilter,
 };
 use ota_core::device::{Device, Event, Sent, SleepReason};
 use ota_core::manifest::Verifier;
@@ -414,8 +415,11 @@ impl<IO: Io> runtime::Session for MqttSession<'_, '_, IO> {
                 self.outcome.published += 1;
                 Ok(())
             }
-            // Every slot holds a publish awaiting its PUBACK: send this one later.
-            Err(PubError::Session(MinimqError::NotReady)) => Err(LinkError::Busy),
+            // Every slot holds a publish awaiting its PUBACK (the broker's receive maximum, or
+            // minimq's eight retained packets): nothing was encoded, send this one later.
+            Err(PubError::Session(
+                MinimqError::NotReady | MinimqError::Resource(ResourceError::InflightExhausted),
+            )) => Err(LinkError::Busy),
             // Lost with the connection, or kept by the session for replay: either way the
             // state machine's timer covers it.
             Err(PubError::Session(e)) => Err(classify(e)),
@@ -458,6 +462,15 @@ impl<IO: Io> runtime::Session for MqttSession<'_, '_, IO> {
         let until = after(self.options.drain_ms);
         let mut unsubscribed = None;
         if cut_short {
+            // The UNSUBSCRIBE needs one of minimq's retained slots, which a full window of
+            // requests may hold: wait for the broker's PUBACKs first.
+            while !self.conn.can_publish(QoS::AtLeastOnce) {
+                match with_deadline(until, self.conn.poll()).await {
+                    Ok(Ok(Some(_))) => self.outcome.ignored += 1,
+                    Ok(Ok(None)) => {}
+                    _ => break,
+                }
+            }
             if let Some(down) = topics::topic(self.prefix, self.id, Kind::Down) {
                 if let Ok(Ok(op)) = with_deadline(until, self.conn.unsubscribe(&[&down], &[])).await
                 {

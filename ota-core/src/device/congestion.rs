@@ -133,6 +133,13 @@ pub const ALPHA: u32 = 16;
 /// β: two chunks).
 pub const BETA: u32 = 32;
 
+/// Extra delay, ms, read as jitter rather than a queue: scheduling and timer granularity on a
+/// host or a broker. On a cellular path a chunk takes 20-150 ms to cross the bottleneck, so
+/// this hides less than a third of one; on loopback (a round trip of a millisecond, chunks
+/// spaced by less) it keeps a few milliseconds of jitter from reading as many chunks queued
+/// and shrinking the window to one.
+pub const JITTER_MS: u32 = 5;
+
 /// Sends of one request, whatever the path does, before the wake gives up on it, as a
 /// multiple of [`DeviceConfig::max_attempts`].
 const MAX_SENDS_FACTOR: u8 = 4;
@@ -491,10 +498,11 @@ impl Controller {
 
     /// Own chunks waiting at the bottleneck, sixteenths, if the round trip is `rtt`: the
     /// time the reply waited beyond the path's minimum, in units of the spacing of own
-    /// chunks once that is measured, or else Vegas's `cwnd × (rtt − min_rtt) / rtt`.
+    /// chunks once that is measured, or else Vegas's `cwnd × (rtt − min_rtt) / rtt`; less
+    /// [`JITTER_MS`].
     fn queued_at(&self, rtt: u32) -> u32 {
         let base = self.min_rtt.unwrap_or(rtt);
-        let extra = u64::from(rtt.saturating_sub(base));
+        let extra = u64::from(rtt.saturating_sub(base).saturating_sub(JITTER_MS));
         let q = match self.spacing {
             Some(gap) => 16 * extra / u64::from(gap.max(1)),
             None => 16 * u64::from(self.cwnd) * extra / u64::from(rtt.max(1)),
