@@ -7,14 +7,13 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::{Duration, Instant as Wall};
 
-use ota_core::host::Handler;
 use ota_core::manifest::Ed25519Verifier;
 use ota_core::wire::{DigestPrefix, RunningFirmware, Version, WakeBudget};
 use ota_core::{DeviceConfig, Instant};
 use ota_oscore::SecurityContext;
-use ota_server::desired::Fleet;
-use ota_server::store::Store;
-use ota_transport_coap::server::{serve, DeviceKeys, Responder, Security, ServerConfig};
+use ota_server::fleet::Fleet;
+use ota_server::serve::spawn_coap;
+use ota_server::store::{RolloutPlan, Store};
 use ota_transport_coap::CoapClient;
 
 const CLASS: &str = "bench";
@@ -36,43 +35,39 @@ pub struct Served {
 pub fn checkins(clients: usize, total: usize) -> Served {
     let dir = std::env::temp_dir().join(format!("ota-bench-served-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut store = Store::open(&dir).unwrap();
-    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
-    let image = super::image(64 * 1024);
-    let release = store
-        .add_release(CLASS, Version::new(1, 1, 0), &image, &key, 1024)
-        .unwrap();
-    store
-        .set_rollout(CLASS, release.version, 100, &[], None, false)
-        .unwrap();
-    let mut contexts = Vec::new();
-    for c in 0..clients {
-        let mut mine = Vec::new();
-        for d in 0..DEVICES {
-            let id = format!("bench-{c:03}-{d}");
-            let cred = store.add_device(&id, CLASS).unwrap();
-            mine.push((
-                id,
-                SecurityContext::derive(&cred.secret, &cred.salt, &cred.kid, &[]).unwrap(),
-            ));
-        }
-        contexts.push(mine);
-    }
-    let fleet = Arc::new(Fleet::new(store, 3600));
-    let keys: Arc<dyn DeviceKeys> = fleet.clone();
-    let handler = Arc::new(Handler::new(fleet.clone(), fleet, 1024));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let socket = rt
-        .block_on(tokio::net::UdpSocket::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = socket.local_addr().unwrap();
-    rt.spawn(serve(
-        socket,
-        Responder::new(handler, ServerConfig::default(), Security::Oscore(keys)),
-    ));
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let (contexts, addr) = rt.block_on(async {
+        let store = Store::open(&dir).await.unwrap();
+        let image = super::image(64 * 1024);
+        let release = store
+            .add_release(CLASS, Version::new(1, 1, 0), &image, &key, 1024)
+            .await
+            .unwrap();
+        store
+            .set_rollout(CLASS, release.version, &RolloutPlan::immediate(100))
+            .await
+            .unwrap();
+        let mut contexts = Vec::new();
+        for c in 0..clients {
+            let mut mine = Vec::new();
+            for d in 0..DEVICES {
+                let id = format!("bench-{c:03}-{d}");
+                let cred = store.add_device(&id, CLASS).await.unwrap();
+                mine.push((
+                    id,
+                    SecurityContext::derive(&cred.secret, &cred.salt, &cred.kid, &[]).unwrap(),
+                ));
+            }
+            contexts.push(mine);
+        }
+        let fleet = Arc::new(Fleet::new(store, 3600, 256 << 20).await.unwrap());
+        let (addr, _) = spawn_coap(fleet, "127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        (contexts, addr)
+    });
 
     let verifier = Ed25519Verifier::from_bytes(&key.verifying_key().to_bytes()).unwrap();
     let per_client = total / clients;
