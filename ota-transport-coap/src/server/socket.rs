@@ -23,7 +23,9 @@ pub const IN_FLIGHT_PER_SOCKET: usize = 4096;
 /// Largest datagram read.
 const MAX_DATAGRAM: usize = 2048;
 
-/// Binds `count` UDP sockets to `addr` with `SO_REUSEPORT` (on Unix; one socket elsewhere) and
+/// Binds `count` UDP sockets to `addr` with `SO_REUSEPORT` (on Unix; one socket elsewhere;
+/// other processes of the same user may bind the address too, and the kernel then spreads
+/// peers over all of them, which is how two instances share one port) and
 /// asks for `recv_buffer` bytes of receive buffer on each (the kernel caps it at
 /// `net.core.rmem_max`; [`socket2::Socket::recv_buffer_size`] tells what was granted). A port
 /// of 0 is chosen once and shared by all. Call inside a tokio runtime.
@@ -33,7 +35,7 @@ pub fn bind(addr: SocketAddr, count: usize, recv_buffer: usize) -> std::io::Resu
     for _ in 0..count.max(1) {
         let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
         #[cfg(unix)]
-        s.set_reuse_port(count > 1)?;
+        s.set_reuse_port(true)?;
         // Best effort: a smaller buffer still serves.
         let _ = s.set_recv_buffer_size(recv_buffer);
         let _ = s.set_send_buffer_size(recv_buffer);

@@ -75,7 +75,9 @@ fn row_of(r: &tokio_postgres::Row) -> Result<Row, tokio_postgres::Error> {
         } else if *t == Type::BOOL {
             r.try_get::<_, Option<bool>>(i)?.map(Value::Bool)
         } else {
-            r.try_get::<_, Option<String>>(i)?.map(Value::Text)
+            // Text, and anything else as text if it converts (`void` of a function call does
+            // not, and reads as NULL).
+            r.try_get::<_, Option<String>>(i).ok().flatten().map(Value::Text)
         };
         out.push(v.unwrap_or(Value::Null));
     }
