@@ -1,6 +1,9 @@
 //! The server: subscribes to every device's requests through shared subscriptions, answers each
-//! with the stateless `ota-core` handler, and keeps each device's desired state retained. A
-//! [`Publisher`] republishes desired states when a release or rollout changes.
+//! through the application's asynchronous decision ([`ota_core::host::Application`]; a
+//! synchronous [`ota_core::host::Handler`] is one), and keeps each device's desired state
+//! retained. A [`Publisher`] republishes desired states when a release or rollout changes.
+//! Requests are answered concurrently, each on a task of its own, so a decision that waits for
+//! a database does not hold up the connection.
 //!
 //! Nothing is kept between requests, so any number of instances can share a group: the broker
 //! hands each request to one of them, and when one stops, the others get the rest.
@@ -9,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ota_core::host::{desired_state, DesiredState, Handler, ImageSource, Peer};
-use ota_core::wire::{self, Message};
+use ota_core::host::{self, desired_state, Application, Peer, Request};
+use ota_core::wire;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 
 use crate::topics::{self, Kind};
@@ -93,14 +96,9 @@ impl Server {
     }
 
     /// Answers requests until the task is dropped.
-    pub async fn run<D, I>(
-        mut self,
-        handler: Arc<Handler<D, I>>,
-        stats: Arc<ServerStats>,
-    ) -> Result<(), ServerError>
+    pub async fn run<A>(mut self, app: Arc<A>, stats: Arc<ServerStats>) -> Result<(), ServerError>
     where
-        D: DesiredState,
-        I: ImageSource,
+        A: Application + 'static,
     {
         let filters = [Kind::CheckIn, Kind::Request, Kind::Report]
             .map(|k| topics::shared_filter(&self.group, &self.prefix, k));
@@ -114,19 +112,24 @@ impl Server {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    match answer(&self.prefix, &p.topic, &p.payload, &handler) {
-                        Some(out) => {
-                            stats.answered.fetch_add(1, Ordering::Relaxed);
-                            for (topic, retain, payload) in out {
-                                self.client
-                                    .publish(topic.as_str(), QoS::AtLeastOnce, retain, payload)
-                                    .await?;
+                    let (app, stats, client) = (app.clone(), stats.clone(), self.client.clone());
+                    let prefix = self.prefix.clone();
+                    tokio::spawn(async move {
+                        match answer(&prefix, &p.topic, &p.payload, &*app).await {
+                            Some(out) => {
+                                stats.answered.fetch_add(1, Ordering::Relaxed);
+                                for (topic, retain, payload) in out {
+                                    // A closed client ends `run` at its next poll.
+                                    let _ = client
+                                        .publish(topic.as_str(), QoS::AtLeastOnce, retain, payload)
+                                        .await;
+                                }
+                            }
+                            None => {
+                                stats.dropped.fetch_add(1, Ordering::Relaxed);
                             }
                         }
-                        None => {
-                            stats.dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                    });
                 }
                 Ok(_) => {}
                 // The broker went away: rumqttc reconnects on the next poll.
@@ -150,58 +153,55 @@ impl Publisher {
 }
 
 /// Runs one server instance until its task is dropped: [`Server::new`] then [`Server::run`].
-pub async fn serve<D, I>(
+pub async fn serve<A>(
     broker: Broker,
     client_id: &str,
     group: &str,
-    handler: Arc<Handler<D, I>>,
+    app: Arc<A>,
     stats: Arc<ServerStats>,
 ) -> Result<(), ServerError>
 where
-    D: DesiredState,
-    I: ImageSource,
+    A: Application + 'static,
 {
-    Server::new(&broker, client_id, group)
-        .run(handler, stats)
-        .await
+    Server::new(&broker, client_id, group).run(app, stats).await
 }
 
 /// The publications answering one request: (topic, retained, payload). `None`: drop it.
 ///
 /// A check-in is answered on the device's `d` topic, and its desired state (the reply without
 /// a manifest, [`ota_core::host::desired_state`]) is retained on `s` for the next wake.
-pub fn answer<D: DesiredState, I: ImageSource>(
+pub async fn answer<A: Application + ?Sized>(
     prefix: &str,
     topic: &str,
     payload: &[u8],
-    handler: &Handler<D, I>,
+    app: &A,
 ) -> Option<Vec<(topics::Topic, bool, Vec<u8>)>> {
     let (id, kind) = topics::parse(prefix, topic)?;
     let down = topics::topic(prefix, id, Kind::Down)?;
     // The broker's ACL pins each login to its own topics, so the topic names the device; the
     // id in a check-in or report must be the topic's.
     let peer = Peer::Device(id);
-    match (wire::decode(payload).ok()?, kind) {
-        (Message::CheckIn(c), Kind::CheckIn) if c.device_id == id.as_bytes() => {
-            let (reply, desired) = handler.with_reply(&c, |m| {
-                let reply = wire::encode_vec(&m);
-                let desired = match &m {
-                    Message::CheckInReply(r) => desired_state(r, c.running.digest),
-                    _ => reply.clone(),
-                };
-                (reply, desired)
+    match (host::request(payload, peer).ok()?, kind) {
+        (Request::CheckIn(c), Kind::CheckIn) => {
+            let decision = app.check_in(peer, &c).await;
+            let reply = host::reply(decision.clone(), &c);
+            let desired = host::shape_reply(decision, &c, |m| match &m {
+                wire::Message::CheckInReply(r) => desired_state(r, c.running.digest),
+                _ => reply.clone(),
             });
             Some(vec![
                 (down, false, reply),
                 (topics::topic(prefix, id, Kind::Desired)?, true, desired),
             ])
         }
-        (Message::Report(r), Kind::Report) if r.device_id == id.as_bytes() => {
-            handler.respond(Message::Report(r), peer).ok()?;
+        (Request::Report(r), Kind::Report) => {
+            app.report(peer, &r).await;
             Some(Vec::new())
         }
-        (msg @ Message::ChunkRequest(_), Kind::Request) => {
-            let chunk = handler.respond(msg, peer).ok()??;
+        (req @ Request::Chunk(_), Kind::Request) => {
+            let chunk = host::app::answer_checked(app, req, peer, 1024)
+                .await
+                .ok()??;
             Some(vec![(down, false, chunk)])
         }
         _ => None,

@@ -293,7 +293,67 @@ fn image(len: usize) -> Vec<u8> {
     (0..len).map(|_| r.next_u64() as u8).collect()
 }
 
+/// `ota-bench load`: the server under load (issue 16's table): 10 000 provisioned devices,
+/// 64 and 256 closed-loop clients, SQLite, and PostgreSQL (`OTA_PG_URL`, which `.ci/run` sets
+/// from its throwaway cluster) with one and two instances on one port.
+fn load_table() {
+    let pg = std::env::var("OTA_PG_URL")
+        .expect("OTA_PG_URL: a PostgreSQL database to load (examples/pg-harness.sh starts one)");
+    let devices: usize = std::env::var("OTA_LOAD_DEVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let dir = std::env::temp_dir().join(format!("ota-bench-load-{}", std::process::id()));
+    println!(
+        "{devices} devices, each check-in a sealed OSCORE request from one of them, closed loop over UDP on loopback ({} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "{:<34} {:>8} {:>14} {:>9} {:>9} {:>11} {:>13}",
+        "store, instances",
+        "clients",
+        "check-ins/s",
+        "p50 ms",
+        "p99 ms",
+        "unanswered",
+        "kernel drops"
+    );
+    let mut one_pg = [0.0f64; 2];
+    for (name, instances) in [
+        ("SQLite, 1", 1usize),
+        ("PostgreSQL, 1", 1),
+        ("PostgreSQL, 2", 2),
+    ] {
+        for (k, clients) in [64usize, 256].into_iter().enumerate() {
+            let class = format!("load{}{instances}c{clients}", &name[..1].to_lowercase());
+            let location = if name.starts_with("SQLite") {
+                let _ = std::fs::remove_dir_all(&dir);
+                ota_server::store::Location::Dir(dir.clone())
+            } else {
+                ota_server::store::Location::Postgres(pg.clone())
+            };
+            let s = served::load(&location, instances, clients, devices, 4 * devices, &class);
+            let vs = if name == "PostgreSQL, 1" {
+                one_pg[k] = s.per_sec;
+                String::new()
+            } else if name == "PostgreSQL, 2" {
+                format!("  ({:.2}x one instance; goal 1.6x)", s.per_sec / one_pg[k])
+            } else {
+                "  (goal: 20000/s, p99 10 ms at 256, no drop)".to_string()
+            };
+            println!(
+                "{name:<34} {clients:>8} {:>14.0} {:>9.2} {:>9.2} {:>11} {:>13}{vs}",
+                s.per_sec, s.p50_ms, s.p99_ms, s.unanswered, s.kernel_drops
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("load") {
+        return load_table();
+    }
     let img = image(256 * 1024);
     let mut rows: Vec<(String, String)> = Vec::new();
     let ideal = LinkProfile::ideal(50);

@@ -7,17 +7,15 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::{Duration, Instant as Wall};
 
-use ota_core::host::Handler;
 use ota_core::manifest::Ed25519Verifier;
 use ota_core::wire::{DigestPrefix, RunningFirmware, Version, WakeBudget};
 use ota_core::{DeviceConfig, Instant};
 use ota_oscore::SecurityContext;
-use ota_server::desired::Fleet;
-use ota_server::store::Store;
-use ota_transport_coap::server::{serve, DeviceKeys, Responder, Security, ServerConfig};
+use ota_server::fleet::Fleet;
+use ota_server::serve::spawn_coap;
+use ota_server::store::{Location, RolloutPlan, Store};
 use ota_transport_coap::CoapClient;
 
-const CLASS: &str = "bench";
 /// Devices per client.
 const DEVICES: usize = 50;
 
@@ -29,59 +27,104 @@ pub struct Served {
     pub p99_ms: f64,
     /// Check-ins that got no answer within a second (each is sent again under a new id).
     pub unanswered: u64,
+    /// Datagrams the kernel dropped for a full receive buffer during the run, host-wide.
+    pub kernel_drops: u64,
 }
 
 /// `clients` devices send `total` check-ins between them to a server started as `ota-server
-/// serve` starts it.
+/// serve` starts it (SQLite in a temporary directory, one instance).
 pub fn checkins(clients: usize, total: usize) -> Served {
     let dir = std::env::temp_dir().join(format!("ota-bench-served-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut store = Store::open(&dir).unwrap();
-    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
-    let image = super::image(64 * 1024);
-    let release = store
-        .add_release(CLASS, Version::new(1, 1, 0), &image, &key, 1024)
-        .unwrap();
-    store
-        .set_rollout(CLASS, release.version, 100, &[], None, false)
-        .unwrap();
-    let mut contexts = Vec::new();
-    for c in 0..clients {
-        let mut mine = Vec::new();
-        for d in 0..DEVICES {
-            let id = format!("bench-{c:03}-{d}");
-            let cred = store.add_device(&id, CLASS).unwrap();
-            mine.push((
-                id,
-                SecurityContext::derive(&cred.secret, &cred.salt, &cred.kid, &[]).unwrap(),
-            ));
-        }
-        contexts.push(mine);
-    }
-    let fleet = Arc::new(Fleet::new(store, 3600));
-    let keys: Arc<dyn DeviceKeys> = fleet.clone();
-    let handler = Arc::new(Handler::new(fleet.clone(), fleet, 1024));
+    let served = load(
+        &Location::Dir(dir.clone()),
+        1,
+        clients,
+        clients * DEVICES,
+        total,
+        "bench",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    served
+}
+
+/// Datagrams the kernel dropped for want of room in a UDP receive buffer, host-wide
+/// (`RcvbufErrors` in `/proc/net/snmp`); 0 where that file does not exist.
+pub fn kernel_udp_drops() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `clients` closed-loop clients share `devices` provisioned devices (class `class`, made
+/// for this run) and send `total` check-ins between them to `instances` servers started as
+/// `ota-server serve` starts one, each with its own store connection to `location`, all on
+/// one UDP port (`SO_REUSEPORT`: the kernel spreads clients over the instances).
+pub fn load(
+    location: &Location,
+    instances: usize,
+    clients: usize,
+    devices: usize,
+    total: usize,
+    class: &str,
+) -> Served {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let socket = rt
-        .block_on(tokio::net::UdpSocket::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = socket.local_addr().unwrap();
-    rt.spawn(serve(
-        socket,
-        Responder::new(handler, ServerConfig::default(), Security::Oscore(keys)),
-    ));
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let (contexts, addr) = rt.block_on(async {
+        let store = Store::open_at(location).await.unwrap();
+        let image = super::image(64 * 1024);
+        let release = store
+            .add_release(class, Version::new(1, 1, 0), &image, &key, 1024)
+            .await
+            .unwrap();
+        store
+            .set_rollout(class, release.version, &RolloutPlan::immediate(100))
+            .await
+            .unwrap();
+        let mut contexts: Vec<Vec<_>> = (0..clients).map(|_| Vec::new()).collect();
+        for d in 0..devices {
+            let id = format!("{class}-{d:05}");
+            let cred = store.add_device(&id, class).await.unwrap();
+            contexts[d % clients].push((
+                id,
+                SecurityContext::derive(&cred.secret, &cred.salt, &cred.kid, &[]).unwrap(),
+            ));
+        }
+        let mut addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        for i in 0..instances {
+            let store = if i == 0 {
+                store.clone()
+            } else {
+                Store::open_at(location).await.unwrap()
+            };
+            let fleet = Arc::new(Fleet::new(store, 3600, 256 << 20).await.unwrap());
+            addr = spawn_coap(fleet, addr, 2).unwrap().0;
+        }
+        (contexts, addr)
+    });
 
     let verifier = Ed25519Verifier::from_bytes(&key.verifying_key().to_bytes()).unwrap();
     let per_client = total / clients;
+    let class = class.to_string();
+    let drops_before = kernel_udp_drops();
     let started = Wall::now();
     let threads: Vec<_> = contexts
         .into_iter()
         .map(|devices| {
             let verifier = verifier.clone();
-            std::thread::spawn(move || client_loop(addr, devices, per_client, verifier))
+            let class = class.clone();
+            std::thread::spawn(move || client_loop(addr, devices, per_client, verifier, &class))
         })
         .collect();
     let mut latencies = Vec::with_capacity(total);
@@ -92,8 +135,8 @@ pub fn checkins(clients: usize, total: usize) -> Served {
         unanswered += u;
     }
     let elapsed = started.elapsed();
+    let kernel_drops = kernel_udp_drops().saturating_sub(drops_before);
     drop(rt);
-    let _ = std::fs::remove_dir_all(&dir);
     latencies.sort();
     let pick = |q: f64| {
         latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64()
@@ -105,6 +148,7 @@ pub fn checkins(clients: usize, total: usize) -> Served {
         p50_ms: pick(0.5),
         p99_ms: pick(0.99),
         unanswered,
+        kernel_drops,
     }
 }
 
@@ -114,6 +158,7 @@ fn client_loop(
     devices: Vec<(String, SecurityContext)>,
     count: usize,
     verifier: Ed25519Verifier,
+    class: &str,
 ) -> (Vec<Duration>, u64) {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.connect(server).unwrap();
@@ -130,7 +175,7 @@ fn client_loop(
         let mut config = DeviceConfig::new(
             id.as_bytes(),
             ota_server::VENDOR,
-            ota_server::class_id(CLASS),
+            ota_server::class_id(class),
             RunningFirmware {
                 version: Version::new(1, 0, 0),
                 digest: DigestPrefix([0; 8]),

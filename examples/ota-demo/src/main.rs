@@ -28,12 +28,12 @@ use ota_core::wire::{
 };
 use ota_core::{Device, DeviceConfig};
 use ota_oscore::SecurityContext;
-use ota_server::desired::Fleet;
-use ota_server::store::Store;
+use ota_server::fleet::Fleet;
+use ota_server::serve::spawn_coap;
+use ota_server::store::{RolloutPlan, Store};
 use ota_storage::sim::SimFlash;
 use ota_storage::{BootOutcome, FlashStorage, Layout, Partition};
 use ota_transport_coap::link::{coap_config, run_wake_blocking, BlockingSocket};
-use ota_transport_coap::server::{serve, DeviceKeys, Responder, Security, ServerConfig};
 use ota_transport_coap::CoapLink;
 
 const CLASS: &str = "demo-sensor";
@@ -352,32 +352,32 @@ fn main() -> anyhow::Result<()> {
     });
     let public = key.verifying_key().to_bytes();
     let data = std::env::temp_dir().join(format!("ota-demo-{}", std::process::id()));
-    let mut store = Store::open(&data)?;
-    let release = store.add_release(CLASS, Version::new(1, 1, 0), &image, &key, a.chunk)?;
-    store.set_rollout(CLASS, release.version, 100, &[], None, false)?;
-    // Every device provisioned with its own OSCORE context, as in the field.
-    let contexts = (0..a.devices)
-        .map(|d| {
-            let c = store.add_device(&format!("dev-{d:02}"), CLASS)?;
-            SecurityContext::derive(&c.secret, &c.salt, &c.kid, &[])
-                .map_err(|e| anyhow::anyhow!("{e}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let fleet = Arc::new(Fleet::new(store, 3600));
-    let keys: Arc<dyn DeviceKeys> = fleet.clone();
-    let handler = Arc::new(Handler::new(fleet.clone(), fleet, 1024));
     let link = a.link();
-
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let server = rt.block_on(tokio::net::UdpSocket::bind("127.0.0.1:0"))?;
-    let server_addr = server.local_addr()?;
-    rt.spawn(serve(
-        server,
-        Responder::new(handler, ServerConfig::default(), Security::Oscore(keys)),
-    ));
+    let (contexts, server_addr, release) = rt.block_on(async {
+        let store = Store::open(&data).await?;
+        let release = store
+            .add_release(CLASS, Version::new(1, 1, 0), &image, &key, a.chunk)
+            .await?;
+        store
+            .set_rollout(CLASS, release.version, &RolloutPlan::immediate(100))
+            .await?;
+        // Every device provisioned with its own OSCORE context, as in the field.
+        let mut contexts = Vec::new();
+        for d in 0..a.devices {
+            let c = store.add_device(&format!("dev-{d:02}"), CLASS).await?;
+            contexts.push(
+                SecurityContext::derive(&c.secret, &c.salt, &c.kid, &[])
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            );
+        }
+        let fleet = Arc::new(Fleet::new(store, 3600, 256 << 20).await?);
+        let (addr, _) = spawn_coap(fleet, "127.0.0.1:0".parse()?, 1)?;
+        anyhow::Ok((contexts, addr, release))
+    })?;
 
     println!(
         "ota-demo: {} devices, {} KiB image (release 1.1.0, {} B chunks, window {}), link {} ms RTT, {} kbit/s, {}% loss, {} s awake per wake",

@@ -13,7 +13,7 @@ pub struct ImageCache {
     limit: usize,
     bytes: usize,
     tick: u64,
-    entries: HashMap<ImageId, (Arc<Vec<u8>>, u64)>,
+    entries: HashMap<ImageId, (Arc<[u8]>, u64)>,
 }
 
 impl ImageCache {
@@ -33,7 +33,7 @@ impl ImageCache {
     }
 
     /// The image, marked as just used.
-    pub fn get(&mut self, id: ImageId) -> Option<Arc<Vec<u8>>> {
+    pub fn get(&mut self, id: ImageId) -> Option<Arc<[u8]>> {
         self.tick += 1;
         let tick = self.tick;
         self.entries.get_mut(&id).map(|(b, used)| {
@@ -43,7 +43,7 @@ impl ImageCache {
     }
 
     /// Adds an image, evicting the least recently used until it fits.
-    pub fn insert(&mut self, id: ImageId, bytes: Arc<Vec<u8>>) {
+    pub fn insert(&mut self, id: ImageId, bytes: Arc<[u8]>) {
         self.tick += 1;
         if let Some((old, _)) = self.entries.remove(&id) {
             self.bytes -= old.len();
@@ -74,15 +74,15 @@ mod tests {
     #[test]
     fn least_recently_used_goes_first_and_the_limit_holds() {
         let mut c = ImageCache::new(100);
-        c.insert(ImageId(1), Arc::new(vec![0; 40]));
-        c.insert(ImageId(2), Arc::new(vec![0; 40]));
+        c.insert(ImageId(1), Arc::from(vec![0u8; 40]));
+        c.insert(ImageId(2), Arc::from(vec![0u8; 40]));
         assert!(c.get(ImageId(1)).is_some());
-        c.insert(ImageId(3), Arc::new(vec![0; 40]));
+        c.insert(ImageId(3), Arc::from(vec![0u8; 40]));
         assert!(c.get(ImageId(2)).is_none(), "2 was least recently used");
         assert!(c.get(ImageId(1)).is_some() && c.get(ImageId(3)).is_some());
         assert_eq!(c.bytes(), 80);
         for i in 10..100 {
-            c.insert(ImageId(i), Arc::new(vec![0; 30]));
+            c.insert(ImageId(i), Arc::from(vec![0u8; 30]));
             assert!(c.bytes() <= 100);
         }
     }

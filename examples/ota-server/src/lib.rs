@@ -1,14 +1,32 @@
-//! The update server's library: the SQLite store, the fleet's desired state, key files.
+//! The update server's library; the `ota-server` binary is a thin CLI over it, and `ota-demo`
+//! and `ota-bench` run it in-process.
 //!
-//! The `ota-server` binary is a thin CLI over it; `ota-demo` reuses it in-process.
+//! | module | what it holds |
+//! |---|---|
+//! | [`store`] | the store: one set of typed operations over SQLite or PostgreSQL |
+//! | [`fleet`] | decisions for every check-in, images, credentials, staged rollouts |
+//! | [`serve`] | the transports and the HTTP side started together (`ota-server serve`) |
+//! | [`mqtt`] | MQTT: broker URLs, keeping retained desired states current |
+//! | [`http`] | the management API, the dashboard and `/metrics` |
+//! | [`metrics`] | the counters behind `/metrics` |
+//! | [`cache`] | the byte-bounded image cache |
+//! | [`credentials`], [`keys`] | device credentials files, signing keys |
 #![deny(missing_docs)]
 
 pub mod cache;
 pub mod credentials;
-pub mod desired;
+pub mod fleet;
+pub mod http;
 pub mod keys;
+pub mod metrics;
 pub mod mqtt;
+pub mod serve;
 pub mod store;
+
+/// Kept for code that knew the fleet as `desired`.
+pub mod desired {
+    pub use crate::fleet::{reason_text, Fleet};
+}
 
 /// Vendor id the server signs for and devices expect (one vendor per server here).
 pub const VENDOR: u32 = 1;

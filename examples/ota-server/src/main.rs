@@ -1,20 +1,17 @@
-//! `ota-server`: keys, releases, rollouts, serving and fleet status.
+//! `ota-server`: the command line only. Keys, releases, rollouts, provisioning, API tokens,
+//! fleet status, and `serve`; everything they do is in the library (`ota_server::store` for
+//! what is stored, `ota_server::serve` for serving).
 #![allow(clippy::print_stdout)]
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use ota_core::host::Handler;
-use ota_server::desired::Fleet;
-use ota_server::mqtt::{keep_desired_states, parse_url};
-use ota_server::store::{unix_now, vtext, Store, Window};
-use ota_server::{credentials, keys, parse_version};
-use ota_transport_coap::server::{serve, DeviceKeys, Responder, Security, ServerConfig};
-use ota_transport_mqtt::server::{Server as MqttServer, ServerStats};
+use clap::{Args, Parser, Subcommand};
+use ota_server::mqtt::parse_url;
+use ota_server::store::{unix_now, vtext, DeviceFilter, Location, RolloutPlan, Store, Window};
+use ota_server::{credentials, keys, parse_version, serve};
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +22,35 @@ use ota_transport_mqtt::server::{Server as MqttServer, ServerStats};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where the store is: `--db postgres://…`, or SQLite under `--data DIR`.
+#[derive(Args, Clone)]
+struct Db {
+    /// SQLite data directory (the default store).
+    #[arg(long, default_value = "ota-data")]
+    data: PathBuf,
+    /// PostgreSQL instead: postgres://USER[:PASSWORD]@HOST[:PORT]/DB (several `serve`
+    /// instances may share it).
+    #[arg(long)]
+    db: Option<String>,
+}
+
+impl Db {
+    async fn open(&self) -> anyhow::Result<Store> {
+        Store::open_at(&Location::from_args(&self.data, self.db.as_deref())?).await
+    }
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a bearer token for the HTTP API and dashboard (printed once; stored hashed).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        db: Db,
+    },
 }
 
 #[derive(Subcommand)]
@@ -42,8 +68,8 @@ enum DeviceCommand {
         /// Also write the device's side as an aiocoap security context directory.
         #[arg(long)]
         aiocoap: Option<PathBuf>,
-        #[arg(long, default_value = "ota-data")]
-        data: PathBuf,
+        #[command(flatten)]
+        db: Db,
     },
 }
 
@@ -65,13 +91,15 @@ enum Command {
         /// Signing key file or key directory.
         #[arg(long)]
         key: PathBuf,
-        #[arg(long, default_value = "ota-data")]
-        data: PathBuf,
+        #[command(flatten)]
+        db: Db,
         /// Chunk (CoAP block) size: a power of two from 16 to 1024.
         #[arg(long, default_value_t = 1024)]
         chunk_size: u16,
     },
-    /// Set the desired state of a device class.
+    /// Set the desired state of a device class: one step (--percent), or a staged ramp
+    /// (--steps 1,10,100 --soak-secs 3600) that pauses itself when failures pass
+    /// --max-failure-percent.
     Rollout {
         #[arg(long)]
         version: String,
@@ -80,6 +108,18 @@ enum Command {
         /// Share of the class's devices (chosen by a stable hash of their id).
         #[arg(long, default_value_t = 100)]
         percent: u8,
+        /// Staged ramp: shares per step, rising (overrides --percent).
+        #[arg(long)]
+        steps: Option<String>,
+        /// Least seconds at a step before the next.
+        #[arg(long, default_value_t = 0)]
+        soak_secs: u32,
+        /// Pause when more than this share of a step's finished updates failed or rolled back.
+        #[arg(long, default_value_t = 100)]
+        max_failure_percent: u8,
+        /// ... once at least this many finished at the step.
+        #[arg(long, default_value_t = 5)]
+        min_outcomes: u32,
         /// Devices to include whatever the percentage (comma-separated ids).
         #[arg(long, value_delimiter = ',')]
         devices: Vec<String>,
@@ -93,17 +133,30 @@ enum Command {
         /// stored image that no longer matches its manifest).
         #[arg(long)]
         resume: bool,
-        #[arg(long, default_value = "ota-data")]
-        data: PathBuf,
+        #[command(flatten)]
+        db: Db,
     },
     /// Serve check-ins, images and reports over CoAP, MQTT or both.
     Serve {
         /// CoAP (UDP) address to listen on.
         #[arg(long, default_value = "0.0.0.0:5683")]
-        coap: String,
+        coap: SocketAddr,
         /// Do not serve CoAP.
         #[arg(long)]
         no_coap: bool,
+        /// SO_REUSEPORT sockets on the CoAP address (the kernel spreads peers over them).
+        #[arg(long, default_value_t = 2)]
+        coap_sockets: usize,
+        /// Receive buffer asked for each CoAP socket, KiB (capped by net.core.rmem_max).
+        #[arg(long, default_value_t = 4096)]
+        recv_buffer_kib: usize,
+        /// Serve the management API, the dashboard and /metrics on this address.
+        #[arg(long)]
+        http: Option<SocketAddr>,
+        /// Key directory: the API signs uploaded images with its signing.key and checks
+        /// pre-signed manifests with its public.key.
+        #[arg(long)]
+        key: Option<PathBuf>,
         /// Also serve through this MQTT broker: mqtt://[USER[:PASSWORD]@]HOST[:PORT][/PREFIX].
         #[arg(long)]
         mqtt: Option<String>,
@@ -113,8 +166,8 @@ enum Command {
         /// MQTT client id of this instance (unique per instance).
         #[arg(long, default_value = "ota-server-1")]
         mqtt_client_id: String,
-        #[arg(long, default_value = "ota-data")]
-        data: PathBuf,
+        #[command(flatten)]
+        db: Db,
         /// Seconds between device check-ins.
         #[arg(long, default_value_t = 3600)]
         check_in_secs: u32,
@@ -131,15 +184,27 @@ enum Command {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// The fleet as a table.
     Status {
-        #[arg(long, default_value = "ota-data")]
-        data: PathBuf,
+        #[command(flatten)]
+        db: Db,
     },
 }
 
 fn main() {
-    if let Err(e) = run(Cli::parse()) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build();
+    let result = match rt {
+        Ok(rt) => rt.block_on(run(Cli::parse())),
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = result {
         // A reader that closed our stdout (`status | head -1`) ends the command quietly, as it
         // ends any Unix tool.
         let closed_pipe = e.chain().any(|c| {
@@ -154,7 +219,7 @@ fn main() {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Keygen { out } => {
             let public = keys::generate(&out)?;
@@ -169,15 +234,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             version,
             class,
             key,
-            data,
+            db,
             chunk_size,
         } => {
             let version = parse_version(&version)?;
             let key = keys::load_signing(&key)?;
             let bytes = std::fs::read(&image)
                 .with_context(|| format!("cannot read image {}", image.display()))?;
-            let mut store = Store::open(&data)?;
-            let r = store.add_release(&class, version, &bytes, &key, chunk_size)?;
+            let store = db.open().await?;
+            let r = store
+                .add_release(&class, version, &bytes, &key, chunk_size)
+                .await?;
             let m = r.manifest.manifest();
             println!(
                 "release {} of {class}: image id {}, sequence {}, {} bytes, sha256 {:?}",
@@ -192,29 +259,68 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             version,
             class,
             percent,
+            steps,
+            soak_secs,
+            max_failure_percent,
+            min_outcomes,
             devices,
             window,
             cancel,
             resume,
-            data,
+            db,
         } => {
             let version = parse_version(&version)?;
             let window = window.as_deref().map(Window::parse).transpose()?;
-            let mut store = Store::open(&data)?;
+            let store = db.open().await?;
+            let release = store
+                .release(&class, version)
+                .await?
+                .with_context(|| format!("no release {} for class {class}", vtext(version)))?;
             if resume {
-                let release = store
-                    .release(&class, version)?
-                    .with_context(|| format!("no release {} for class {class}", vtext(version)))?;
-                store.resume_release(release.id)?;
+                store.resume_release(release.id).await?;
                 println!("release {} of {class} offered again", vtext(version));
             }
-            let r = store.set_rollout(&class, version, percent, &devices, window, cancel)?;
+            let plan = RolloutPlan {
+                steps: match &steps {
+                    Some(s) => RolloutPlan::parse_steps(s)?,
+                    None => vec![percent],
+                },
+                soak_secs,
+                max_failure_percent,
+                min_outcomes,
+                devices: devices.clone(),
+                window,
+            };
+            let r = store.set_rollout(&class, version, &plan).await?;
             if cancel {
-                println!("rollout of {} to {class} cancelled", vtext(r.version));
+                let state = r.state;
+                store
+                    .transition(
+                        &class,
+                        state,
+                        ota_server::store::RolloutState::Cancelled,
+                        "cancelled by hand",
+                        None,
+                    )
+                    .await?;
+                println!(
+                    "rollout of {} to {class} cancelled",
+                    vtext(r.release.version)
+                );
             } else {
                 println!(
-                    "rolling {} out to {percent}% of {class}{}{}",
-                    vtext(r.version),
+                    "rolling {} out to {} of {class}{}{}{}",
+                    vtext(r.release.version),
+                    plan.steps
+                        .iter()
+                        .map(|p| format!("{p}%"))
+                        .collect::<Vec<_>>()
+                        .join(" -> "),
+                    if plan.steps.len() > 1 {
+                        format!(" (at least {soak_secs} s per step, pausing above {max_failure_percent}% failures)")
+                    } else {
+                        String::new()
+                    },
                     if devices.is_empty() {
                         String::new()
                     } else {
@@ -229,80 +335,46 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             coap,
             no_coap,
+            coap_sockets,
+            recv_buffer_kib,
+            http,
+            key,
             mqtt,
             mqtt_group,
             mqtt_client_id,
-            data,
+            db,
             check_in_secs,
             insecure_plain,
             image_cache_mib,
         } => {
             anyhow::ensure!(
-                !no_coap || mqtt.is_some(),
-                "--no-coap needs --mqtt: nothing to serve"
+                !no_coap || mqtt.is_some() || http.is_some(),
+                "--no-coap needs --mqtt or --http: nothing to serve"
             );
             let broker = mqtt.as_deref().map(parse_url).transpose()?;
-            let fleet = Arc::new(Fleet::with_image_cache(
-                Store::open(&data)?,
-                check_in_secs,
-                image_cache_mib << 20,
-            ));
-            let keys: Arc<dyn DeviceKeys> = fleet.clone();
-            let security = if insecure_plain {
-                eprintln!("ota-server: WARNING: --insecure-plain: plain CoAP accepted; anyone can speak for any device");
-                Security::PlainForLab(Some(keys))
-            } else {
-                Security::Oscore(keys)
+            let (signing_key, public_key) = match &key {
+                Some(k) => (Some(keys::load_signing(k)?), Some(keys::load_public(k)?)),
+                None => (None, None),
             };
-            let handler = Arc::new(Handler::new(fleet.clone(), fleet.clone(), 1024));
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async move {
-                let coap = async {
-                    if no_coap {
-                        return std::future::pending().await;
-                    }
-                    let socket = tokio::net::UdpSocket::bind(&coap)
-                        .await
-                        .with_context(|| format!("cannot bind {coap}"))?;
-                    eprintln!("ota-server: serving CoAP on {}", socket.local_addr()?);
-                    let responder =
-                        Responder::new(handler.clone(), ServerConfig::default(), security)
-                            .on_refusal(|r| {
-                                eprintln!(
-                                    "ota-server: refused {} from {}: {}",
-                                    code_text(r.code),
-                                    r.peer,
-                                    r.reason
-                                );
-                            });
-                    serve(socket, responder)
-                        .await
-                        .context("CoAP server failed")
-                };
-                let mqtt = async {
-                    let Some(broker) = broker else {
-                        return std::future::pending().await;
-                    };
-                    eprintln!(
-                        "ota-server: serving MQTT through {}:{} under {}/",
-                        broker.host, broker.port, broker.prefix
-                    );
-                    let server = MqttServer::new(&broker, &mqtt_client_id, &mqtt_group);
-                    let publisher = server.publisher();
-                    let stats = Arc::new(ServerStats::default());
-                    tokio::select! {
-                        r = server.run(handler.clone(), stats) => r.context("MQTT server failed"),
-                        r = keep_desired_states(fleet.clone(), handler.clone(), publisher, Duration::from_secs(1)) => r,
-                    }
-                };
-                tokio::select! {
-                    r = coap => r,
-                    r = mqtt => r,
-                    _ = tokio::signal::ctrl_c() => Ok(()),
-                }
-            })?;
+            let store = db.open().await?;
+            serve::run(
+                store,
+                serve::Options {
+                    coap: (!no_coap).then_some(coap),
+                    coap_sockets,
+                    recv_buffer: recv_buffer_kib << 10,
+                    mqtt: broker,
+                    mqtt_group,
+                    mqtt_client_id,
+                    http,
+                    check_in_secs,
+                    insecure_plain,
+                    image_cache_bytes: image_cache_mib << 20,
+                    signing_key,
+                    public_key,
+                },
+            )
+            .await?;
         }
         Command::Device {
             command:
@@ -311,11 +383,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     class,
                     out,
                     aiocoap,
-                    data,
+                    db,
                 },
         } => {
-            let mut store = Store::open(&data)?;
-            let cred = store.add_device(&id, &class)?;
+            let store = db.open().await?;
+            let cred = store.add_device(&id, &class).await?;
             credentials::save(&out, &cred)?;
             if let Some(dir) = aiocoap {
                 credentials::save_aiocoap(&dir, &cred)?;
@@ -326,9 +398,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out.display()
             );
         }
-        Command::Status { data } => {
-            let store = Store::open(&data)?;
-            let devices = store.devices()?;
+        Command::Token {
+            command: TokenCommand::Create { name, db },
+        } => {
+            let store = db.open().await?;
+            println!("{}", store.create_token(&name).await?);
+        }
+        Command::Status { db } => {
+            let store = db.open().await?;
+            let devices = store.devices(&DeviceFilter::default()).await?;
+            let rollouts = store.rollouts().await?;
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
@@ -345,9 +424,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             let now = unix_now();
             for d in devices {
-                let desired = store
-                    .rollout(&d.class)?
-                    .filter(|r| !r.cancelled)
+                let desired = rollouts
+                    .iter()
+                    .find(|r| r.class == d.class && !r.cancelled())
                     .map(|r| vtext(r.release.version))
                     .unwrap_or_else(|| "-".into());
                 let progress = d
@@ -368,7 +447,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     now.saturating_sub(d.last_seen)
                 )?;
             }
-            for (class, version, why) in store.halted_releases()? {
+            for r in &rollouts {
+                if r.plan.steps.len() > 1 || r.state == ota_server::store::RolloutState::Paused {
+                    writeln!(
+                        out,
+                        "rollout of {} to {}: {} at step {} of {} ({}%){}",
+                        vtext(r.release.version),
+                        r.class,
+                        r.state.as_str(),
+                        r.step + 1,
+                        r.plan.steps.len(),
+                        r.percent(),
+                        if r.state_reason.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", r.state_reason)
+                        }
+                    )?;
+                }
+            }
+            for (class, version, why) in store.halted_releases().await? {
                 writeln!(
                     out,
                     "release {} of {class} HALTED: {why} (offer it again with: rollout --version {} --class {class} --resume)",
@@ -379,9 +477,4 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A CoAP code as `C.DD`.
-fn code_text(code: u8) -> String {
-    format!("{}.{:02}", code >> 5, code & 31)
 }

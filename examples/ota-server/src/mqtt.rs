@@ -5,15 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use ota_core::host::Handler;
+use ota_core::host::desired_state_of;
 use ota_core::wire::{self, Message};
 use ota_transport_mqtt::server::{Publisher, ServerError};
 use ota_transport_mqtt::Broker;
 
-use crate::desired::Fleet;
-
-/// The handler `serve` runs: the fleet is both the desired state and the image source.
-pub type FleetHandler = Handler<Arc<Fleet>, Arc<Fleet>>;
+use crate::fleet::Fleet;
 
 /// Parses `mqtt://[USER[:PASSWORD]@]HOST[:PORT][/PREFIX]` (port 1883 and prefix `ota` by
 /// default; an IPv6 host goes in brackets).
@@ -57,19 +54,15 @@ pub fn parse_url(url: &str) -> anyhow::Result<Broker> {
 
 /// Publishes the desired state of every device the store has a check-in from; returns how
 /// many.
-pub async fn republish_all(
-    fleet: &Fleet,
-    handler: &FleetHandler,
-    publisher: &Publisher,
-) -> anyhow::Result<usize> {
-    let checkins = fleet.checkins()?;
+pub async fn republish_all(fleet: &Fleet, publisher: &Publisher) -> anyhow::Result<usize> {
+    let checkins = fleet.store().checkins().await?;
     let mut n = 0;
     for (id, bytes) in checkins {
         // Stored by this server from a check-in it decoded, so it decodes.
         let Ok(Message::CheckIn(c)) = wire::decode(&bytes) else {
             continue;
         };
-        let state = handler.desired_state(&c);
+        let state = desired_state_of(fleet.peek(&c).await, &c);
         match publisher.desired(&id, state).await {
             Ok(()) => n += 1,
             // One device's state that cannot be published (an id no topic can carry, stored
@@ -81,11 +74,10 @@ pub async fn republish_all(
     Ok(n)
 }
 
-/// Republishes every desired state at start and whenever another process (an
-/// `ota-server release` or `rollout`) commits to the store, checking every `every`.
+/// Republishes every desired state at start and whenever the fleet's configuration changes
+/// (a release, rollout or halt, by any process), checking every `every`.
 pub async fn keep_desired_states(
     fleet: Arc<Fleet>,
-    handler: Arc<FleetHandler>,
     publisher: Publisher,
     every: Duration,
 ) -> anyhow::Result<()> {
@@ -93,9 +85,10 @@ pub async fn keep_desired_states(
     loop {
         // A store error (a busy database, say) is retried at the next tick rather than
         // stopping the server; only a closed MQTT client ends this.
-        match fleet.data_version() {
+        match fleet.store().config_version().await {
             Ok(version) if seen != Some(version) => {
-                match republish_all(&fleet, &handler, &publisher).await {
+                let _ = fleet.refresh(true).await;
+                match republish_all(&fleet, &publisher).await {
                     Ok(n) => {
                         seen = Some(version);
                         eprintln!("ota-server: desired state published for {n} devices");

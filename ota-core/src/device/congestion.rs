@@ -140,6 +140,13 @@ pub const BETA: u32 = 32;
 /// and shrinking the window to one.
 pub const JITTER_MS: u32 = 5;
 
+/// The smallest step of RACK's reordering window, ms (otherwise a quarter of the path's
+/// minimum round trip). A server that answers requests on concurrent tasks may swap replies
+/// by tens of milliseconds on a busy host; on a cellular path (a minimum of 100 ms or more)
+/// the quarter is larger anyway, so this only matters on fast paths, where calling a loss
+/// 25 ms later costs nothing and a spurious resend costs a chunk.
+pub const REORDER_FLOOR_MS: u32 = 25;
+
 /// Sends of one request, whatever the path does, before the wake gives up on it, as a
 /// multiple of [`DeviceConfig::max_attempts`].
 const MAX_SENDS_FACTOR: u8 = 4;
@@ -176,7 +183,7 @@ pub(crate) struct Controller {
     burst: (Instant, u8),
     /// The latest-sent request answered: its order, when it was sent, its round trip (RACK).
     rack: Option<(u32, Instant, u32)>,
-    /// RACK's reordering window, in quarters of `min_rtt`; widened when a loss proves
+    /// RACK's reordering window, in quarters of `min_rtt` (each at least [`REORDER_FLOOR_MS`]); widened when a loss proves
     /// spurious.
     reorder_quarters: u8,
     /// Doublings of the timeout guessed before any round trip was measured.
@@ -479,7 +486,10 @@ impl Controller {
             return;
         };
         let gap = u64::from(self.spacing.unwrap_or(base / 4));
-        let reorder = u64::from(base / 4) * u64::from(self.reorder_quarters);
+        // Never under REORDER_FLOOR_MS: on a millisecond path a quarter of the minimum is
+        // nothing, and replies answered by concurrent server tasks swap by more.
+        let quarter = (base / 4).max(REORDER_FLOOR_MS);
+        let reorder = u64::from(quarter) * u64::from(self.reorder_quarters);
         for o in window.items.iter_mut().filter(|o| o.order < newest) {
             if let Some(sent) = o.sent_at {
                 let swap = if at.since(sent) < u64::from(base / 8) {

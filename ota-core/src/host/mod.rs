@@ -1,8 +1,17 @@
 //! The server side: a stateless handler from request bytes to reply bytes.
 //!
 //! Every request carries all the server needs to answer it, so any number of instances behind
-//! a broker or a UDP load balancer can serve one fleet. The server provides two things:
-//! [`DesiredState`] (what should this device run?) and [`ImageSource`] (bytes of an image).
+//! a broker or a UDP load balancer can serve one fleet. Two ways to plug a fleet in:
+//!
+//! - [`app`]: request, the application's asynchronous decision ([`Application`]), reply; for
+//!   servers that await a database or share the host side across tasks;
+//! - [`Handler`]: a synchronous handler over [`DesiredState`] (what should this device run?)
+//!   and [`ImageSource`] (bytes of an image), for simulators, tests and small servers. It is an
+//!   [`Application`] too.
+
+pub mod app;
+
+pub use app::{answer, now_or_never, reply, reply_chunk, request, Application, Image, Request};
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -294,13 +303,7 @@ impl<D: DesiredState, I: ImageSource> Handler<D, I> {
 
     /// Checks that a check-in or report from `peer` speaks for `peer` alone.
     pub fn check_claim(peer: Peer<'_>, claimed: &[u8]) -> Result<(), HandlerError> {
-        match peer {
-            Peer::Device(id) if id.as_bytes() != claimed => Err(HandlerError::NotYourId {
-                claimed: String::from_utf8_lossy(claimed).into_owned(),
-                authenticated: id.to_string(),
-            }),
-            _ => Ok(()),
-        }
+        check_claim(peer, claimed)
     }
 
     /// Checks that `peer` may fetch blocks of `image` ([`DesiredState::may_fetch`]; anonymous
@@ -351,65 +354,88 @@ impl<D: DesiredState, I: ImageSource> Handler<D, I> {
 
     /// Builds the reply to a check-in and hands it to `f` (borrowing the manifest, no copy).
     pub fn with_reply<R>(&self, checkin: &CheckIn<'_>, f: impl FnOnce(Message<'_>) -> R) -> R {
-        Self::reply(self.desired.decide(checkin), checkin, f)
+        shape_reply(self.desired.decide(checkin), checkin, f)
     }
 
     /// The desired state of the device whose last check-in was `checkin`, as it stands now
     /// ([`DesiredState::peek`]: nothing is recorded), encoded as [`desired_state`] does.
     pub fn desired_state(&self, checkin: &CheckIn<'_>) -> Vec<u8> {
-        Self::reply(self.desired.peek(checkin), checkin, |m| match m {
-            Message::CheckInReply(r) => desired_state(&r, checkin.running.digest),
-            other => wire::encode_vec(&other),
-        })
+        desired_state_of(self.desired.peek(checkin), checkin)
     }
+}
 
-    fn reply<R>(decision: Decision, checkin: &CheckIn<'_>, f: impl FnOnce(Message<'_>) -> R) -> R {
-        let reply = match decision {
-            Decision::UpToDate { next_check_in } => CheckInReply::UpToDate { next_check_in },
-            Decision::Defer {
-                retry_after,
-                reason,
-            } => CheckInReply::Defer {
-                retry_after,
-                reason,
-            },
-            Decision::Cancel { next_check_in } => CheckInReply::Cancel { next_check_in },
-            Decision::Offer {
-                image,
-                manifest,
-                urgency,
-                next_check_in,
-            } => {
-                if checkin.running.sequence >= manifest.manifest().sequence {
-                    // Never offer what the device already runs or something older.
-                    return f(Message::CheckInReply(CheckInReply::UpToDate {
-                        next_check_in,
-                    }));
-                }
-                if manifest.manifest().chunk_size > checkin.caps.max_chunk {
-                    // Chunks its link cannot carry: an offer would only be refused.
-                    return f(Message::CheckInReply(CheckInReply::Defer {
-                        retry_after: next_check_in,
-                        reason: DeferReason::Unsupported,
-                    }));
-                }
-                let resumed = checkin
-                    .resume
-                    .filter(|hint| hint.manifest == manifest.digest().prefix());
-                let resume_from = resumed
-                    .map(|h| h.next_offset.min(manifest.manifest().image_size))
-                    .unwrap_or(0);
-                return f(Message::CheckInReply(CheckInReply::Update {
-                    image,
-                    manifest: resumed.is_none().then(|| manifest.as_signed()),
-                    resume_from,
-                    urgency,
+/// Checks that a check-in or report from `peer` speaks for `peer` alone.
+pub fn check_claim(peer: Peer<'_>, claimed: &[u8]) -> Result<(), HandlerError> {
+    match peer {
+        Peer::Device(id) if id.as_bytes() != claimed => Err(HandlerError::NotYourId {
+            claimed: String::from_utf8_lossy(claimed).into_owned(),
+            authenticated: id.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The desired state (as [`desired_state`] encodes it) that `decision` gives the device whose
+/// last check-in was `checkin`.
+pub fn desired_state_of(decision: Decision, checkin: &CheckIn<'_>) -> Vec<u8> {
+    shape_reply(decision, checkin, |m| match m {
+        Message::CheckInReply(r) => desired_state(&r, checkin.running.digest),
+        other => wire::encode_vec(&other),
+    })
+}
+
+/// The reply `decision` makes to `checkin` (see [`app::reply`]), handed to `f` borrowing the
+/// manifest.
+pub fn shape_reply<R>(
+    decision: Decision,
+    checkin: &CheckIn<'_>,
+    f: impl FnOnce(Message<'_>) -> R,
+) -> R {
+    let reply = match decision {
+        Decision::UpToDate { next_check_in } => CheckInReply::UpToDate { next_check_in },
+        Decision::Defer {
+            retry_after,
+            reason,
+        } => CheckInReply::Defer {
+            retry_after,
+            reason,
+        },
+        Decision::Cancel { next_check_in } => CheckInReply::Cancel { next_check_in },
+        Decision::Offer {
+            image,
+            manifest,
+            urgency,
+            next_check_in,
+        } => {
+            if checkin.running.sequence >= manifest.manifest().sequence {
+                // Never offer what the device already runs or something older.
+                return f(Message::CheckInReply(CheckInReply::UpToDate {
                     next_check_in,
                 }));
             }
-        };
-        f(Message::CheckInReply(reply))
-    }
+            if manifest.manifest().chunk_size > checkin.caps.max_chunk {
+                // Chunks its link cannot carry: an offer would only be refused.
+                return f(Message::CheckInReply(CheckInReply::Defer {
+                    retry_after: next_check_in,
+                    reason: DeferReason::Unsupported,
+                }));
+            }
+            let resumed = checkin
+                .resume
+                .filter(|hint| hint.manifest == manifest.digest().prefix());
+            let resume_from = resumed
+                .map(|h| h.next_offset.min(manifest.manifest().image_size))
+                .unwrap_or(0);
+            return f(Message::CheckInReply(CheckInReply::Update {
+                image,
+                manifest: resumed.is_none().then(|| manifest.as_signed()),
+                resume_from,
+                urgency,
+                next_check_in,
+            }));
+        }
+    };
+    f(Message::CheckInReply(reply))
 }
 
 /// A reply in the compact form a server publishes as a device's desired state (an MQTT

@@ -1,0 +1,51 @@
+//! The schema, as numbered migrations both backends apply in order (each once, recorded in
+//! `schema_migrations`). Written once in the common dialect; `{BLOB}` and `{ID}` become each
+//! database's byte string and auto-numbered key.
+
+/// The migrations, in order: (version, script).
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+
+const V1: &str = "
+CREATE TABLE classes (id BIGINT PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE images (digest {BLOB} PRIMARY KEY, bytes {BLOB} NOT NULL);
+CREATE TABLE releases (
+    id {ID}, class TEXT NOT NULL, major BIGINT NOT NULL, minor BIGINT NOT NULL,
+    patch BIGINT NOT NULL, sequence BIGINT NOT NULL, digest {BLOB} NOT NULL REFERENCES images(digest),
+    body {BLOB} NOT NULL, signature {BLOB} NOT NULL, created BIGINT NOT NULL, halted TEXT,
+    UNIQUE (class, sequence));
+CREATE TABLE rollouts (
+    class TEXT PRIMARY KEY, release BIGINT NOT NULL REFERENCES releases(id),
+    steps TEXT NOT NULL, step BIGINT NOT NULL, step_started BIGINT NOT NULL,
+    soak_secs BIGINT NOT NULL, max_failure_percent BIGINT NOT NULL, min_outcomes BIGINT NOT NULL,
+    devices TEXT NOT NULL, maintenance TEXT, state TEXT NOT NULL, state_reason TEXT NOT NULL,
+    created BIGINT NOT NULL, updated BIGINT NOT NULL);
+CREATE TABLE devices (
+    id TEXT PRIMARY KEY, class TEXT NOT NULL, running TEXT NOT NULL, running_seq BIGINT NOT NULL,
+    phase TEXT NOT NULL, staged BIGINT, size BIGINT, result TEXT NOT NULL, reason TEXT NOT NULL,
+    last_seen BIGINT NOT NULL, failed_seq BIGINT, next_check_in BIGINT NOT NULL, checkin {BLOB});
+CREATE TABLE credentials (
+    id TEXT PRIMARY KEY, class TEXT NOT NULL, kid {BLOB} NOT NULL UNIQUE, secret {BLOB} NOT NULL,
+    salt {BLOB} NOT NULL, floor BIGINT, created BIGINT NOT NULL);
+CREATE TABLE integrity_reports (
+    release BIGINT NOT NULL, device TEXT NOT NULL, PRIMARY KEY (release, device));
+CREATE TABLE events (
+    id {ID}, device TEXT NOT NULL, at BIGINT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX events_device ON events (device, id);
+CREATE TABLE transfers (
+    device TEXT NOT NULL, release BIGINT NOT NULL, bytes BIGINT NOT NULL, started BIGINT NOT NULL,
+    finished BIGINT, outcome TEXT, PRIMARY KEY (device, release));
+CREATE INDEX transfers_release ON transfers (release, finished);
+CREATE TABLE tokens (hash {BLOB} PRIMARY KEY, name TEXT NOT NULL, created BIGINT NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+INSERT INTO meta (key, value) VALUES ('config', 0);
+";
+
+/// `script` for a database whose byte string type is `blob` and auto-numbered key `id`.
+pub fn render(script: &str, blob: &str, id: &str) -> String {
+    script.replace("{BLOB}", blob).replace("{ID}", id)
+}
+
+/// The statements of a script (split at `;`).
+pub fn statements(script: &str) -> impl Iterator<Item = &str> {
+    script.split(';').map(str::trim).filter(|s| !s.is_empty())
+}

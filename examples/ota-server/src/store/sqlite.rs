@@ -1,0 +1,365 @@
+//! The embedded store: SQLite in `DATA/ota.db`, in WAL mode (readers never wait for the writer;
+//! a commit is a write to the log, not an fsync, with `synchronous = NORMAL`: it survives the
+//! process being killed, and only a power cut can lose the last commits).
+//!
+//! Statements from the CLI and the API run on one connection. What `serve` writes goes through
+//! a writer thread with its own connection: it takes every queued write, commits them in one
+//! transaction, then answers every replay floor that waited for it (group commit), so a
+//! check-in costs a share of one commit rather than one of its own.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use async_trait::async_trait;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::Connection;
+use tokio::sync::{oneshot, Mutex};
+
+use super::schema;
+use super::sql::{Backend, Row, Tx, Value};
+use super::write::{Write, WriteError};
+
+/// Most writes committed in one transaction.
+const MAX_GROUP: usize = 4096;
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Value::Int(v) => ToSqlOutput::Borrowed(ValueRef::Integer(*v)),
+            Value::Bool(b) => ToSqlOutput::Borrowed(ValueRef::Integer(i64::from(*b))),
+            Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Value::Bytes(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        })
+    }
+}
+
+/// `$1` placeholders as SQLite's `?1`.
+fn dialect(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+fn row_of(r: &rusqlite::Row<'_>, n: usize) -> rusqlite::Result<Row> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        out.push(match r.get_ref(i)? {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(v) => Value::Int(v),
+            ValueRef::Real(v) => Value::Int(v as i64),
+            ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+            ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
+        });
+    }
+    Ok(Row(out))
+}
+
+fn query(conn: &Connection, sql: &str, params: &[Value]) -> anyhow::Result<Vec<Row>> {
+    let mut stmt = conn.prepare_cached(&dialect(sql))?;
+    let n = stmt.column_count();
+    let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| row_of(r, n))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn execute(conn: &Connection, sql: &str, params: &[Value]) -> anyhow::Result<u64> {
+    let mut stmt = conn.prepare_cached(&dialect(sql))?;
+    Ok(stmt.execute(rusqlite::params_from_iter(params.iter()))? as u64)
+}
+
+fn connect(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+enum Job {
+    Advance(String, u64, oneshot::Sender<Result<bool, WriteError>>),
+    Record(Write),
+    Flush(oneshot::Sender<Result<(), WriteError>>),
+}
+
+/// SQLite under a data directory.
+pub struct Sqlite {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    writer: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
+}
+
+impl Sqlite {
+    /// Opens (creating) `DIR/ota.db`.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join("ota.db");
+        let conn = connect(&path)?;
+        let old: bool = conn
+            .prepare("SELECT 1 FROM sqlite_master WHERE name = 'checkins'")?
+            .exists([])?;
+        if old {
+            bail!(
+                "{} was written by an earlier ota-server (before schema migrations); start from a new data directory",
+                path.display()
+            );
+        }
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+            writer: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The writer thread's queue, started on first use.
+    fn writer(&self) -> Result<mpsc::Sender<Job>, WriteError> {
+        let mut w = self
+            .writer
+            .lock()
+            .map_err(|_| WriteError("poisoned".into()))?;
+        if let Some(tx) = w.as_ref() {
+            return Ok(tx.clone());
+        }
+        let conn = connect(&self.path).map_err(|e| WriteError(format!("{e:#}")))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("ota-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| WriteError(e.to_string()))?;
+        *w = Some(tx.clone());
+        Ok(tx)
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut answers = Vec::new();
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = conn.transaction()?;
+            for job in jobs {
+                match job {
+                    Job::Advance(device, seq, reply) => {
+                        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+                        let n = tx
+                            .prepare_cached(
+                                "UPDATE credentials SET floor = ?2 WHERE id = ?1 AND (floor IS NULL OR floor < ?2)",
+                            )?
+                            .execute(rusqlite::params![device, seq])?;
+                        answers.push(Answer::Advance(reply, n == 1));
+                    }
+                    Job::Record(w) => apply(&tx, &w)?,
+                    Job::Flush(reply) => answers.push(Answer::Flush(reply)),
+                }
+            }
+            tx.commit()
+        })();
+        let failed = result.err().map(|e| WriteError(e.to_string()));
+        if let Some(e) = &failed {
+            eprintln!("ota-server: {e}");
+        }
+        for a in answers {
+            match (a, &failed) {
+                (Answer::Advance(r, fresh), None) => {
+                    let _ = r.send(Ok(fresh));
+                }
+                (Answer::Advance(r, _), Some(e)) => {
+                    let _ = r.send(Err(e.clone()));
+                }
+                (Answer::Flush(r), None) => {
+                    let _ = r.send(Ok(()));
+                }
+                (Answer::Flush(r), Some(e)) => {
+                    let _ = r.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+enum Answer {
+    Advance(oneshot::Sender<Result<bool, WriteError>>, bool),
+    Flush(oneshot::Sender<Result<(), WriteError>>),
+}
+
+fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
+    use rusqlite::params;
+    match w {
+        Write::Device(d) => {
+            tx.prepare_cached(
+                "INSERT INTO devices (id, class, running, running_seq, phase, staged, size, result, reason, last_seen, failed_seq, next_check_in, checkin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT (id) DO UPDATE SET class = excluded.class, running = excluded.running,
+                    running_seq = excluded.running_seq, phase = excluded.phase, staged = excluded.staged,
+                    size = excluded.size, result = excluded.result, reason = excluded.reason,
+                    last_seen = excluded.last_seen, failed_seq = excluded.failed_seq,
+                    next_check_in = excluded.next_check_in, checkin = COALESCE(excluded.checkin, devices.checkin)",
+            )?
+            .execute(params![
+                d.id,
+                d.class,
+                d.running,
+                d.running_seq,
+                d.phase,
+                d.progress.map(|p| p.0),
+                d.progress.map(|p| p.1),
+                d.result,
+                d.reason,
+                d.last_seen,
+                d.failed_seq,
+                d.next_check_in,
+                d.checkin
+            ])?;
+        }
+        Write::Event {
+            device,
+            at,
+            kind,
+            detail,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO events (device, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![device, at, kind, detail])?;
+        }
+        Write::Bytes {
+            device,
+            release,
+            bytes,
+            at,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO transfers (device, release, bytes, started) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (device, release) DO UPDATE SET bytes = transfers.bytes + excluded.bytes",
+            )?
+            .execute(params![device, release, i64::try_from(*bytes).unwrap_or(i64::MAX), at])?;
+        }
+        Write::Outcome {
+            device,
+            release,
+            outcome,
+            at,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO transfers (device, release, bytes, started, finished, outcome) VALUES (?1, ?2, 0, ?4, ?4, ?3)
+                 ON CONFLICT (device, release) DO UPDATE SET finished = excluded.finished, outcome = excluded.outcome",
+            )?
+            .execute(params![device, release, outcome, at])?;
+        }
+    }
+    Ok(())
+}
+
+struct SqliteTx {
+    conn: tokio::sync::OwnedMutexGuard<Connection>,
+    open: bool,
+}
+
+#[async_trait]
+impl Tx for SqliteTx {
+    async fn query(&mut self, sql: &str, params: Vec<Value>) -> anyhow::Result<Vec<Row>> {
+        query(&self.conn, sql, &params)
+    }
+    async fn execute(&mut self, sql: &str, params: Vec<Value>) -> anyhow::Result<u64> {
+        execute(&self.conn, sql, &params)
+    }
+    async fn commit(mut self: Box<Self>) -> anyhow::Result<()> {
+        self.conn.execute_batch("COMMIT")?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for SqliteTx {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for Sqlite {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn query(&self, sql: &str, params: Vec<Value>) -> anyhow::Result<Vec<Row>> {
+        query(&*self.conn.lock().await, sql, &params)
+    }
+
+    async fn execute(&self, sql: &str, params: Vec<Value>) -> anyhow::Result<u64> {
+        execute(&*self.conn.lock().await, sql, &params)
+    }
+
+    async fn begin(&self) -> anyhow::Result<Box<dyn Tx>> {
+        let conn = self.conn.clone().lock_owned().await;
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(Box::new(SqliteTx { conn, open: true }))
+    }
+
+    async fn migrate(&self, version: i64, script: &str) -> anyhow::Result<bool> {
+        let mut tx = self.begin().await?;
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)",
+            vec![],
+        )
+        .await?;
+        let done = !tx
+            .query(
+                "SELECT 1 FROM schema_migrations WHERE version = $1",
+                vec![Value::Int(version)],
+            )
+            .await?
+            .is_empty();
+        if done {
+            return Ok(false);
+        }
+        let script = schema::render(script, "BLOB", "INTEGER PRIMARY KEY");
+        for stmt in schema::statements(&script) {
+            tx.execute(stmt, vec![])
+                .await
+                .with_context(|| format!("migration {version}: {stmt}"))?;
+        }
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied) VALUES ($1, $2)",
+            vec![Value::Int(version), Value::Int(super::unix_now())],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn advance(&self, device: &str, seq: u64) -> Result<bool, WriteError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer()?
+            .send(Job::Advance(device.to_string(), seq, tx))
+            .map_err(|_| WriteError("writer stopped".into()))?;
+        rx.await.map_err(|_| WriteError("writer stopped".into()))?
+    }
+
+    fn record(&self, write: Write) {
+        if let Ok(w) = self.writer() {
+            let _ = w.send(Job::Record(write));
+        }
+    }
+
+    async fn flush(&self) -> Result<(), WriteError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer()?
+            .send(Job::Flush(tx))
+            .map_err(|_| WriteError("writer stopped".into()))?;
+        rx.await.map_err(|_| WriteError("writer stopped".into()))?
+    }
+
+    fn sole_writer(&self) -> bool {
+        true
+    }
+}
