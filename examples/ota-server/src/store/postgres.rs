@@ -77,7 +77,10 @@ fn row_of(r: &tokio_postgres::Row) -> Result<Row, tokio_postgres::Error> {
         } else {
             // Text, and anything else as text if it converts (`void` of a function call does
             // not, and reads as NULL).
-            r.try_get::<_, Option<String>>(i).ok().flatten().map(Value::Text)
+            r.try_get::<_, Option<String>>(i)
+                .ok()
+                .flatten()
+                .map(Value::Text)
         };
         out.push(v.unwrap_or(Value::Null));
     }
@@ -206,29 +209,51 @@ impl Postgres {
 }
 
 struct PgTx {
-    conn: tokio::sync::OwnedMutexGuard<TxConn>,
+    /// Taken by `Drop` to roll back a transaction left open.
+    conn: Option<tokio::sync::OwnedMutexGuard<TxConn>>,
     open: bool,
+}
+
+impl PgTx {
+    fn conn(&mut self) -> anyhow::Result<&mut tokio::sync::OwnedMutexGuard<TxConn>> {
+        self.conn.as_mut().context("transaction already ended")
+    }
 }
 
 #[async_trait]
 impl Tx for PgTx {
     async fn query(&mut self, sql: &str, params: Vec<Value>) -> anyhow::Result<Vec<Row>> {
-        self.conn.conn.query(sql, &params).await
+        self.conn()?.conn.query(sql, &params).await
     }
     async fn execute(&mut self, sql: &str, params: Vec<Value>) -> anyhow::Result<u64> {
-        self.conn.conn.execute(sql, &params).await
+        self.conn()?.conn.execute(sql, &params).await
     }
     async fn commit(mut self: Box<Self>) -> anyhow::Result<()> {
-        self.conn.conn.client.batch_execute("COMMIT").await?;
+        self.conn()?.conn.client.batch_execute("COMMIT").await?;
         self.open = false;
         Ok(())
     }
 }
 
 impl Drop for PgTx {
+    /// A transaction dropped without commit (an early return, an error) is rolled back at
+    /// once, so the locks it took (advisory locks serialise migrations, provisioning and
+    /// releases across instances) do not outlive it; the connection stays taken until then.
+    /// Without a runtime, the next `begin` on the connection rolls it back.
     fn drop(&mut self) {
-        if self.open {
-            self.conn.dirty = true;
+        let Some(mut guard) = self.conn.take() else {
+            return;
+        };
+        if !self.open {
+            return;
+        }
+        guard.dirty = true;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if guard.conn.client.batch_execute("ROLLBACK").await.is_ok() {
+                    guard.dirty = false;
+                }
+            });
         }
     }
 }
@@ -256,7 +281,10 @@ impl Backend for Postgres {
             conn.dirty = false;
         }
         conn.conn.client.batch_execute("BEGIN").await?;
-        Ok(Box::new(PgTx { conn, open: true }))
+        Ok(Box::new(PgTx {
+            conn: Some(conn),
+            open: true,
+        }))
     }
 
     async fn migrate(&self, version: i64, script: &str) -> anyhow::Result<bool> {
