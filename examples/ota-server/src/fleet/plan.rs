@@ -249,7 +249,10 @@ pub fn check_in(c: &CheckIn<'_>, inputs: Inputs<'_>) -> Plan {
             }
         }
     };
-    if prev.as_ref().map(|p| p.phase.as_str()) != Some(row.phase.as_str()) {
+    // A phase named after the outcome just recorded ("rolled back", "failed") is that
+    // outcome: one entry in the history, not two.
+    let told = events.iter().any(|(kind, _)| *kind == row.phase);
+    if !told && prev.as_ref().map(|p| p.phase.as_str()) != Some(row.phase.as_str()) {
         let detail = match &decision {
             Decision::Offer { manifest, .. } => format!(
                 "{} ({} bytes)",

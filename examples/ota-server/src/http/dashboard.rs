@@ -40,7 +40,7 @@ main{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:1
 section{background:#fff;border-radius:6px;padding:12px 16px;box-shadow:0 1px 2px #0002}
 h2{font-size:15px;margin:0 0 8px}table{border-collapse:collapse;width:100%}
 td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #eee;vertical-align:top}
-th{font-weight:600;color:#555}td.n{text-align:right;font-variant-numeric:tabular-nums}
+th{font-weight:600;color:#555}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .bar{display:flex;height:14px;border-radius:3px;overflow:hidden;background:#eee;min-width:160px}
 .bar div{height:100%}.muted{color:#777}.state{font-weight:600}
 .running{color:#1a7f37}.paused{color:#b35900}.cancelled{color:#a40e26}.complete{color:#0550ae}
@@ -94,17 +94,26 @@ fn legend(parts: &[(String, u64)]) -> String {
     o
 }
 
+/// `n` and `noun`, in the plural unless `n` is one: "1 rollout", "2 rollouts".
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// The page for `s`.
 pub fn render(s: &Summary) -> String {
     let mut o = String::new();
     let _ = write!(
         o,
         "<!doctype html><html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content=10>\
-         <meta name=viewport content=\"width=device-width\"><title>ota fleet</title><style>{STYLE}</style></head><body>\
-         <header><h1>ota fleet</h1><span>{} devices</span><span>{} rollouts</span><span>{} failures</span><span>{} silent</span></header><main>",
-        s.devices,
-        s.rollouts.len(),
-        s.failures.iter().map(|f| f.devices).sum::<u64>(),
+         <meta name=viewport content=\"width=device-width\"><link rel=icon href=\"data:,\"><title>ota fleet</title><style>{STYLE}</style></head><body>\
+         <header><h1>ota fleet</h1><span>{}</span><span>{}</span><span>{}</span><span>{} silent</span></header><main>",
+        count(s.devices, "device"),
+        count(s.rollouts.len() as u64, "rollout"),
+        count(s.failures.iter().map(|f| f.devices).sum::<u64>(), "failure"),
         s.silent_total
     );
 
