@@ -9,7 +9,7 @@
 //! after the [`StorageOp::Write`] it records has completed, so persisting it after the data is
 //! enough to never claim bytes that are not in flash.
 
-use crate::manifest::StoredManifest;
+use crate::manifest::{PatchInfo, StoredManifest};
 use crate::resume::ResumeState;
 use crate::wire::LastOutcome;
 
@@ -58,6 +58,18 @@ pub enum StorageOp<'a> {
     /// Remember `outcome` for the next check-in ([`LastOutcome::None`]: the server has seen the
     /// last one, forget it).
     SetOutcome(LastOutcome),
+    /// Every chunk of a patch is written ([`StorageOp::Write`] offsets were in the patch, as the
+    /// manifest given to [`StorageOp::Begin`] said): check the patch's digest, check the running
+    /// image against the patch's source, and rebuild the image from the two, so that
+    /// [`StorageOp::Read`] then reads the image. Asked again after a reset that cut it short:
+    /// it must start over and end the same. Failures: [`StorageFailure::PatchSource`],
+    /// [`StorageFailure::Patch`].
+    Rebuild {
+        /// The patch, from the verified manifest.
+        patch: PatchInfo,
+        /// Size of the image it rebuilds.
+        image_size: u32,
+    },
 }
 
 /// Why a storage operation failed, as the state machine needs to know it.
@@ -69,6 +81,23 @@ pub enum StorageFailure {
     /// The flash reported an error.
     #[error("flash I/O error")]
     Io,
+    /// The running image is not the one the patch applies to (checked at [`StorageOp::Begin`],
+    /// before anything is fetched, and again at [`StorageOp::Rebuild`]).
+    #[error("the running image is not the patch's source")]
+    PatchSource,
+    /// The patch cannot rebuild the image: its digest, its format, or this storage cannot
+    /// apply patches.
+    #[error("the patch does not apply")]
+    Patch,
+}
+
+impl StorageFailure {
+    /// True if the wake cannot go on with this storage (the flash failed): the wake ends with
+    /// the storage's error. A patch that does not apply is only this download's failure: the
+    /// device reports it and the server offers the whole image.
+    pub fn ends_wake(self) -> bool {
+        matches!(self, StorageFailure::OutOfSpace | StorageFailure::Io)
+    }
 }
 
 /// Blocking storage for a download: the operations of [`StorageOp`] as methods.
@@ -97,6 +126,16 @@ pub trait UpdateStorage {
     fn abandon(&mut self) -> Result<(), Self::Error>;
     /// See [`StorageOp::SetOutcome`].
     fn set_outcome(&mut self, outcome: LastOutcome) -> Result<(), Self::Error>;
+    /// See [`StorageOp::Rebuild`]. Storage that cannot apply patches fails here with an error
+    /// that [`UpdateStorage::failure`] reads as [`StorageFailure::Patch`], and should refuse a
+    /// patch manifest at [`UpdateStorage::begin`] already, before anything is fetched.
+    fn rebuild(&mut self, patch: &PatchInfo, image_size: u32) -> Result<(), Self::Error>;
+
+    /// What an error of this storage means to the state machine. The default reads every error
+    /// as [`StorageFailure::Io`].
+    fn failure(_error: &Self::Error) -> StorageFailure {
+        StorageFailure::Io
+    }
 
     /// Carries out one operation.
     fn apply(&mut self, op: StorageOp<'_>) -> Result<(), Self::Error> {
@@ -108,6 +147,7 @@ pub trait UpdateStorage {
             StorageOp::MarkStaged(state) => self.mark_staged(&state),
             StorageOp::Abandon => self.abandon(),
             StorageOp::SetOutcome(o) => self.set_outcome(o),
+            StorageOp::Rebuild { patch, image_size } => self.rebuild(&patch, image_size),
         }
     }
 }
@@ -127,6 +167,7 @@ pub trait CounterStore {
 #[cfg(feature = "std")]
 mod mem {
     use super::*;
+    use sha2::Digest as _;
 
     /// Errors of [`MemStorage`].
     #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,6 +186,12 @@ mod mem {
         /// data that disagrees with what it staged before.
         #[error("byte {0} rewritten with a different value")]
         Conflict(u32),
+        /// The running image ([`MemStorage::with_active`]) is not the patch's source.
+        #[error("the running image is not the patch's source")]
+        PatchSource,
+        /// The staged patch does not rebuild the image (its digest, its format, its CRC).
+        #[error("the patch does not apply: {0}")]
+        Patch(&'static str),
     }
 
     /// Storage in RAM, for tests and simulators. It refuses to rewrite a staged byte with a
@@ -152,6 +199,10 @@ mod mem {
     #[derive(Debug, Clone)]
     pub struct MemStorage {
         slot: Vec<Option<u8>>,
+        /// The patch of a patch download, staged whole beside the image.
+        patch: Option<(PatchInfo, Vec<Option<u8>>)>,
+        /// The image the device runs: what a patch applies to.
+        active: Vec<u8>,
         state: Option<(ResumeState, StoredManifest)>,
         /// Bytes written into the slot, all writes counted.
         pub bytes_written: u64,
@@ -164,11 +215,19 @@ mod mem {
         pub fn new(capacity: u32) -> Self {
             Self {
                 slot: vec![None; capacity as usize],
+                patch: None,
+                active: Vec::new(),
                 state: None,
                 bytes_written: 0,
                 counter: 0,
                 outcome: LastOutcome::None,
             }
+        }
+
+        /// The same, running `image`: the image a patch applies to.
+        pub fn with_active(mut self, image: &[u8]) -> Self {
+            self.active = image.to_vec();
+            self
         }
 
         /// The first `len` staged bytes (unwritten bytes read as `0xFF`).
@@ -185,15 +244,26 @@ mod mem {
             self.state.as_ref().map(|(s, _)| s)
         }
 
+        /// Where writes go: the patch while one is being fetched, else the image.
         fn slice(&mut self, offset: u32, len: usize) -> Result<&mut [Option<u8>], MemError> {
             let capacity = self.capacity();
             let start = offset as usize;
             let end = start.saturating_add(len);
-            self.slot.get_mut(start..end).ok_or(MemError::OutOfRange {
+            let area = match self.patch.as_mut() {
+                Some((_, patch)) => patch,
+                None => &mut self.slot,
+            };
+            area.get_mut(start..end).ok_or(MemError::OutOfRange {
                 offset,
                 len,
                 capacity,
             })
+        }
+
+        fn active_is(&self, size: u32, digest: &crate::wire::Digest) -> bool {
+            self.active
+                .get(..size as usize)
+                .is_some_and(|a| sha2::Sha256::digest(a).as_slice() == digest.0)
         }
     }
 
@@ -218,6 +288,21 @@ mod mem {
             state: &ResumeState,
         ) -> Result<(), MemError> {
             self.slot.iter_mut().for_each(|b| *b = None);
+            self.patch = None;
+            let decoded = manifest.as_signed().decode_verified().ok();
+            if let Some((p, size)) = decoded.and_then(|m| Some((m.patch?, m.image_size))) {
+                if !self.active_is(p.source_size, &p.source_digest) {
+                    return Err(MemError::PatchSource);
+                }
+                if u64::from(size) + u64::from(p.size) > u64::from(self.capacity()) {
+                    return Err(MemError::OutOfRange {
+                        offset: size,
+                        len: p.size as usize,
+                        capacity: self.capacity(),
+                    });
+                }
+                self.patch = Some((p, vec![None; p.size as usize]));
+            }
             self.state = Some((*state, *manifest));
             Ok(())
         }
@@ -247,7 +332,16 @@ mod mem {
         }
 
         fn read(&mut self, offset: u32, buf: &mut [u8]) -> Result<(), MemError> {
-            let slots = self.slice(offset, buf.len())?;
+            let capacity = self.capacity();
+            let start = offset as usize;
+            let slots = start
+                .checked_add(buf.len())
+                .and_then(|end| self.slot.get(start..end))
+                .ok_or(MemError::OutOfRange {
+                    offset,
+                    len: buf.len(),
+                    capacity,
+                })?;
             for (dst, src) in buf.iter_mut().zip(slots.iter()) {
                 *dst = src.unwrap_or(0xFF);
             }
@@ -260,6 +354,7 @@ mod mem {
 
         fn abandon(&mut self) -> Result<(), MemError> {
             self.state = None;
+            self.patch = None;
             self.slot.iter_mut().for_each(|b| *b = None);
             Ok(())
         }
@@ -267,6 +362,46 @@ mod mem {
         fn set_outcome(&mut self, outcome: LastOutcome) -> Result<(), MemError> {
             self.outcome = outcome;
             Ok(())
+        }
+
+        fn rebuild(&mut self, patch: &PatchInfo, image_size: u32) -> Result<(), MemError> {
+            let staged: Vec<u8> = match self.patch.as_ref() {
+                Some((p, bytes)) if p == patch => bytes.iter().map(|b| b.unwrap_or(0xFF)).collect(),
+                _ => return Err(MemError::Patch("no patch staged")),
+            };
+            if sha2::Sha256::digest(&staged).as_slice() != patch.digest.0 {
+                return Err(MemError::Patch("digest"));
+            }
+            if !self.active_is(patch.source_size, &patch.source_digest) {
+                return Err(MemError::PatchSource);
+            }
+            let old = self
+                .active
+                .get(..patch.source_size as usize)
+                .ok_or(MemError::PatchSource)?;
+            let new = ota_delta::apply_in_memory(old, &staged)
+                .map_err(|_| MemError::Patch("format or CRC"))?;
+            if new.len() != image_size as usize {
+                return Err(MemError::Patch("size"));
+            }
+            // Rebuilt from the start each time it is asked, as after a reset.
+            self.slot.iter_mut().for_each(|b| *b = None);
+            let dst = self
+                .slot
+                .get_mut(..new.len())
+                .ok_or(MemError::Patch("larger than the slot"))?;
+            dst.iter_mut().zip(&new).for_each(|(d, &b)| *d = Some(b));
+            self.bytes_written += new.len() as u64;
+            Ok(())
+        }
+
+        fn failure(error: &MemError) -> StorageFailure {
+            match error {
+                MemError::PatchSource => StorageFailure::PatchSource,
+                MemError::Patch(_) => StorageFailure::Patch,
+                MemError::OutOfRange { .. } => StorageFailure::OutOfSpace,
+                MemError::Conflict(_) => StorageFailure::Io,
+            }
         }
     }
 

@@ -3,10 +3,10 @@
 //! completion ([`ota_core::runtime::block::block_on`]).
 
 use embedded_storage::nor_flash::{MultiwriteNorFlash, NorFlash};
-use ota_core::manifest::StoredManifest;
+use ota_core::manifest::{PatchInfo, StoredManifest};
 use ota_core::resume::ResumeState;
 use ota_core::runtime::block::block_on;
-use ota_core::storage::{CounterStore, Persisted, UpdateStorage};
+use ota_core::storage::{CounterStore, Persisted, StorageFailure, UpdateStorage};
 use ota_core::wire::{LastOutcome, ResultCode};
 
 use crate::flash::BlockingFlash;
@@ -144,6 +144,14 @@ impl<F: NorFlash> UpdateStorage for FlashStorage<F> {
 
     fn set_outcome(&mut self, outcome: LastOutcome) -> Result<(), Self::Error> {
         block_on(self.inner.set_outcome(outcome))
+    }
+
+    fn rebuild(&mut self, _patch: &PatchInfo, _image_size: u32) -> Result<(), Self::Error> {
+        Err(StorageError::PatchUnsupported)
+    }
+
+    fn failure(error: &Self::Error) -> StorageFailure {
+        error.failure()
     }
 }
 

@@ -54,7 +54,7 @@
 
 use embassy_boot::{FirmwareState, State};
 use embedded_storage_async::nor_flash::{MultiwriteNorFlash, NorFlash};
-use ota_core::storage::{Persisted, StorageOp};
+use ota_core::storage::{Persisted, StorageFailure, StorageOp};
 use ota_core::wire::ResultCode;
 use sha2::{Digest as _, Sha256};
 
@@ -346,5 +346,9 @@ impl<F: NorFlash, S: NorFlash> ota_core::runtime::Storage for EmbassyBootStorage
 
     async fn store_counter(&mut self, value: u64) -> Result<(), Self::Error> {
         self.inner.store_counter(value).await
+    }
+
+    fn failure(error: &Self::Error) -> StorageFailure {
+        error.failure()
     }
 }

@@ -15,7 +15,7 @@
 use embedded_storage_async::nor_flash::{MultiwriteNorFlash, NorFlash};
 use ota_core::manifest::StoredManifest;
 use ota_core::resume::ResumeState;
-use ota_core::storage::{Persisted, StorageOp};
+use ota_core::storage::{Persisted, StorageFailure, StorageOp};
 use ota_core::wire::LastOutcome;
 
 use crate::journal::{Journal, JournalError, Snapshot};
@@ -64,6 +64,22 @@ pub enum StorageError<E> {
         /// The flash's sector.
         sector: u32,
     },
+    /// A manifest that delivers its image as a patch: this storage does not rebuild images
+    /// from patches yet, so it refuses one before anything is fetched; the device reports
+    /// `PATCH_FAILED` and the server offers the whole image.
+    #[error("patches are not applied by this storage")]
+    PatchUnsupported,
+}
+
+impl<E> StorageError<E> {
+    /// What the error means to the device's state machine: a refused patch fails only that
+    /// download; anything else is the flash's failure and ends the wake.
+    pub fn failure(&self) -> StorageFailure {
+        match self {
+            StorageError::PatchUnsupported => StorageFailure::Patch,
+            _ => StorageFailure::Io,
+        }
+    }
 }
 
 impl<E> From<JournalError<E>> for StorageError<E> {
@@ -341,12 +357,15 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
             }
             _ => {}
         }
+        let decoded = manifest
+            .as_signed()
+            .decode_verified()
+            .map_err(|_| StorageError::BadManifest)?;
+        if decoded.patch.is_some() {
+            return Err(StorageError::PatchUnsupported);
+        }
         if self.write_once {
-            let chunk = manifest
-                .as_signed()
-                .decode_verified()
-                .map(|m| u32::from(m.chunk_size))
-                .map_err(|_| StorageError::BadManifest)?;
+            let chunk = u32::from(decoded.chunk_size);
             // Whole write units, so two chunks never share one; and chunk boundaries on sector
             // boundaries, so a torn chunk costs only the sectors it lies in.
             let (unit, e) = (F::WRITE_SIZE as u32, Self::erase_size());
@@ -443,6 +462,7 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
             StorageOp::MarkStaged(state) => self.mark_staged(&state).await,
             StorageOp::Abandon => self.abandon().await,
             StorageOp::SetOutcome(o) => self.set_outcome(o).await,
+            StorageOp::Rebuild { .. } => Err(StorageError::PatchUnsupported),
         }
     }
 
@@ -478,6 +498,10 @@ impl<F: NorFlash> ota_core::runtime::Storage for AsyncFlashStorage<F> {
 
     async fn store_counter(&mut self, value: u64) -> Result<(), Self::Error> {
         AsyncFlashStorage::store_counter(self, value).await
+    }
+
+    fn failure(error: &Self::Error) -> StorageFailure {
+        error.failure()
     }
 }
 

@@ -173,3 +173,51 @@ fn write_once_storage_refuses_chunk_sizes_it_cannot_keep_safe() {
         }
     }
 }
+
+#[test]
+fn a_patch_manifest_is_refused_before_anything_is_fetched() {
+    // This storage does not rebuild images from patches yet: it says so at Begin, as a failure
+    // of that download only (the device reports PATCH_FAILED and the server offers the whole
+    // image), not as a flash failure that ends the wake.
+    use ota_core::host::OwnedManifest;
+    use ota_core::manifest::{Manifest, PatchInfo, StoredManifest, MANIFEST_FORMAT};
+    use ota_core::resume::ResumeState;
+    use ota_core::storage::{StorageFailure, UpdateStorage};
+    use ota_core::wire::{Digest, ImageId, Version};
+    use ota_storage::{FlashStorage, Layout, Partition, StorageError};
+    let layout = Layout {
+        active: Partition::new(0, 8192),
+        dfu: Partition::new(8192, 8192 + 4096),
+        journal: Partition::new(20480, 8192),
+    };
+    let mut s = FlashStorage::open(SimFlash::<8, 4096>::new(7), layout).unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+    let m = Manifest {
+        format: MANIFEST_FORMAT,
+        vendor: 1,
+        class: 2,
+        sequence: 3,
+        version: Version::new(1, 0, 0),
+        image_size: 4000,
+        digest: Digest([0; 32]),
+        chunk_size: 512,
+        min_running: None,
+        patch: None,
+    }
+    .with_patch(PatchInfo {
+        size: 300,
+        digest: Digest([1; 32]),
+        source_size: 4000,
+        source_digest: Digest([2; 32]),
+    });
+    let signed = OwnedManifest::sign(&m, &key);
+    let stored = StoredManifest::from_signed(&signed.as_signed()).unwrap();
+    let state = ResumeState::new(stored.as_signed().digest(), ImageId(1));
+    let e = s.begin(&stored, &state).unwrap_err();
+    assert_eq!(e, StorageError::PatchUnsupported);
+    assert_eq!(
+        <FlashStorage<SimFlash<8, 4096>> as UpdateStorage>::failure(&e),
+        StorageFailure::Patch
+    );
+    assert!(s.load().unwrap().download.is_none(), "nothing begun");
+}

@@ -18,11 +18,11 @@ use clap::Parser;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use ota_core::device::{Event, SleepReason};
 use ota_core::host::{Handler, MemImages, SingleRelease};
-use ota_core::manifest::{Ed25519Verifier, StoredManifest};
+use ota_core::manifest::{Ed25519Verifier, PatchInfo, StoredManifest};
 use ota_core::resume::ResumeState;
 use ota_core::runtime::block::{BusyClock, StdClock};
 use ota_core::sim::{run_wake as sim_wake, LinkProfile, Pipe, SimRng};
-use ota_core::storage::{CounterStore, MemStorage, Persisted, UpdateStorage};
+use ota_core::storage::{CounterStore, MemStorage, Persisted, StorageFailure, UpdateStorage};
 use ota_core::wire::{
     DigestPrefix, ImageId, LastOutcome, RunningFirmware, Urgency, Version, WakeBudget,
 };
@@ -147,6 +147,12 @@ impl<S: UpdateStorage> UpdateStorage for Shown<'_, S> {
     }
     fn abandon(&mut self) -> Result<(), S::Error> {
         self.inner.abandon()
+    }
+    fn rebuild(&mut self, patch: &PatchInfo, image_size: u32) -> Result<(), S::Error> {
+        self.inner.rebuild(patch, image_size)
+    }
+    fn failure(error: &S::Error) -> StorageFailure {
+        S::failure(error)
     }
     fn set_outcome(&mut self, outcome: LastOutcome) -> Result<(), S::Error> {
         self.inner.set_outcome(outcome)

@@ -64,7 +64,7 @@ pub enum Event {
     UpdateOffered {
         /// Version on offer.
         version: Version,
-        /// Image size in bytes.
+        /// Bytes to fetch: the image's, or the patch's if it comes as one.
         size: u32,
         /// Bytes already staged from earlier wakes.
         resume_from: u32,
@@ -175,6 +175,7 @@ enum OpKind {
     MarkStaged,
     Abandon,
     SetOutcome(LastOutcome),
+    Rebuild,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -193,8 +194,14 @@ impl Download {
         u32::from(self.manifest.chunk_size)
     }
 
+    /// Bytes fetched: the patch's for a patch, else the image's. Chunk offsets, the resume
+    /// record and the hint are all in these bytes.
+    fn size(&self) -> u32 {
+        self.manifest.transfer_size()
+    }
+
     fn chunk_len(&self, offset: u32) -> u16 {
-        let left = self.manifest.image_size.saturating_sub(offset);
+        let left = self.size().saturating_sub(offset);
         // Bounded by chunk_size, which is a u16.
         u16::try_from(left.min(self.chunk())).unwrap_or(self.manifest.chunk_size)
     }
@@ -202,9 +209,7 @@ impl Download {
     /// Advances `next_request` past chunks already staged.
     fn skip_staged(&mut self) {
         let chunk = self.chunk();
-        while self.next_request < self.manifest.image_size
-            && self.state.has(self.next_request, chunk)
-        {
+        while self.next_request < self.size() && self.state.has(self.next_request, chunk) {
             self.next_request = self.next_request.saturating_add(chunk);
         }
     }
@@ -553,7 +558,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
         }
         dl.skip_staged();
         let offset = dl.next_request;
-        if offset >= dl.manifest.image_size {
+        if offset >= dl.size() {
             return None;
         }
         let len = dl.chunk_len(offset);
@@ -723,11 +728,11 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
                 ResumeState::new(digest, image)
             }
         };
-        let chunk = u32::from(manifest.chunk_size);
+        let (chunk, size) = (u32::from(manifest.chunk_size), manifest.transfer_size());
         self.push_event(Event::UpdateOffered {
             version: manifest.version,
-            size: manifest.image_size,
-            resume_from: state.staged_bytes(chunk, manifest.image_size),
+            size,
+            resume_from: state.staged_bytes(chunk, size),
             urgency,
         });
         self.window.clear();
@@ -748,9 +753,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
                 });
                 self.finish(next_check_in, SleepReason::Staged);
             }
-            ResumePhase::Downloading if state.is_complete(manifest.image_size) => {
-                self.start_verify();
-            }
+            ResumePhase::Downloading if state.is_complete(size) => self.downloaded(),
             ResumePhase::Downloading => self.state = State::Downloading,
         }
     }
@@ -902,6 +905,13 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
             OpKind::MarkStaged => StorageOp::MarkStaged(dl?.state),
             OpKind::Abandon => StorageOp::Abandon,
             OpKind::SetOutcome(o) => StorageOp::SetOutcome(o),
+            OpKind::Rebuild => {
+                let dl = dl?;
+                StorageOp::Rebuild {
+                    patch: dl.manifest.patch?,
+                    image_size: dl.manifest.image_size,
+                }
+            }
         })
     }
 
@@ -918,17 +928,15 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
             OpKind::Write { offset, .. } => {
                 self.buf_busy = false;
                 if let Some(dl) = self.dl.as_mut() {
-                    let (chunk, size) = (dl.chunk(), dl.manifest.image_size);
+                    let (chunk, size) = (dl.chunk(), dl.size());
                     dl.state.mark(offset, chunk, size);
                 }
                 self.push_op(OpKind::Persist);
             }
             OpKind::Persist => {
-                let complete = self
-                    .dl
-                    .is_some_and(|d| d.state.is_complete(d.manifest.image_size));
+                let complete = self.dl.is_some_and(|d| d.state.is_complete(d.size()));
                 if complete && self.state == State::Downloading && self.ops.is_empty() {
-                    self.start_verify();
+                    self.downloaded();
                 } else {
                     self.maybe_finish_stopped();
                 }
@@ -939,6 +947,7 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
                 }
                 self.verify_next(offset.saturating_add(u32::from(len)));
             }
+            OpKind::Rebuild => self.start_verify(),
             OpKind::Begin | OpKind::MarkStaged | OpKind::Abandon | OpKind::SetOutcome(_) => {}
         }
     }
@@ -950,12 +959,30 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
         let code = match failure {
             StorageFailure::OutOfSpace => ResultCode::OUT_OF_STORAGE,
             StorageFailure::Io => ResultCode::STORAGE_ERROR,
+            StorageFailure::PatchSource => ResultCode::PATCH_SOURCE_MISMATCH,
+            StorageFailure::Patch => ResultCode::PATCH_FAILED,
         };
         self.push_event(Event::DownloadFailed(code));
-        if let Some(dl) = self.dl.as_ref() {
-            self.report = Some((dl.image, Phase::Failed, code));
+        if failure.ends_wake() {
+            if let Some(dl) = self.dl.as_ref() {
+                self.report = Some((dl.image, Phase::Failed, code));
+            }
+            self.finish(self.config.fallback_sleep_secs, SleepReason::Failed);
+        } else if let Some(dl) = self.dl.take() {
+            // This patch cannot be used: persisted, so the next check-in tells the server even
+            // after a reset, and the server offers the whole image instead.
+            self.fail_download(dl.image, dl.manifest.sequence, code);
         }
-        self.finish(self.config.fallback_sleep_secs, SleepReason::Failed);
+    }
+
+    /// Forgets the download and remembers why it failed for the next check-in.
+    fn fail_download(&mut self, image: ImageId, sequence: u32, reason: ResultCode) {
+        let failed = LastOutcome::Failed { sequence, reason };
+        self.push_op(OpKind::Abandon);
+        self.push_op(OpKind::SetOutcome(failed));
+        self.report = Some((image, Phase::Failed, reason));
+        self.config.last_outcome = failed;
+        self.finish(self.next_check_in, SleepReason::Failed);
     }
 
     /// Carries out every pending operation on a blocking storage.
@@ -964,8 +991,11 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
             match storage.apply(op) {
                 Ok(()) => self.storage_done(Ok(())),
                 Err(e) => {
-                    self.storage_done(Err(StorageFailure::Io));
-                    return Err(e);
+                    let failure = S::failure(&e);
+                    self.storage_done(Err(failure));
+                    if failure.ends_wake() {
+                        return Err(e);
+                    }
                 }
             }
         }
@@ -973,6 +1003,18 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
     }
 
     // ---------------------------------------------------------------- verify
+
+    /// Every chunk is staged: a patch rebuilds the image first (again after a reset that cut a
+    /// rebuild short), then the image's digest is checked from storage.
+    fn downloaded(&mut self) {
+        if self.dl.is_some_and(|d| d.manifest.patch.is_some()) {
+            self.state = State::Verifying;
+            self.window.clear();
+            self.push_op(OpKind::Rebuild);
+        } else {
+            self.start_verify();
+        }
+    }
 
     fn start_verify(&mut self) {
         self.state = State::Verifying;
@@ -1013,19 +1055,17 @@ impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
             self.report = Some((image, Phase::Staged, ResultCode::INITIAL));
             self.finish(self.next_check_in, SleepReason::Staged);
         } else {
-            let failed = LastOutcome::Failed {
-                sequence: manifest.sequence,
-                reason: ResultCode::INTEGRITY_FAILURE,
+            // A patch that rebuilt the wrong image failed as a patch: the whole image may
+            // still do. Persisted, so the next check-in tells the server even after a reset,
+            // and the server stops offering this device what it cannot stage.
+            let reason = if manifest.patch.is_some() {
+                ResultCode::PATCH_FAILED
+            } else {
+                ResultCode::INTEGRITY_FAILURE
             };
-            // Persisted, so the next check-in tells the server even after a reset, and the
-            // server stops offering this device the image it cannot stage.
-            self.push_op(OpKind::Abandon);
-            self.push_op(OpKind::SetOutcome(failed));
             self.dl = None;
-            self.push_event(Event::DownloadFailed(ResultCode::INTEGRITY_FAILURE));
-            self.report = Some((image, Phase::Failed, ResultCode::INTEGRITY_FAILURE));
-            self.config.last_outcome = failed;
-            self.finish(self.next_check_in, SleepReason::Failed);
+            self.push_event(Event::DownloadFailed(reason));
+            self.fail_download(image, manifest.sequence, reason);
         }
     }
 

@@ -424,7 +424,7 @@ pub fn shape_reply<R>(
                 .resume
                 .filter(|hint| hint.manifest == manifest.digest().prefix());
             let resume_from = resumed
-                .map(|h| h.next_offset.min(manifest.manifest().image_size))
+                .map(|h| h.next_offset.min(manifest.manifest().transfer_size()))
                 .unwrap_or(0);
             return f(Message::CheckInReply(CheckInReply::Update {
                 image,

@@ -2,7 +2,7 @@
 
 use core::future::Future;
 
-use crate::storage::{CounterStore, Persisted, StorageOp, UpdateStorage};
+use crate::storage::{CounterStore, Persisted, StorageFailure, StorageOp, UpdateStorage};
 
 /// The state machine's storage operations, async, and the link's counter.
 pub trait Storage {
@@ -16,6 +16,11 @@ pub trait Storage {
     fn load_counter(&mut self) -> impl Future<Output = Result<u64, Self::Error>>;
     /// See [`CounterStore::store_counter`].
     fn store_counter(&mut self, value: u64) -> impl Future<Output = Result<(), Self::Error>>;
+    /// What an error means to the state machine (see [`UpdateStorage::failure`]); by default
+    /// [`StorageFailure::Io`], which ends the wake.
+    fn failure(_error: &Self::Error) -> StorageFailure {
+        StorageFailure::Io
+    }
 }
 
 /// A blocking [`UpdateStorage`] + [`CounterStore`] in the async loop: each operation runs to
@@ -42,5 +47,9 @@ where
 
     async fn store_counter(&mut self, value: u64) -> Result<(), Self::Error> {
         self.0.store_counter(value)
+    }
+
+    fn failure(error: &Self::Error) -> StorageFailure {
+        S::failure(error)
     }
 }

@@ -2,7 +2,6 @@
 
 use crate::device::{Device, Event, SleepReason};
 use crate::manifest::Verifier;
-use crate::storage::StorageFailure;
 use crate::time::Instant;
 use crate::wire::{LastOutcome, WakeBudget};
 
@@ -246,8 +245,11 @@ impl Wake {
             match storage.apply(op).await {
                 Ok(()) => dev.storage_done(Ok(())),
                 Err(e) => {
-                    dev.storage_done(Err(StorageFailure::Io));
-                    return Err(e);
+                    let failure = S::failure(&e);
+                    dev.storage_done(Err(failure));
+                    if failure.ends_wake() {
+                        return Err(e);
+                    }
                 }
             }
             yield_now().await;

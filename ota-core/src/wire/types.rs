@@ -192,6 +192,12 @@ impl ResultCode {
     pub const CANCELLED: Self = Self(38);
     /// A flash operation failed (LwM2M 8).
     pub const STORAGE_ERROR: Self = Self(39);
+    /// The image the device runs is not the one the offered patch applies to (LwM2M 6): the
+    /// server should offer the full image.
+    pub const PATCH_SOURCE_MISMATCH: Self = Self(40);
+    /// The patch was staged but could not rebuild the image: its digest, its format, or the
+    /// image it rebuilt (LwM2M 5). The server should offer the full image.
+    pub const PATCH_FAILED: Self = Self(41);
 
     /// The nearest LwM2M Update Result value (0–9) for this code.
     pub const fn lwm2m(self) -> u8 {
@@ -199,7 +205,8 @@ impl ResultCode {
             0..=9 => self.0,
             32 => 5,
             34 => 3,
-            35 => 6,
+            35 | 40 => 6,
+            41 => 5,
             38 => 0,
             _ => 8,
         }
