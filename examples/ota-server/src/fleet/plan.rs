@@ -27,6 +27,8 @@ pub fn reason_text(code: ResultCode) -> String {
         ResultCode::TRIAL_RESET => "reset during trial boot",
         ResultCode::CANCELLED => "cancelled",
         ResultCode::STORAGE_ERROR => "flash error",
+        ResultCode::PATCH_SOURCE_MISMATCH => "running image is not the patch's source",
+        ResultCode::PATCH_FAILED => "patch did not apply",
         ResultCode(c) => return format!("code {c} (LwM2M {})", ResultCode(c).lwm2m()),
     };
     text.to_string()
