@@ -15,47 +15,15 @@ use ota_core::sim::{run_wake, LinkProfile, Pipe, SimRng};
 use ota_core::storage::{
     CounterStore, MemError, MemStorage, Persisted, StorageFailure, UpdateStorage,
 };
-use ota_core::wire::{Digest, ImageId, LastOutcome, ResultCode, Urgency, WakeBudget};
+use ota_core::wire::{LastOutcome, ResultCode, WakeBudget};
 use ota_core::Device;
-use sha2::{Digest as _, Sha256};
 
-/// The running image, a point release of it (a few bytes changed, a few inserted), and the
-/// patch between them.
+/// The running image, a point release of it, and the patch between them.
 fn release() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let old = image(48_000, 11);
-    let mut new = old.clone();
-    new[1000..1016].copy_from_slice(b"version 1.4.0 ok");
-    new.splice(30_000..30_000, image(200, 12));
+    let new = point_release(&old, 12);
     let patch = ota_delta::diff(&old, &new).unwrap();
     (old, new, patch)
-}
-
-fn patch_info(old: &[u8], patch: &[u8]) -> PatchInfo {
-    PatchInfo {
-        size: patch.len() as u32,
-        digest: Digest(Sha256::digest(patch).into()),
-        source_size: old.len() as u32,
-        source_digest: Digest(Sha256::digest(old).into()),
-    }
-}
-
-/// A server offering `new` as `patch` (and serving `served` as the patch's bytes).
-fn patch_handler(
-    old: &[u8],
-    new: &[u8],
-    patch: &[u8],
-    served: &[u8],
-) -> Handler<SingleRelease, MemImages> {
-    let images = MemImages::new();
-    images.insert(ImageId(3), served.to_vec());
-    let manifest = manifest_for(new, 512).with_patch(patch_info(old, patch));
-    let release = SingleRelease {
-        image: ImageId(3),
-        manifest: signed(&manifest),
-        urgency: Urgency::Attempt,
-        next_check_in: 3600,
-    };
-    Handler::new(release, images, 1024)
 }
 
 /// What a run of wakes did: the reason of each, the chunk payload bytes accepted in each.
@@ -112,7 +80,7 @@ fn a_patch_rebuilds_the_image_from_the_running_one() {
         patch.len() * 10 < new.len(),
         "a point release: a small patch"
     );
-    let handler = patch_handler(&old, &new, &patch, &patch);
+    let handler = patch_handler(&old, &new, &patch, &patch, 512);
     let mut storage = MemStorage::new(64 * 1024).with_active(&old);
     let w = wakes(&handler, &mut storage, 1);
     assert_eq!(w.reasons, [Ok(SleepReason::Staged)]);
@@ -124,7 +92,7 @@ fn a_patch_rebuilds_the_image_from_the_running_one() {
 #[test]
 fn a_patch_for_another_image_is_refused_before_anything_is_fetched() {
     let (old, new, patch) = release();
-    let handler = patch_handler(&old, &new, &patch, &patch);
+    let handler = patch_handler(&old, &new, &patch, &patch, 512);
     let mut other = old.clone();
     other[5] ^= 0x40;
     let mut storage = MemStorage::new(64 * 1024).with_active(&other);
@@ -148,7 +116,7 @@ fn a_patch_that_does_not_apply_is_reported_and_forgotten() {
     // The server holds other bytes than its manifest names (same size).
     let mut bad = patch.clone();
     bad[patch.len() / 2] ^= 1;
-    let handler = patch_handler(&old, &new, &patch, &bad);
+    let handler = patch_handler(&old, &new, &patch, &bad, 512);
     let mut storage = MemStorage::new(64 * 1024).with_active(&old);
     let w = wakes(&handler, &mut storage, 1);
     assert_eq!(w.reasons, [Ok(SleepReason::Failed)]);
@@ -165,7 +133,7 @@ fn a_patch_that_does_not_apply_is_reported_and_forgotten() {
 #[test]
 fn a_patch_that_does_not_fit_beside_its_image_is_refused_by_the_manifest_check() {
     let (old, new, patch) = release();
-    let handler = patch_handler(&old, &new, &patch, &patch);
+    let handler = patch_handler(&old, &new, &patch, &patch, 512);
     // Room for the image but not for the image and its patch side by side.
     let mut storage = MemStorage::new(new.len() as u32 + 100).with_active(&old);
     let w = wakes(&handler, &mut storage, 1);
@@ -238,7 +206,7 @@ impl CounterStore for CutDuringRebuild {
 #[test]
 fn a_reset_during_the_rebuild_redoes_it_without_fetching_again() {
     let (old, new, patch) = release();
-    let handler = patch_handler(&old, &new, &patch, &patch);
+    let handler = patch_handler(&old, &new, &patch, &patch, 512);
     let mut storage = CutDuringRebuild {
         inner: MemStorage::new(64 * 1024).with_active(&old),
         cuts: 0,

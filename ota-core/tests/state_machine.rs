@@ -1,5 +1,6 @@
 //! The device state machine driven against the host handler through a faulty in-memory link,
-//! with resets at random points and random wake budgets, under both congestion controls; long
+//! with resets at random points and random wake budgets, under both congestion controls, images
+//! whole or as patches; long
 //! loss bursts (Gilbert-Elliott) and a link that goes silent mid-download.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -38,6 +39,8 @@ struct Scenario {
     /// Percent chance, at each storage operation, that power fails just before it.
     reset_percent: u32,
     seed: u64,
+    /// The image comes as a patch from the one the device runs (a point release of it).
+    patch: bool,
 }
 
 /// Carries out the device's storage operations one by one; power may fail before any of them.
@@ -61,10 +64,28 @@ fn drain(
     }
 }
 
-fn run(s: &Scenario, max_wakes: u32) -> (Outcome, MemStorage, Vec<u8>) {
-    let img = image(s.image_len, s.seed);
-    let handler = handler(&img, s.chunk);
-    let mut storage = MemStorage::new(s.image_len as u32 + 4096);
+/// Runs `s` for at most `max_wakes`; what happened, the storage, the image to stage, and the
+/// bytes fetched for it (the patch's, if it came as one).
+fn run(s: &Scenario, max_wakes: u32) -> (Outcome, MemStorage, Vec<u8>, usize) {
+    let (img, handler, mut storage, fetched) = if s.patch {
+        let old = image(s.image_len, s.seed);
+        let new = point_release(&old, s.seed);
+        let patch = ota_delta::diff(&old, &new).unwrap();
+        let handler = patch_handler(&old, &new, &patch, &patch, s.chunk);
+        let capacity = (new.len() + patch.len()) as u32 + 4096;
+        let storage = MemStorage::new(capacity).with_active(&old);
+        (new, handler, storage, patch.len())
+    } else {
+        let img = image(s.image_len, s.seed);
+        let handler = handler(&img, s.chunk);
+        let len = img.len();
+        (
+            img,
+            handler,
+            MemStorage::new(s.image_len as u32 + 4096),
+            len,
+        )
+    };
     let mut rng = SimRng::new(s.seed);
     let pipe = || match s.bursts {
         Some(ge) => Pipe::default().with_bursts(ge),
@@ -79,7 +100,7 @@ fn run(s: &Scenario, max_wakes: u32) -> (Outcome, MemStorage, Vec<u8>) {
     'wakes: while out.wakes < max_wakes {
         out.wakes += 1;
         // A new process: nothing survives but storage.
-        let mut cfg = config(s.image_len as u32 + 4096, s.window);
+        let mut cfg = config(storage.capacity(), s.window);
         cfg.congestion = s.congestion;
         let mut dev: Device<Ed25519Verifier> = Device::new(cfg, verifier());
         dev.restore_from(&mut storage).unwrap();
@@ -106,7 +127,7 @@ fn run(s: &Scenario, max_wakes: u32) -> (Outcome, MemStorage, Vec<u8>) {
                         out.accepted_payload += dev.stats().payload_bytes_accepted;
                         if reason == SleepReason::Staged {
                             out.staged = true;
-                            return (out, storage, img);
+                            return (out, storage, img, fetched);
                         }
                         // Sleep: the server's answers in flight are lost to a sleeping radio.
                         out.lost_downlink_chunks += down.clear() as u64;
@@ -150,11 +171,11 @@ fn run(s: &Scenario, max_wakes: u32) -> (Outcome, MemStorage, Vec<u8>) {
         }
         panic!("wake did not end within its step bound");
     }
-    (out, storage, img)
+    (out, storage, img, fetched)
 }
 
 fn check(s: &Scenario) {
-    let (out, storage, img) = run(s, 2_000);
+    let (out, storage, img, fetched) = run(s, 2_000);
     if std::env::var("SIM_TRACE").is_ok() {
         eprintln!(
             "len {} chunk {} win {} -> {out:?}",
@@ -163,7 +184,7 @@ fn check(s: &Scenario) {
     }
     assert!(out.staged, "not staged after {} wakes: {out:?}", out.wakes);
     assert_eq!(storage.staged(img.len()), img, "staged image differs");
-    let refetched = out.accepted_payload.saturating_sub(img.len() as u64);
+    let refetched = out.accepted_payload.saturating_sub(fetched as u64);
     let bound = u64::from(s.chunk) * u64::from(out.resets);
     assert!(
         refetched <= bound,
@@ -183,8 +204,9 @@ fn clean_link_single_wake() {
         budgets: vec![(None, None)],
         reset_percent: 0,
         seed: 1,
+        patch: false,
     };
-    let (out, storage, img) = run(&s, 1);
+    let (out, storage, img, _) = run(&s, 1);
     assert!(out.staged);
     assert_eq!(out.accepted_payload, img.len() as u64);
     assert_eq!(storage.staged(img.len()), img);
@@ -202,8 +224,9 @@ fn time_budget_resumes_across_wakes_without_refetch() {
         budgets: vec![(Some(3_000), None)],
         reset_percent: 0,
         seed: 2,
+        patch: false,
     };
-    let (out, storage, img) = run(&s, 100);
+    let (out, storage, img, _) = run(&s, 100);
     assert!(out.staged);
     assert!(
         out.wakes > 3,
@@ -313,6 +336,31 @@ fn lossy_link_with_resets() {
         budgets: vec![(Some(4_000), None), (None, Some(5_000)), (None, None)],
         reset_percent: 3,
         seed: 3,
+        patch: false,
+    });
+}
+
+#[test]
+fn lossy_link_with_resets_patch() {
+    // The image as a patch: resets while the patch is fetched and while it rebuilds the image.
+    check(&Scenario {
+        image_len: 12_345,
+        chunk: 512,
+        window: 8,
+        faults: LinkProfile {
+            latency_ms: 50,
+            jitter_ms: 850,
+            bits_per_sec: 0,
+            loss_percent: 15,
+            duplicate_percent: 10,
+            corrupt_percent: 10,
+        },
+        bursts: None,
+        congestion: Congestion::LossTolerant,
+        budgets: vec![(Some(4_000), None), (None, Some(5_000)), (None, None)],
+        reset_percent: 8,
+        seed: 3,
+        patch: true,
     });
 }
 
@@ -330,6 +378,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         0u32..6,
         any::<u64>(),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
             |(
@@ -341,6 +390,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 reset_percent,
                 seed,
                 aimd,
+                patch,
             )| {
                 let rtt = 2 * (d0 + d1) as u32;
                 let budgets = budgets
@@ -373,6 +423,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     budgets,
                     reset_percent,
                     seed,
+                    patch,
                 }
             },
         )
@@ -382,7 +433,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     /// Whatever the link and the resets do, the staged image is the source image bit for bit,
-    /// and refetched bytes never exceed one chunk per reset.
+    /// and refetched bytes never exceed one chunk per reset; the same when the image comes as
+    /// a patch (resets during the rebuild included).
     #[test]
     fn staged_image_always_matches_source(s in scenario()) {
         check(&s);
@@ -408,6 +460,7 @@ fn lossy_link_with_resets_aimd() {
         budgets: vec![(Some(4_000), None), (None, Some(5_000)), (None, None)],
         reset_percent: 3,
         seed: 3,
+        patch: false,
     });
 }
 
@@ -479,6 +532,7 @@ fn bursty() -> impl Strategy<Value = Scenario> {
                     budgets,
                     reset_percent,
                     seed,
+                    patch: false,
                 }
             },
         )
