@@ -318,33 +318,41 @@ fn load_table() {
         "unanswered",
         "kernel drops"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+    let sqlite = ota_server::store::Location::Dir(dir.clone());
+    let postgres = ota_server::store::Location::Postgres(pg);
+    let total = 4 * devices;
+    let span = 4 * (total as u64 + 1001);
     let mut one_pg = [0.0f64; 2];
-    for (name, instances) in [
-        ("SQLite, 1", 1usize),
-        ("PostgreSQL, 1", 1),
-        ("PostgreSQL, 2", 2),
+    for (location, class, runs) in [
+        (&sqlite, "loadsqlite", &[("SQLite, 1", 1usize)][..]),
+        (
+            &postgres,
+            "loadpg",
+            &[("PostgreSQL, 1", 1), ("PostgreSQL, 2", 2)][..],
+        ),
     ] {
-        for (k, clients) in [64usize, 256].into_iter().enumerate() {
-            let class = format!("load{}{instances}c{clients}", &name[..1].to_lowercase());
-            let location = if name.starts_with("SQLite") {
-                let _ = std::fs::remove_dir_all(&dir);
-                ota_server::store::Location::Dir(dir.clone())
-            } else {
-                ota_server::store::Location::Postgres(pg.clone())
-            };
-            let s = served::load(&location, instances, clients, devices, 4 * devices, &class);
-            let vs = if name == "PostgreSQL, 1" {
-                one_pg[k] = s.per_sec;
-                String::new()
-            } else if name == "PostgreSQL, 2" {
-                format!("  ({:.2}x one instance; goal 1.6x)", s.per_sec / one_pg[k])
-            } else {
-                "  (goal: 20000/s, p99 10 ms at 256, no drop)".to_string()
-            };
-            println!(
-                "{name:<34} {clients:>8} {:>14.0} {:>9.2} {:>9.2} {:>11} {:>13}{vs}",
-                s.per_sec, s.p50_ms, s.p99_ms, s.unanswered, s.kernel_drops
-            );
+        let fleet = served::provision(location, class, devices);
+        let mut first_seq = 0;
+        for &(name, instances) in runs {
+            for (k, clients) in [64usize, 256].into_iter().enumerate() {
+                let s = served::load(location, &fleet, instances, clients, total, first_seq);
+                first_seq += span;
+                let vs = match instances {
+                    _ if name.starts_with("SQLite") => {
+                        "  (goal: 20000/s, p99 10 ms at 256, no drop)".to_string()
+                    }
+                    1 => {
+                        one_pg[k] = s.per_sec;
+                        String::new()
+                    }
+                    _ => format!("  ({:.2}x one instance; goal 1.6x)", s.per_sec / one_pg[k]),
+                };
+                println!(
+                    "{name:<34} {clients:>8} {:>14.0} {:>9.2} {:>9.2} {:>11} {:>13}{vs}",
+                    s.per_sec, s.p50_ms, s.p99_ms, s.unanswered, s.kernel_drops
+                );
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

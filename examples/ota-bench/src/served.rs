@@ -36,14 +36,9 @@ pub struct Served {
 pub fn checkins(clients: usize, total: usize) -> Served {
     let dir = std::env::temp_dir().join(format!("ota-bench-served-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let served = load(
-        &Location::Dir(dir.clone()),
-        1,
-        clients,
-        clients * DEVICES,
-        total,
-        "bench",
-    );
+    let location = Location::Dir(dir.clone());
+    let fleet = provision(&location, "bench", clients * DEVICES);
+    let served = load(&location, &fleet, 1, clients, total, 0);
     let _ = std::fs::remove_dir_all(&dir);
     served
 }
@@ -64,24 +59,22 @@ pub fn kernel_udp_drops() -> u64 {
         .unwrap_or(0)
 }
 
-/// `clients` closed-loop clients share `devices` provisioned devices (class `class`, made
-/// for this run) and send `total` check-ins between them to `instances` servers started as
-/// `ota-server serve` starts one, each with its own store connection to `location`, all on
-/// one UDP port (`SO_REUSEPORT`: the kernel spreads clients over the instances).
-pub fn load(
-    location: &Location,
-    instances: usize,
-    clients: usize,
-    devices: usize,
-    total: usize,
-    class: &str,
-) -> Served {
+/// A class of provisioned devices with a release rolled out to all of them.
+pub struct BenchFleet {
+    class: String,
+    key: ed25519_dalek::SigningKey,
+    devices: Vec<(String, SecurityContext)>,
+}
+
+/// Provisions `devices` devices of class `class` in the store at `location` and rolls a
+/// release out to them.
+pub fn provision(location: &Location, class: &str, devices: usize) -> BenchFleet {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
-    let (contexts, addr) = rt.block_on(async {
+    let devices = rt.block_on(async {
         let store = Store::open_at(location).await.unwrap();
         let image = super::image(64 * 1024);
         let release = store
@@ -92,39 +85,65 @@ pub fn load(
             .set_rollout(class, release.version, &RolloutPlan::immediate(100))
             .await
             .unwrap();
-        let mut contexts: Vec<Vec<_>> = (0..clients).map(|_| Vec::new()).collect();
+        let mut out = Vec::with_capacity(devices);
         for d in 0..devices {
             let id = format!("{class}-{d:05}");
             let cred = store.add_device(&id, class).await.unwrap();
-            contexts[d % clients].push((
-                id,
-                SecurityContext::derive(&cred.secret, &cred.salt, &cred.kid, &[]).unwrap(),
-            ));
+            let ctx = SecurityContext::derive(&cred.secret, &cred.salt, &cred.kid, &[]).unwrap();
+            out.push((id, ctx));
         }
-        let mut addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-        for i in 0..instances {
-            let store = if i == 0 {
-                store.clone()
-            } else {
-                Store::open_at(location).await.unwrap()
-            };
-            let fleet = Arc::new(Fleet::new(store, 3600, 256 << 20).await.unwrap());
-            addr = spawn_coap(fleet, addr, 2).unwrap().0;
-        }
-        (contexts, addr)
+        out
     });
+    BenchFleet {
+        class: class.to_string(),
+        key,
+        devices,
+    }
+}
 
-    let verifier = Ed25519Verifier::from_bytes(&key.verifying_key().to_bytes()).unwrap();
+/// `clients` closed-loop clients share `fleet`'s devices and send `total` check-ins between
+/// them to `instances` servers started as `ota-server serve` starts one, each with its own
+/// store connection to `location`, all on one UDP port (`SO_REUSEPORT`: the kernel spreads
+/// clients over the instances). A run's OSCORE sequence numbers start at `first_seq`: give
+/// each run over the same fleet a range above the last one's, `4 × (total + 1001)` wide.
+pub fn load(
+    location: &Location,
+    fleet: &BenchFleet,
+    instances: usize,
+    clients: usize,
+    total: usize,
+    first_seq: u64,
+) -> Served {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = rt.block_on(async {
+        let mut addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        for _ in 0..instances {
+            let store = Store::open_at(location).await.unwrap();
+            let app = Arc::new(Fleet::new(store, 3600, 256 << 20).await.unwrap());
+            addr = spawn_coap(app, addr, 2).unwrap().0;
+        }
+        addr
+    });
+    let mut shares: Vec<Vec<_>> = (0..clients).map(|_| Vec::new()).collect();
+    for (d, dev) in fleet.devices.iter().enumerate() {
+        shares[d % clients].push(dev.clone());
+    }
+
+    let verifier = Ed25519Verifier::from_bytes(&fleet.key.verifying_key().to_bytes()).unwrap();
     let per_client = total / clients;
-    let class = class.to_string();
     let drops_before = kernel_udp_drops();
     let started = Wall::now();
-    let threads: Vec<_> = contexts
+    let threads: Vec<_> = shares
         .into_iter()
         .map(|devices| {
             let verifier = verifier.clone();
-            let class = class.clone();
-            std::thread::spawn(move || client_loop(addr, devices, per_client, verifier, &class))
+            let class = fleet.class.clone();
+            std::thread::spawn(move || {
+                client_loop(addr, devices, per_client, verifier, &class, first_seq)
+            })
         })
         .collect();
     let mut latencies = Vec::with_capacity(total);
@@ -159,6 +178,7 @@ fn client_loop(
     count: usize,
     verifier: Ed25519Verifier,
     class: &str,
+    first_seq: u64,
 ) -> (Vec<Duration>, u64) {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.connect(server).unwrap();
@@ -187,8 +207,8 @@ fn client_loop(
         let mut c: CoapClient<_> =
             CoapClient::new(config, verifier.clone(), i as u32).secure(ctx.clone());
         // Each check-in a new wake of the device: fresh sequence numbers.
-        c.restore_sequence((i as u64) * 4);
-        c.sequence_reserved((i as u64) * 4 + 4);
+        c.restore_sequence(first_seq + (i as u64) * 4);
+        c.sequence_reserved(first_seq + (i as u64) * 4 + 4);
         c.device_mut().wake(Instant(0), WakeBudget::default());
         let n = c.poll_transmit(Instant(0), &mut tx).unwrap();
         let t = Wall::now();
