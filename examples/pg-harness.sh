@@ -20,15 +20,19 @@ pg_harness_start() {
     chown postgres "$PG_DIR"
     as=(runuser -u postgres --)
   fi
+  # The server's user cannot enter a private checkout: its tools run from /.
+  local here=$PWD
+  cd /
   if ! "${as[@]}" "$bin/initdb" -D "$PG_DIR/data" -U ota -A trust --no-sync -E UTF8 >"$PG_DIR/initdb.log" 2>&1; then
-    cat "$PG_DIR/initdb.log"; echo "pg-harness: initdb failed" >&2; return 1
+    cat "$PG_DIR/initdb.log"; echo "pg-harness: initdb failed" >&2; cd "$here"; return 1
   fi
   # Throwaway cluster: durability off (fsync) so tests measure the server, not the disk.
   if ! "${as[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
       -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=200" start >/dev/null; then
-    cat "$PG_DIR/server.log"; echo "pg-harness: PostgreSQL did not start" >&2; return 1
+    cat "$PG_DIR/server.log"; echo "pg-harness: PostgreSQL did not start" >&2; cd "$here"; return 1
   fi
   "${as[@]}" "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U ota ota
+  cd "$here"
   PG_BIN=$bin
   PG_AS=("${as[@]}")
   export OTA_PG_URL="postgres://ota@127.0.0.1:$PG_PORT/ota"
@@ -37,13 +41,13 @@ pg_harness_start() {
 
 # A new empty database on the running cluster; prints its URL.
 pg_harness_db() {
-  "${PG_AS[@]}" "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U ota "$1"
+  (cd / && "${PG_AS[@]}" "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U ota "$1")
   echo "postgres://ota@127.0.0.1:$PG_PORT/$1"
 }
 
 pg_harness_stop() {
   [ -n "${PG_DIR:-}" ] || return 0
-  "${PG_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+  (cd / && "${PG_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1) || true
   rm -rf "$PG_DIR"
   PG_DIR=
 }

@@ -8,7 +8,10 @@
 //! [`REFRESH`]), images are cached, and with SQLite (one `serve` per data directory) devices'
 //! rows are kept in memory too. With PostgreSQL a device's row is read from the database at
 //! each check-in, since another instance may have answered its last one. Writes go behind the
-//! request ([`crate::store::Backend::record`]); only the replay floor is awaited.
+//! request ([`crate::store::Backend::record`]), except where the device forgets what it sent
+//! once answered: the replay floor, and an update's outcome (a device reports "confirmed" or
+//! "rolled back" until a check-in carrying it is answered, so the answer waits for the commit;
+//! an instance killed after answering would otherwise lose it for good).
 //!
 //! | module | what it holds |
 //! |---|---|
@@ -421,8 +424,12 @@ impl Fleet {
         if let Some(o) = &p.outcome {
             self.settle(id, &p.row.class, o).await?;
         }
+        let settled = p.outcome.is_some();
         self.history(id, p.events);
         self.put_row(p.row);
+        if settled {
+            self.store.flush().await?;
+        }
         use std::sync::atomic::Ordering::Relaxed;
         self.metrics.checkins.fetch_add(1, Relaxed);
         match &p.decision {
@@ -449,8 +456,12 @@ impl Fleet {
         if let Some(o) = &p.outcome {
             self.settle(id, &class, o).await?;
         }
+        let settled = p.outcome.is_some();
         self.history(id, p.events);
         self.put_row(p.row);
+        if settled {
+            self.store.flush().await?;
+        }
         Ok(())
     }
 
