@@ -7,6 +7,7 @@ mod fixture;
 
 use fixture::handler;
 use libfuzzer_sys::fuzz_target;
+use ota_core::runtime::block::block_on;
 use ota_core::wire::{self, Message};
 use ota_transport_mqtt::server::answer;
 use ota_transport_mqtt::topics::{self, Kind};
@@ -17,7 +18,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let (topic, payload) = rest.split_at(usize::from(n).min(rest.len()));
     let topic = String::from_utf8_lossy(topic);
-    let Some(out) = answer("ota", &topic, payload, &handler()) else {
+    // The fixture's handler decides synchronously: its future is ready when first polled.
+    let app = handler();
+    let Some(out) = block_on(answer("ota", &topic, payload, &*app)) else {
         return;
     };
     // Answers go only to the requesting device's own down and desired-state topics, and
