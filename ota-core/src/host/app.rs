@@ -219,25 +219,7 @@ where
     ) -> impl Future<Output = Result<Image, HandlerError>> + Send {
         let read = || -> Result<Image, HandlerError> {
             self.authorize_fetch(peer, image)?;
-            let info = self.images().describe(image)?;
-            let mut bytes = vec![0u8; info.size as usize];
-            let mut at = 0usize;
-            while at < bytes.len() {
-                let n = self.images().read_at(
-                    image,
-                    u32::try_from(at).unwrap_or(u32::MAX),
-                    bytes.get_mut(at..).unwrap_or(&mut []),
-                )?;
-                if n == 0 {
-                    break;
-                }
-                at += n;
-            }
-            bytes.truncate(at);
-            Ok(Image {
-                info,
-                bytes: bytes.into(),
-            })
+            Ok(self.images().image(image)?)
         };
         std::future::ready(read())
     }

@@ -207,6 +207,27 @@ pub trait ImageSource {
     fn read_at(&self, image: ImageId, offset: u32, buf: &mut [u8]) -> Result<usize, ImageError>;
     /// Size and digest of an image.
     fn describe(&self, image: ImageId) -> Result<ImageInfo, ImageError>;
+    /// The whole image, shared: what the CoAP server serves each block from. The default
+    /// reads it whole through [`ImageSource::read_at`] on every call; a source that keeps
+    /// images in memory returns its own copy (an `Arc` clone) so a block costs no image copy.
+    fn image(&self, image: ImageId) -> Result<Image, ImageError> {
+        let info = self.describe(image)?;
+        let mut bytes = vec![0u8; info.size as usize];
+        let mut at = 0usize;
+        while at < bytes.len() {
+            let offset = u32::try_from(at).unwrap_or(u32::MAX);
+            let n = self.read_at(image, offset, bytes.get_mut(at..).unwrap_or(&mut []))?;
+            if n == 0 {
+                break;
+            }
+            at += n;
+        }
+        bytes.truncate(at);
+        Ok(Image {
+            info,
+            bytes: bytes.into(),
+        })
+    }
 }
 
 impl<T: DesiredState + ?Sized> DesiredState for std::sync::Arc<T> {
@@ -230,6 +251,9 @@ impl<T: ImageSource + ?Sized> ImageSource for std::sync::Arc<T> {
     }
     fn describe(&self, image: ImageId) -> Result<ImageInfo, ImageError> {
         (**self).describe(image)
+    }
+    fn image(&self, image: ImageId) -> Result<Image, ImageError> {
+        (**self).image(image)
     }
 }
 
@@ -488,7 +512,7 @@ pub fn read_slice(
 /// Images held in memory, for tests, simulators and small servers.
 #[derive(Debug, Default)]
 pub struct MemImages {
-    images: RwLock<HashMap<ImageId, (Vec<u8>, ImageInfo)>>,
+    images: RwLock<HashMap<ImageId, Image>>,
 }
 
 impl MemImages {
@@ -499,35 +523,32 @@ impl MemImages {
 
     /// Adds or replaces an image.
     pub fn insert(&self, id: ImageId, bytes: Vec<u8>) {
-        use sha2::Digest as _;
-        let info = ImageInfo {
-            size: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
-            digest: Digest(sha2::Sha256::digest(&bytes).into()),
-        };
+        let image = Image::new(bytes.into());
         if let Ok(mut map) = self.images.write() {
-            map.insert(id, (bytes, info));
+            map.insert(id, image);
         }
+    }
+
+    fn get(&self, id: ImageId) -> Result<Image, ImageError> {
+        let map = self
+            .images
+            .read()
+            .map_err(|_| ImageError::Io("lock poisoned".into()))?;
+        map.get(&id).cloned().ok_or(ImageError::UnknownImage(id))
     }
 }
 
 impl ImageSource for MemImages {
     fn read_at(&self, image: ImageId, offset: u32, buf: &mut [u8]) -> Result<usize, ImageError> {
-        let map = self
-            .images
-            .read()
-            .map_err(|_| ImageError::Io("lock poisoned".into()))?;
-        let (bytes, _) = map.get(&image).ok_or(ImageError::UnknownImage(image))?;
-        read_slice(image, bytes, offset, buf)
+        self.get(image)?.read_at(image, offset, buf)
     }
 
     fn describe(&self, image: ImageId) -> Result<ImageInfo, ImageError> {
-        let map = self
-            .images
-            .read()
-            .map_err(|_| ImageError::Io("lock poisoned".into()))?;
-        map.get(&image)
-            .map(|(_, info)| *info)
-            .ok_or(ImageError::UnknownImage(image))
+        Ok(self.get(image)?.info)
+    }
+
+    fn image(&self, image: ImageId) -> Result<Image, ImageError> {
+        self.get(image)
     }
 }
 
