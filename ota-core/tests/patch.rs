@@ -219,3 +219,17 @@ fn a_reset_during_the_rebuild_redoes_it_without_fetching_again() {
     assert_eq!(second.accepted, [0], "no patch byte fetched again");
     assert_eq!(storage.inner.staged(new.len()), new);
 }
+
+/// A server keeps signed manifests as body and signature and takes them apart again: a patch
+/// manifest must come back with its patch (it came back without one, and the server offered
+/// nothing but whole images).
+#[test]
+fn a_stored_patch_manifest_decodes_with_its_patch() {
+    let (old, new, patch) = release();
+    let info = patch_info(&old, &patch);
+    let signed = signed(&manifest_for(&new, 256).with_patch(info));
+    let again =
+        ota_core::host::OwnedManifest::new(signed.body().to_vec(), signed.signature()).unwrap();
+    assert_eq!(again.manifest().patch, Some(info));
+    assert_eq!(again.manifest(), signed.manifest());
+}

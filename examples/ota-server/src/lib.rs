@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`store`] | the store: one set of typed operations over SQLite or PostgreSQL |
 //! | [`fleet`] | decisions for every check-in, images, credentials, staged rollouts |
+//! | [`delta`] | patches from earlier releases (`release --delta-from`) |
 //! | [`serve`] | the transports and the HTTP side started together (`ota-server serve`) |
 //! | [`mqtt`] | MQTT: broker URLs, keeping retained desired states current |
 //! | [`http`] | the management API, the dashboard and `/metrics` |
@@ -15,6 +16,7 @@
 
 pub mod cache;
 pub mod credentials;
+pub mod delta;
 pub mod fleet;
 pub mod http;
 pub mod keys;

@@ -96,6 +96,13 @@ enum Command {
         /// Chunk (CoAP block) size: a power of two from 16 to 1024.
         #[arg(long, default_value_t = 1024)]
         chunk_size: u16,
+        /// Also make patches from these earlier versions (X.Y.Z,X.Y.Z...): devices running one
+        /// of them fetch the patch instead of the whole image.
+        #[arg(long, default_value = "")]
+        delta_from: String,
+        /// Patches larger than this share of the image (percent) are not offered.
+        #[arg(long, default_value_t = ota_server::delta::DEFAULT_MAX_PERCENT)]
+        max_patch_percent: u8,
     },
     /// Set the desired state of a device class: one step (--percent), or a staged ramp
     /// (--steps 1,10,100 --soak-secs 3600) that pauses itself when failures pass
@@ -236,12 +243,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             key,
             db,
             chunk_size,
+            delta_from,
+            max_patch_percent,
         } => {
             let version = parse_version(&version)?;
             let key = keys::load_signing(&key)?;
             let bytes = std::fs::read(&image)
                 .with_context(|| format!("cannot read image {}", image.display()))?;
             let store = db.open().await?;
+            let sources = ota_server::delta::sources(&store, &class, &delta_from).await?;
             let r = store
                 .add_release(&class, version, &bytes, &key, chunk_size)
                 .await?;
@@ -254,6 +264,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 m.image_size,
                 m.digest
             );
+            let made = ota_server::delta::make_patches(
+                &store,
+                &r,
+                &bytes,
+                &sources,
+                max_patch_percent,
+                &key,
+            )
+            .await?;
+            for p in &made {
+                println!("  {}", p.describe(m.image_size, &sources));
+            }
         }
         Command::Rollout {
             version,
@@ -408,16 +430,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = db.open().await?;
             let devices = store.devices(&DeviceFilter::default()).await?;
             let rollouts = store.rollouts().await?;
+            // Each device's newest transfer: bytes sent, and whether as a patch.
+            let mut sent = std::collections::HashMap::new();
+            for t in store.transfers(None, None).await? {
+                sent.insert(t.device.clone(), t);
+            }
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
-                "{:<14} {:<12} {:>9} {:>9} {:<20} {:>9} {:<12} {:<28} {:>9}",
+                "{:<14} {:<12} {:>9} {:>9} {:<20} {:>9} {:>15} {:<12} {:<28} {:>9}",
                 "device",
                 "class",
                 "running",
                 "desired",
                 "phase",
                 "progress",
+                "bytes sent",
                 "last result",
                 "reason",
                 "last seen"
@@ -433,15 +461,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .progress
                     .map(|(a, b)| format!("{:.0}%", 100.0 * f64::from(a) / f64::from(b.max(1))))
                     .unwrap_or_else(|| "-".into());
+                let bytes = sent.get(&d.id).map_or_else(
+                    || "-".into(),
+                    |t| {
+                        let kind = match t.patch_bytes {
+                            0 => "whole",
+                            p if p == t.bytes => "patch",
+                            _ => "both",
+                        };
+                        format!("{} {kind}", t.bytes)
+                    },
+                );
                 writeln!(
                     out,
-                    "{:<14} {:<12} {:>9} {:>9} {:<20} {:>9} {:<12} {:<28} {:>8}s",
+                    "{:<14} {:<12} {:>9} {:>9} {:<20} {:>9} {:>15} {:<12} {:<28} {:>8}s",
                     d.id,
                     d.class,
                     d.running,
                     desired,
                     d.phase,
                     progress,
+                    bytes,
                     if d.result.is_empty() { "-" } else { &d.result },
                     if d.reason.is_empty() { "-" } else { &d.reason },
                     now.saturating_sub(d.last_seen)

@@ -39,14 +39,18 @@ pub struct OwnedManifest {
 pub struct MalformedManifest(postcard::Error);
 
 impl OwnedManifest {
-    /// From signed body bytes and their signature (the signature is not checked here).
+    /// From signed body bytes and their signature (the signature is not checked here); a
+    /// patch manifest's patch is decoded too.
     pub fn new(body: Vec<u8>, signature: Signature) -> Result<Self, MalformedManifest> {
-        let (manifest, _) = postcard::take_from_bytes(&body).map_err(MalformedManifest)?;
-        let digest = SignedManifest {
+        let signed = SignedManifest {
             body: &body,
             signature,
-        }
-        .digest();
+        };
+        let manifest = signed.decode_verified().map_err(|e| match e {
+            crate::manifest::ManifestError::Malformed(p) => MalformedManifest(p),
+            _ => MalformedManifest(postcard::Error::DeserializeBadEncoding),
+        })?;
+        let digest = signed.digest();
         Ok(Self {
             body,
             signature,

@@ -32,7 +32,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::cache::ImageCache;
 use crate::metrics::Metrics;
-use crate::store::{unix_now, DeviceRow, Release, Rollout, Store, Write};
+use crate::store::{unix_now, DeviceRow, Patch, Release, Rollout, Store, Write, PATCH_IMAGE_BIT};
 
 pub use plan::reason_text;
 
@@ -66,8 +66,9 @@ pub struct Fleet {
     /// Device rows, when this process is their only writer.
     devices: Option<Mutex<HashMap<String, DeviceRow>>>,
     fetch: Mutex<HashMap<(String, ImageId), (bool, Instant)>>,
-    /// Image bytes sent per (device, release) since the last flush, and when the first was.
-    sent: Mutex<HashMap<(String, u32), (u64, i64)>>,
+    /// Image bytes sent per (device, release, as a patch) since the last flush, and when the
+    /// first was.
+    sent: Mutex<HashMap<(String, u32, bool), (u64, i64)>>,
     next_check_in: u32,
     metrics: Arc<Metrics>,
     /// Seconds since midnight UTC, for maintenance windows.
@@ -189,11 +190,12 @@ impl Fleet {
             Ok(mut m) => m.drain().collect(),
             Err(_) => return,
         };
-        for ((device, release), (bytes, at)) in drained {
+        for ((device, release, patch), (bytes, at)) in drained {
             self.store.record(Write::Bytes {
                 device,
                 release,
                 bytes,
+                patch,
                 at,
             });
         }
@@ -312,6 +314,41 @@ impl Fleet {
         })
     }
 
+    /// Patch `p`'s bytes from the cache, or from the store if they match its manifest (size
+    /// and SHA-256). A mismatch is logged and the patch is not offered (devices get the whole
+    /// image).
+    async fn verified_patch(&self, p: &Patch) -> Result<Image, String> {
+        let id = ImageId(p.id);
+        let info = ota_core::host::ImageInfo {
+            size: p.info.size,
+            digest: p.info.digest,
+        };
+        if let Some(bytes) = self.images.lock().ok().and_then(|mut c| c.get(id)) {
+            return Ok(Image { info, bytes });
+        }
+        let bytes = self
+            .store
+            .bytes_by_digest(&p.info.digest)
+            .await
+            .map_err(|e| format!("stored patch unreadable: {e:#}"))?
+            .ok_or_else(|| "stored patch missing".to_string())?;
+        if bytes.len() != p.info.size as usize
+            || Sha256::digest(&bytes).as_slice() != p.info.digest.0
+        {
+            let why = format!(
+                "stored patch {} does not match its manifest",
+                p.id & !PATCH_IMAGE_BIT
+            );
+            eprintln!("ota-server: {why}; offering the whole image instead");
+            return Err(why);
+        }
+        let bytes: Arc<[u8]> = bytes.into();
+        if let Ok(mut c) = self.images.lock() {
+            c.insert(id, bytes.clone());
+        }
+        Ok(Image { info, bytes })
+    }
+
     /// Counts `device`'s integrity failure of release `id`; halts the release at
     /// [`INTEGRITY_FAILURES_TO_HALT`] devices.
     async fn integrity_failed(&self, id: u32, device: &str) -> anyhow::Result<()> {
@@ -356,9 +393,14 @@ impl Fleet {
         let result = match o.outcome {
             "success" => "confirmed",
             "rollback" => "rolled back",
+            _ if plan::patch_failed(o.code) => "patch failed",
             _ => "failed",
         };
         self.metrics.result(result, &reason_text(o.code));
+        if plan::patch_failed(o.code) {
+            // Not the update's end: the device is offered the whole image next.
+            return Ok(());
+        }
         let Some(release) = self.release_of(class, o).await? else {
             return Ok(());
         };
@@ -385,22 +427,28 @@ impl Fleet {
         let provisioned = self.provisioned_class(id).await?;
         let prev = self.device_row(id).await?;
         let rollout = snapshot.rollouts.get(&class);
-        let inputs = |release_ok| plan::Inputs {
+        let inputs = |release_ok, patches| plan::Inputs {
             id,
             class: class.clone(),
             provisioned_class: provisioned.as_deref(),
             prev: prev.clone(),
             rollout,
             release_ok,
+            patches,
             secs_of_day: (self.clock)(),
             now: unix_now(),
             next_check_in: self.next_check_in,
         };
-        let mut p = plan::check_in(c, inputs(true));
-        if let (Decision::Offer { .. }, Some(r)) = (&p.decision, rollout) {
+        let mut p = plan::check_in(c, inputs(true, true));
+        if let (Decision::Offer { image, .. }, Some(r)) = (&p.decision, rollout) {
             let ok = r.release.halted.is_none() && self.verified_image(&r.release).await.is_ok();
+            let patch = r.release.patches.iter().find(|x| x.id == image.0);
             if !ok {
-                p = plan::check_in(c, inputs(false));
+                p = plan::check_in(c, inputs(false, false));
+            } else if let Some(patch) = patch {
+                if self.verified_patch(patch).await.is_err() {
+                    p = plan::check_in(c, inputs(true, false));
+                }
             }
         }
         Ok(p)
@@ -488,7 +536,7 @@ impl Fleet {
         let ok = class
             .and_then(|c| snapshot.rollouts.get(&c))
             .is_some_and(|r| {
-                r.release.id == image.0
+                r.release.serves(image)
                     && r.release.halted.is_none()
                     && !r.cancelled()
                     && r.reaches(device)
@@ -518,6 +566,9 @@ impl Fleet {
                 });
             }
         }
+        if image.0 & PATCH_IMAGE_BIT != 0 {
+            return self.patch_for(peer, image, offset, len).await;
+        }
         let snapshot = self.snapshot();
         let release = match snapshot
             .rollouts
@@ -537,15 +588,59 @@ impl Fleet {
             .verified_image(&release)
             .await
             .map_err(ImageError::Io)?;
+        self.count_sent(peer, release.id, false, &img, offset, len);
+        Ok(img)
+    }
+
+    /// Patch `image` for `peer` (already allowed to fetch it).
+    async fn patch_for(
+        &self,
+        peer: Peer<'_>,
+        image: ImageId,
+        offset: u32,
+        len: u32,
+    ) -> Result<Image, HandlerError> {
+        let snapshot = self.snapshot();
+        let patch = match snapshot
+            .rollouts
+            .values()
+            .flat_map(|r| r.release.patches.iter())
+            .find(|p| p.id == image.0)
+            .cloned()
+        {
+            Some(p) => p,
+            None => self
+                .store
+                .patch_by_id(image)
+                .await
+                .map_err(|e| ImageError::Io(e.to_string()))?
+                .ok_or(ImageError::UnknownImage(image))?,
+        };
+        let img = self.verified_patch(&patch).await.map_err(ImageError::Io)?;
+        self.count_sent(peer, patch.release, true, &img, offset, len);
+        Ok(img)
+    }
+
+    /// Counts the bytes of a block of `img` sent to `peer` for `release`.
+    fn count_sent(
+        &self,
+        peer: Peer<'_>,
+        release: u32,
+        patch: bool,
+        img: &Image,
+        offset: u32,
+        len: u32,
+    ) {
         let sent = u64::from(len.min(img.info.size.saturating_sub(offset)));
         self.metrics
             .image_bytes
             .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
         if let (Peer::Device(d), Ok(mut m)) = (peer, self.sent.lock()) {
-            let e = m.entry((d.to_string(), image.0)).or_insert((0, unix_now()));
+            let e = m
+                .entry((d.to_string(), release, patch))
+                .or_insert((0, unix_now()));
             e.0 += sent;
         }
-        Ok(img)
     }
 }
 

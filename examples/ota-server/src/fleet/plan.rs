@@ -7,7 +7,9 @@ use ota_core::wire::{
     CheckIn, DeferReason, ImageId, LastOutcome, Phase, Report, ResultCode, Urgency,
 };
 
-use crate::store::{vtext, DeviceRow, Rollout, RolloutState};
+use ota_core::host::OwnedManifest;
+
+use crate::store::{vtext, DeviceRow, Release, Rollout, RolloutState};
 
 /// Human words for a result code.
 pub fn reason_text(code: ResultCode) -> String {
@@ -34,6 +36,37 @@ pub fn reason_text(code: ResultCode) -> String {
     text.to_string()
 }
 
+/// Whether `code` says a patch did not apply: not the update's end, since the device is
+/// offered the whole image at its next check-in.
+pub fn patch_failed(code: ResultCode) -> bool {
+    matches!(
+        code,
+        ResultCode::PATCH_SOURCE_MISMATCH | ResultCode::PATCH_FAILED
+    )
+}
+
+/// What a device whose check-in is `c` is offered of `release`: the download it has under way
+/// (whole or patch), else a patch from the image it runs (unless `patches` is off or a patch of
+/// this release failed on it), else the whole image.
+fn choose<'r>(
+    release: &'r Release,
+    c: &CheckIn<'_>,
+    patches: bool,
+    whole_seq: Option<u32>,
+) -> (ImageId, &'r OwnedManifest) {
+    if let Some(started) = c.resume.and_then(|h| release.by_manifest(h.manifest)) {
+        return started;
+    }
+    release
+        .patches
+        .iter()
+        .filter(|_| patches && whole_seq != Some(release.sequence))
+        .find(|p| p.source_prefix == c.running.digest)
+        .map_or((ImageId(release.id), &release.manifest), |p| {
+            (ImageId(p.id), &p.manifest)
+        })
+}
+
 /// What a check-in is decided on.
 pub struct Inputs<'a> {
     /// The device (as authenticated, or as claimed in lab mode).
@@ -48,6 +81,8 @@ pub struct Inputs<'a> {
     pub rollout: Option<&'a Rollout>,
     /// Whether the rollout's release may be offered (not halted, image matches).
     pub release_ok: bool,
+    /// Whether its patches may be offered (each one's bytes match its manifest).
+    pub patches: bool,
     /// Seconds since midnight UTC.
     pub secs_of_day: u32,
     /// Unix seconds.
@@ -149,7 +184,11 @@ pub fn check_in(c: &CheckIn<'_>, inputs: Inputs<'_>) -> Plan {
         }
         LastOutcome::Failed { sequence, reason } => {
             (row.result, row.reason) = ("failed".into(), reason_text(reason));
-            row.failed_seq = Some(sequence);
+            if patch_failed(reason) {
+                row.whole_seq = Some(sequence);
+            } else {
+                row.failed_seq = Some(sequence);
+            }
             events.push((
                 "failed".into(),
                 format!("sequence {sequence}: {}", row.reason),
@@ -184,7 +223,7 @@ pub fn check_in(c: &CheckIn<'_>, inputs: Inputs<'_>) -> Plan {
         Some(r)
             if r.state == RolloutState::Paused
                 && c.resume
-                    .is_none_or(|h| h.manifest != r.release.manifest.digest().prefix()) =>
+                    .is_none_or(|h| r.release.by_manifest(h.manifest).is_none()) =>
         {
             // Paused: devices that have not started wait; downloads under way finish.
             Decision::Defer {
@@ -201,22 +240,25 @@ pub fn check_in(c: &CheckIn<'_>, inputs: Inputs<'_>) -> Plan {
                 retry_after: next,
                 reason: DeferReason::ServerBusy,
             },
-            _ => Decision::Offer {
-                image: ImageId(r.release.id),
-                manifest: r.release.manifest.clone(),
-                urgency: Urgency::Attempt,
-                next_check_in: next,
-            },
+            _ => {
+                let (image, manifest) = choose(&r.release, c, inputs.patches, row.whole_seq);
+                Decision::Offer {
+                    image,
+                    manifest: manifest.clone(),
+                    urgency: Urgency::Attempt,
+                    next_check_in: next,
+                }
+            }
         },
     };
     row.phase = match (&decision, c.resume) {
         (Decision::Offer { manifest, .. }, Some(h)) if h.manifest == manifest.digest().prefix() => {
-            let size = manifest.manifest().image_size;
+            let size = manifest.manifest().transfer_size();
             row.progress = Some((h.next_offset.min(size), size));
             "downloading".into()
         }
         (Decision::Offer { manifest, .. }, _) => {
-            row.progress = Some((0, manifest.manifest().image_size));
+            row.progress = Some((0, manifest.manifest().transfer_size()));
             "offered".into()
         }
         (
@@ -256,11 +298,18 @@ pub fn check_in(c: &CheckIn<'_>, inputs: Inputs<'_>) -> Plan {
     let told = events.iter().any(|(kind, _)| *kind == row.phase);
     if !told && prev.as_ref().map(|p| p.phase.as_str()) != Some(row.phase.as_str()) {
         let detail = match &decision {
-            Decision::Offer { manifest, .. } => format!(
-                "{} ({} bytes)",
-                vtext(manifest.manifest().version),
-                manifest.manifest().image_size
-            ),
+            Decision::Offer { manifest, .. } => {
+                let m = manifest.manifest();
+                match m.patch {
+                    Some(p) => format!(
+                        "{} as a patch ({} bytes for the {}-byte image)",
+                        vtext(m.version),
+                        p.size,
+                        m.image_size
+                    ),
+                    None => format!("{} ({} bytes)", vtext(m.version), m.image_size),
+                }
+            }
             _ => format!("running {}", row.running),
         };
         events.push((row.phase.clone(), detail));

@@ -113,6 +113,7 @@ mod tests {
                 manifest: ota_core::host::OwnedManifest::sign(&m, &key),
                 halted: None,
                 created: 0,
+                patches: Vec::new(),
             },
             plan: RolloutPlan {
                 steps: vec![1, 10, 100],

@@ -188,6 +188,10 @@ pub struct UploadQuery {
     class: String,
     version: String,
     chunk_size: Option<u16>,
+    /// Earlier versions to make patches from (`X.Y.Z,X.Y.Z…`).
+    delta_from: Option<String>,
+    /// Patches larger than this share of the image (percent) are not offered.
+    max_patch_percent: Option<u8>,
 }
 
 async fn upload(
@@ -202,13 +206,29 @@ async fn upload(
         ));
     };
     let version = crate::parse_version(&q.version).map_err(bad)?;
-    let r = s
-        .fleet
-        .store()
+    let store = s.fleet.store();
+    let sources = crate::delta::sources(store, &q.class, q.delta_from.as_deref().unwrap_or(""))
+        .await
+        .map_err(bad)?;
+    let r = store
         .add_release(&q.class, version, &body, key, q.chunk_size.unwrap_or(1024))
         .await
         .map_err(bad)?;
-    Ok((StatusCode::CREATED, Json(ReleaseView::from(&r))).into_response())
+    let max = q
+        .max_patch_percent
+        .unwrap_or(crate::delta::DEFAULT_MAX_PERCENT);
+    let made = crate::delta::make_patches(store, &r, &body, &sources, max, key)
+        .await
+        .map_err(internal)?;
+    let mut view = serde_json::to_value(ReleaseView::from(&r)).map_err(|e| internal(e.into()))?;
+    if let Some(o) = view.as_object_mut() {
+        let patches: Vec<_> = made.iter().map(|m| m.view(&sources)).collect();
+        o.insert(
+            "patches".into(),
+            serde_json::to_value(patches).map_err(|e| internal(e.into()))?,
+        );
+    }
+    Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
 /// A manifest signed elsewhere, with its image, all hex.

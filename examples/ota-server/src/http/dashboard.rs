@@ -232,7 +232,7 @@ pub fn render(s: &Summary) -> String {
     if s.bytes.is_empty() {
         o.push_str("<p class=muted>No image bytes sent yet.</p>");
     } else {
-        o.push_str("<table><tr><th>release</th><th class=n>image</th><th class=n>devices</th><th class=n>sent</th><th class=n>confirmed</th><th class=n>per confirmed device</th></tr>");
+        o.push_str("<table><tr><th>release</th><th class=n>image</th><th class=n>devices</th><th class=n>sent</th><th class=n>of which patch</th><th class=n>confirmed</th><th class=n>per confirmed device</th></tr>");
         for b in &s.bytes {
             let ratio = if b.image_bytes == 0 || b.confirmed == 0 {
                 String::new()
@@ -244,12 +244,13 @@ pub fn render(s: &Summary) -> String {
             };
             let _ = write!(
                 o,
-                "<tr><td>{} {}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}{}</td></tr>",
+                "<tr><td>{} {}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}{}</td></tr>",
                 esc(&b.class),
                 esc(&b.version),
                 b.image_bytes,
                 b.devices,
                 b.bytes_sent,
+                b.patch_bytes,
                 b.confirmed,
                 b.bytes_per_confirmed,
                 ratio

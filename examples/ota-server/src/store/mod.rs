@@ -28,8 +28,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use ed25519_dalek::SigningKey;
 use ota_core::host::OwnedManifest;
-use ota_core::manifest::{Manifest, MANIFEST_FORMAT};
-use ota_core::wire::{Digest, ImageId, Signature, Version};
+use ota_core::manifest::{Manifest, PatchInfo, MANIFEST_FORMAT};
+use ota_core::wire::{Digest, DigestPrefix, ImageId, Signature, Version};
 use sha2::{Digest as _, Sha256};
 
 pub use sql::{Backend, Row, Value};
@@ -68,6 +68,70 @@ pub struct Release {
     pub halted: Option<String>,
     /// Unix seconds.
     pub created: i64,
+    /// Its patches from earlier releases (loaded with a rollout; empty elsewhere).
+    pub patches: Vec<Patch>,
+}
+
+impl Release {
+    /// The image id and manifest a device whose resume hint names `prefix` is fetching: the
+    /// whole image's or one of the patches'.
+    pub fn by_manifest(&self, prefix: DigestPrefix) -> Option<(ImageId, &OwnedManifest)> {
+        if self.manifest.digest().prefix() == prefix {
+            return Some((ImageId(self.id), &self.manifest));
+        }
+        self.patches
+            .iter()
+            .find(|p| p.manifest.digest().prefix() == prefix)
+            .map(|p| (ImageId(p.id), &p.manifest))
+    }
+
+    /// Whether `image` is this release's image or one of its patches.
+    pub fn serves(&self, image: ImageId) -> bool {
+        self.id == image.0 || self.patches.iter().any(|p| p.id == image.0)
+    }
+}
+
+/// Image ids of patches have this bit set (releases count up from 1 without it).
+pub const PATCH_IMAGE_BIT: u32 = 1 << 31;
+
+/// A patch that rebuilds a release's image from an earlier release's, under a manifest of its
+/// own (format 2: the target image as the release's, plus the patch and its source).
+#[derive(Debug, Clone)]
+pub struct Patch {
+    /// Image id devices fetch it by (with [`PATCH_IMAGE_BIT`]).
+    pub id: u32,
+    /// The release it rebuilds.
+    pub release: u32,
+    /// The release it applies to.
+    pub source: u32,
+    /// The first 8 bytes of the source image's SHA-256, as a check-in carries them.
+    pub source_prefix: DigestPrefix,
+    /// The patch's size and SHA-256, and its source's, from the manifest.
+    pub info: PatchInfo,
+    /// The signed manifest.
+    pub manifest: OwnedManifest,
+}
+
+const PATCH_COLUMNS: &str = "SELECT id, release, source, body, signature FROM patches";
+
+fn patch_of(r: &Row) -> anyhow::Result<Patch> {
+    let sig: [u8; 64] = r
+        .bytes(4)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("stored signature is not 64 bytes"))?;
+    let manifest = OwnedManifest::new(r.bytes(3)?, Signature(sig))?;
+    let info = manifest
+        .manifest()
+        .patch
+        .context("a stored patch's manifest describes no patch")?;
+    Ok(Patch {
+        id: r.num::<u32>(0)? | PATCH_IMAGE_BIT,
+        release: r.num(1)?,
+        source: r.num(2)?,
+        source_prefix: info.source_digest.prefix(),
+        info,
+        manifest,
+    })
 }
 
 /// A maintenance window, server time (UTC), minutes since midnight; may wrap past midnight.
@@ -302,12 +366,31 @@ pub struct Transfer {
     pub release: u32,
     /// Image bytes sent to it.
     pub bytes: u64,
+    /// Of those, a patch's bytes (the rest were the whole image's).
+    pub patch_bytes: u64,
     /// Unix seconds of the first block.
     pub started: i64,
     /// Unix seconds it ended, if it did.
     pub finished: Option<i64>,
     /// `success`, `failure`, `rollback`.
     pub outcome: Option<String>,
+}
+
+/// What one release's transfers add up to ([`Store::transfer_totals`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferTotals {
+    /// The release.
+    pub release: u32,
+    /// Devices that fetched from it.
+    pub devices: u64,
+    /// Bytes sent (whole image and patch).
+    pub bytes: u64,
+    /// Devices that confirmed it.
+    pub confirmed: u64,
+    /// Bytes sent to those.
+    pub confirmed_bytes: u64,
+    /// Patch bytes sent.
+    pub patch_bytes: u64,
 }
 
 /// Which devices to list.
@@ -343,7 +426,7 @@ pub fn bucket(device: &str, class: &str) -> u8 {
 
 const RELEASE_COLUMNS: &str =
     "SELECT id, class, major, minor, patch, sequence, body, signature, halted, created FROM releases";
-const DEVICE_COLUMNS: &str = "SELECT id, class, running, running_seq, phase, staged, size, result, reason, last_seen, failed_seq, next_check_in, checkin FROM devices";
+const DEVICE_COLUMNS: &str = "SELECT id, class, running, running_seq, phase, staged, size, result, reason, last_seen, failed_seq, next_check_in, checkin, whole_seq FROM devices";
 const CREDENTIAL_COLUMNS: &str = "SELECT id, class, kid, secret, salt, floor FROM credentials";
 const ROLLOUT_COLUMNS: &str = "SELECT class, release, steps, step, step_started, soak_secs, max_failure_percent, min_outcomes, devices, maintenance, state, state_reason, created FROM rollouts";
 
@@ -360,6 +443,7 @@ fn release_of(r: &Row) -> anyhow::Result<Release> {
         manifest: OwnedManifest::new(r.bytes(6)?, Signature(sig))?,
         halted: r.opt_text(8)?,
         created: r.int(9)?,
+        patches: Vec::new(),
     })
 }
 
@@ -379,6 +463,7 @@ fn device_of(r: &Row) -> anyhow::Result<DeviceRow> {
         failed_seq: r.opt_num(10)?,
         next_check_in: r.num(11)?,
         checkin: r.opt_bytes(12)?,
+        whole_seq: r.opt_num(13)?,
     })
 }
 
@@ -746,6 +831,7 @@ impl Store {
             manifest,
             halted: None,
             created,
+            patches: Vec::new(),
         })
     }
 
@@ -788,6 +874,113 @@ impl Store {
             .query(&format!("{RELEASE_COLUMNS} ORDER BY id DESC"), vec![])
             .await?;
         rows.iter().map(release_of).collect()
+    }
+
+    /// Stores `patch`, which rebuilds `release`'s image from `source`'s, under a manifest
+    /// signed with `key` (the release's, plus the patch). Replaces an earlier patch between
+    /// the same two releases.
+    pub async fn add_patch(
+        &self,
+        release: &Release,
+        source: &Release,
+        source_image: &[u8],
+        patch: &[u8],
+        key: &SigningKey,
+    ) -> anyhow::Result<Patch> {
+        let target = *release.manifest.manifest();
+        let from = source.manifest.manifest();
+        if source.class != release.class || source.sequence >= release.sequence {
+            bail!("a patch applies to an earlier release of the same class");
+        }
+        if Sha256::digest(source_image).as_slice() != from.digest.0 {
+            bail!("the source image does not match its release's manifest");
+        }
+        let info = PatchInfo {
+            size: u32::try_from(patch.len()).context("patch larger than 4 GiB")?,
+            digest: Digest(Sha256::digest(patch).into()),
+            source_size: from.image_size,
+            source_digest: from.digest,
+        };
+        let manifest = OwnedManifest::sign(&target.with_patch(info), key);
+        let mut tx = self.db.begin().await?;
+        tx.execute(
+            "INSERT INTO images (digest, bytes) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING",
+            params![&info.digest.0[..], patch],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM patches WHERE release = $1 AND source = $2",
+            params![release.id, source.id],
+        )
+        .await?;
+        let id = tx
+            .query(
+                "INSERT INTO patches (release, source, source_prefix, digest, size, body, signature)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                params![
+                    release.id,
+                    source.id,
+                    &info.source_digest.0[..8],
+                    &info.digest.0[..],
+                    info.size,
+                    manifest.body(),
+                    &manifest.signature().0[..]
+                ],
+            )
+            .await?
+            .first()
+            .map(|r| r.num::<u32>(0))
+            .transpose()?
+            .context("no patch id")?;
+        if id & PATCH_IMAGE_BIT != 0 {
+            bail!("patch ids are exhausted");
+        }
+        Self::bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Patch {
+            id: id | PATCH_IMAGE_BIT,
+            release: release.id,
+            source: source.id,
+            source_prefix: info.source_digest.prefix(),
+            info,
+            manifest,
+        })
+    }
+
+    /// The patches that rebuild release `id`'s image, by source.
+    pub async fn patches_of(&self, id: u32) -> anyhow::Result<Vec<Patch>> {
+        let rows = self
+            .db
+            .query(
+                &format!("{PATCH_COLUMNS} WHERE release = $1 ORDER BY source"),
+                params![id],
+            )
+            .await?;
+        rows.iter().map(patch_of).collect()
+    }
+
+    /// The patch with image id `id`.
+    pub async fn patch_by_id(&self, id: ImageId) -> anyhow::Result<Option<Patch>> {
+        let rows = self
+            .db
+            .query(
+                &format!("{PATCH_COLUMNS} WHERE id = $1"),
+                params![id.0 & !PATCH_IMAGE_BIT],
+            )
+            .await?;
+        rows.first().map(patch_of).transpose()
+    }
+
+    /// Bytes stored under SHA-256 `digest` (an image or a patch).
+    pub async fn bytes_by_digest(&self, digest: &Digest) -> anyhow::Result<Option<Vec<u8>>> {
+        let rows = self
+            .db
+            .query(
+                "SELECT bytes FROM images WHERE digest = $1",
+                params![&digest.0[..]],
+            )
+            .await?;
+        Ok(rows.first().map(|r| r.bytes(0)).transpose()?)
     }
 
     /// Bytes of image `id`.
@@ -1006,9 +1199,10 @@ impl Store {
     async fn rollout_of(&self, r: &Row) -> anyhow::Result<Rollout> {
         let class = r.text(0)?;
         let id: u32 = r.num(1)?;
-        let Some(release) = self.release_by_id(id).await? else {
+        let Some(mut release) = self.release_by_id(id).await? else {
             bail!("rollout of {class} names missing release {id}");
         };
+        release.patches = self.patches_of(id).await?;
         let list = |s: String| -> Vec<String> {
             s.split(',')
                 .filter(|d| !d.is_empty())
@@ -1128,7 +1322,7 @@ impl Store {
         let rows = self
             .db
             .query(
-                &format!("SELECT device, release, bytes, started, finished, outcome FROM transfers WHERE {cond} ORDER BY release, device"),
+                &format!("SELECT device, release, bytes, started, finished, outcome, patch_bytes FROM transfers WHERE {cond} ORDER BY release, device"),
                 p,
             )
             .await?;
@@ -1141,26 +1335,36 @@ impl Store {
                     started: r.int(3)?,
                     finished: r.opt_int(4)?,
                     outcome: r.opt_text(5)?,
+                    patch_bytes: r.num(6)?,
                 })
             })
             .collect()
     }
 
-    /// Per release: devices that fetched from it, image bytes sent, and finished updates' mean
-    /// bytes per device: (release, devices, bytes, finished, bytes of finished).
-    pub async fn transfer_totals(&self) -> anyhow::Result<Vec<(u32, u64, u64, u64, u64)>> {
+    /// Per release: devices that fetched from it, bytes sent, and what confirmed updates cost.
+    pub async fn transfer_totals(&self) -> anyhow::Result<Vec<TransferTotals>> {
         let rows = self
             .db
             .query(
                 "SELECT release, COUNT(*), COALESCE(SUM(bytes), 0),
                         COALESCE(SUM(CASE WHEN outcome = 'success' THEN 1 ELSE 0 END), 0),
-                        COALESCE(SUM(CASE WHEN outcome = 'success' THEN bytes ELSE 0 END), 0)
+                        COALESCE(SUM(CASE WHEN outcome = 'success' THEN bytes ELSE 0 END), 0),
+                        COALESCE(SUM(patch_bytes), 0)
                  FROM transfers GROUP BY release ORDER BY release",
                 vec![],
             )
             .await?;
         rows.iter()
-            .map(|r| Ok((r.num(0)?, r.num(1)?, r.num(2)?, r.num(3)?, r.num(4)?)))
+            .map(|r| {
+                Ok(TransferTotals {
+                    release: r.num(0)?,
+                    devices: r.num(1)?,
+                    bytes: r.num(2)?,
+                    confirmed: r.num(3)?,
+                    confirmed_bytes: r.num(4)?,
+                    patch_bytes: r.num(5)?,
+                })
+            })
             .collect()
     }
 

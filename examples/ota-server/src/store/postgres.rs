@@ -454,7 +454,8 @@ where
 async fn apply(conn: &Conn, writes: Vec<Write>) -> Result<(), WriteError> {
     let mut devices: HashMap<String, super::write::DeviceRow> = HashMap::new();
     let mut events = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut bytes: HashMap<(String, i64), (i64, i64)> = HashMap::new();
+    // (device, release) → (bytes, first count's time, patch bytes)
+    let mut bytes: HashMap<(String, i64), (i64, i64, i64)> = HashMap::new();
     let mut outcomes: HashMap<(String, i64), (String, i64)> = HashMap::new();
     for w in writes {
         match w {
@@ -476,10 +477,17 @@ async fn apply(conn: &Conn, writes: Vec<Write>) -> Result<(), WriteError> {
                 device,
                 release,
                 bytes: n,
+                patch,
                 at,
             } => {
-                let e = bytes.entry((device, i64::from(release))).or_insert((0, at));
-                e.0 = e.0.saturating_add(i64::try_from(n).unwrap_or(i64::MAX));
+                let n = i64::try_from(n).unwrap_or(i64::MAX);
+                let e = bytes
+                    .entry((device, i64::from(release)))
+                    .or_insert((0, at, 0));
+                e.0 = e.0.saturating_add(n);
+                if patch {
+                    e.2 = e.2.saturating_add(n);
+                }
             }
             Write::Outcome {
                 device,
@@ -512,19 +520,20 @@ async fn apply(conn: &Conn, writes: Vec<Write>) -> Result<(), WriteError> {
         let reason: Vec<&str> = d.iter().map(|r| r.reason.as_str()).collect();
         let seen: Vec<i64> = d.iter().map(|r| r.last_seen).collect();
         let failed: Vec<Option<i64>> = d.iter().map(|r| r.failed_seq.map(i64::from)).collect();
+        let whole: Vec<Option<i64>> = d.iter().map(|r| r.whole_seq.map(i64::from)).collect();
         let next: Vec<i64> = d.iter().map(|r| i64::from(r.next_check_in)).collect();
         let checkin: Vec<Option<&[u8]>> = d.iter().map(|r| r.checkin.as_deref()).collect();
         retry(|| async {
             c.execute(
-                "INSERT INTO devices (id, class, running, running_seq, phase, staged, size, result, reason, last_seen, failed_seq, next_check_in, checkin)
+                "INSERT INTO devices (id, class, running, running_seq, phase, staged, size, result, reason, last_seen, failed_seq, next_check_in, checkin, whole_seq)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[],
-                                      $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bytea[])
+                                      $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bytea[], $14::bigint[])
                  ON CONFLICT (id) DO UPDATE SET class = excluded.class, running = excluded.running,
                     running_seq = excluded.running_seq, phase = excluded.phase, staged = excluded.staged,
                     size = excluded.size, result = excluded.result, reason = excluded.reason,
-                    last_seen = excluded.last_seen, failed_seq = excluded.failed_seq,
+                    last_seen = excluded.last_seen, failed_seq = excluded.failed_seq, whole_seq = excluded.whole_seq,
                     next_check_in = excluded.next_check_in, checkin = COALESCE(excluded.checkin, devices.checkin)",
-                &[&ids, &class, &running, &rseq, &phase, &staged, &size, &result, &reason, &seen, &failed, &next, &checkin],
+                &[&ids, &class, &running, &rseq, &phase, &staged, &size, &result, &reason, &seen, &failed, &next, &checkin, &whole],
             )
             .await
         })
@@ -546,12 +555,14 @@ async fn apply(conn: &Conn, writes: Vec<Write>) -> Result<(), WriteError> {
         let rels: Vec<i64> = keys.iter().map(|k| k.1).collect();
         let n: Vec<i64> = vals.iter().map(|v| v.0).collect();
         let at: Vec<i64> = vals.iter().map(|v| v.1).collect();
+        let patch: Vec<i64> = vals.iter().map(|v| v.2).collect();
         retry(|| async {
             c.execute(
-                "INSERT INTO transfers (device, release, bytes, started)
-                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[])
-                 ON CONFLICT (device, release) DO UPDATE SET bytes = transfers.bytes + excluded.bytes",
-                &[&devs, &rels, &n, &at],
+                "INSERT INTO transfers (device, release, bytes, started, patch_bytes)
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+                 ON CONFLICT (device, release) DO UPDATE SET bytes = transfers.bytes + excluded.bytes,
+                    patch_bytes = transfers.patch_bytes + excluded.patch_bytes",
+                &[&devs, &rels, &n, &at, &patch],
             )
             .await
         })

@@ -3,7 +3,7 @@
 //! database's byte string and auto-numbered key.
 
 /// The migrations, in order: (version, script).
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
 
 const V1: &str = "
 CREATE TABLE classes (id BIGINT PRIMARY KEY, name TEXT NOT NULL UNIQUE);
@@ -38,6 +38,19 @@ CREATE INDEX transfers_release ON transfers (release, finished);
 CREATE TABLE tokens (hash {BLOB} PRIMARY KEY, name TEXT NOT NULL, created BIGINT NOT NULL);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
 INSERT INTO meta (key, value) VALUES ('config', 0);
+";
+
+/// Delta updates: a release's patches from earlier releases (the patch bytes are in `images`
+/// under their own SHA-256), the image bytes of a transfer that were patch bytes, and the
+/// release a device failed to apply a patch of (it is offered the whole image instead).
+const V2: &str = "
+CREATE TABLE patches (
+    id {ID}, release BIGINT NOT NULL REFERENCES releases(id),
+    source BIGINT NOT NULL REFERENCES releases(id), source_prefix {BLOB} NOT NULL,
+    digest {BLOB} NOT NULL REFERENCES images(digest), size BIGINT NOT NULL,
+    body {BLOB} NOT NULL, signature {BLOB} NOT NULL, UNIQUE (release, source));
+ALTER TABLE transfers ADD COLUMN patch_bytes BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE devices ADD COLUMN whole_seq BIGINT;
 ";
 
 /// `script` for a database whose byte string type is `blob` and auto-numbered key `id`.

@@ -194,12 +194,12 @@ fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
     match w {
         Write::Device(d) => {
             tx.prepare_cached(
-                "INSERT INTO devices (id, class, running, running_seq, phase, staged, size, result, reason, last_seen, failed_seq, next_check_in, checkin)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                "INSERT INTO devices (id, class, running, running_seq, phase, staged, size, result, reason, last_seen, failed_seq, next_check_in, checkin, whole_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                  ON CONFLICT (id) DO UPDATE SET class = excluded.class, running = excluded.running,
                     running_seq = excluded.running_seq, phase = excluded.phase, staged = excluded.staged,
                     size = excluded.size, result = excluded.result, reason = excluded.reason,
-                    last_seen = excluded.last_seen, failed_seq = excluded.failed_seq,
+                    last_seen = excluded.last_seen, failed_seq = excluded.failed_seq, whole_seq = excluded.whole_seq,
                     next_check_in = excluded.next_check_in, checkin = COALESCE(excluded.checkin, devices.checkin)",
             )?
             .execute(params![
@@ -215,7 +215,8 @@ fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
                 d.last_seen,
                 d.failed_seq,
                 d.next_check_in,
-                d.checkin
+                d.checkin,
+                d.whole_seq
             ])?;
         }
         Write::Event {
@@ -233,13 +234,16 @@ fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
             device,
             release,
             bytes,
+            patch,
             at,
         } => {
+            let n = i64::try_from(*bytes).unwrap_or(i64::MAX);
             tx.prepare_cached(
-                "INSERT INTO transfers (device, release, bytes, started) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (device, release) DO UPDATE SET bytes = transfers.bytes + excluded.bytes",
+                "INSERT INTO transfers (device, release, bytes, started, patch_bytes) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (device, release) DO UPDATE SET bytes = transfers.bytes + excluded.bytes,
+                    patch_bytes = transfers.patch_bytes + excluded.patch_bytes",
             )?
-            .execute(params![device, release, i64::try_from(*bytes).unwrap_or(i64::MAX), at])?;
+            .execute(params![device, release, n, at, if *patch { n } else { 0 }])?;
         }
         Write::Outcome {
             device,

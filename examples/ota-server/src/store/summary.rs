@@ -87,6 +87,8 @@ pub struct BytesPerUpdate {
     pub devices: u64,
     /// Image bytes sent in all.
     pub bytes_sent: u64,
+    /// Of those, patch bytes.
+    pub patch_bytes: u64,
     /// Devices that confirmed it.
     pub confirmed: u64,
     /// Mean bytes sent per confirmed device (0 if none).
@@ -230,7 +232,14 @@ impl Store {
             .unwrap_or(0);
         let releases = self.releases().await?;
         let mut bytes = Vec::new();
-        for (release, devices, sent, confirmed, confirmed_bytes) in self.transfer_totals().await? {
+        for t in self.transfer_totals().await? {
+            let (release, devices, sent, confirmed, confirmed_bytes) = (
+                t.release,
+                t.devices,
+                t.bytes,
+                t.confirmed,
+                t.confirmed_bytes,
+            );
             let Some(r) = releases.iter().find(|r| r.id == release) else {
                 continue;
             };
@@ -240,6 +249,7 @@ impl Store {
                 image_bytes: r.manifest.manifest().image_size,
                 devices,
                 bytes_sent: sent,
+                patch_bytes: t.patch_bytes,
                 confirmed,
                 bytes_per_confirmed: confirmed_bytes.checked_div(confirmed).unwrap_or(0),
             });

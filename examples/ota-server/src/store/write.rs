@@ -23,6 +23,9 @@ pub struct DeviceRow {
     pub last_seen: i64,
     /// Sequence number of a release that failed on it (not offered again).
     pub failed_seq: Option<u32>,
+    /// Sequence number of a release whose patch did not apply on it: offered again as the
+    /// whole image.
+    pub whole_seq: Option<u32>,
     /// Seconds until it said it would check in again (the interval it was given).
     pub next_check_in: u32,
     /// Its last check-in, encoded (to work out its desired state again when a rollout
@@ -54,6 +57,8 @@ pub enum Write {
         release: u32,
         /// Bytes.
         bytes: u64,
+        /// Whether they were a patch's bytes (else the whole image's).
+        patch: bool,
         /// Unix seconds (the transfer's start, if this is its first count).
         at: i64,
     },
