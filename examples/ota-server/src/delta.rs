@@ -15,7 +15,7 @@ pub const DEFAULT_MAX_PERCENT: u8 = 60;
 #[derive(Debug)]
 pub enum Made {
     /// Stored and offered to devices running the source.
-    Stored(Patch),
+    Stored(Box<Patch>),
     /// Larger than the limit: devices running the source get the whole image.
     TooLarge {
         /// The source version.
@@ -150,7 +150,7 @@ pub async fn make_patches(
             continue;
         }
         let p = store.add_patch(release, source, &old, &patch, key).await?;
-        made.push(Made::Stored(p));
+        made.push(Made::Stored(Box::new(p)));
     }
     Ok(made)
 }
