@@ -45,6 +45,9 @@ pub const REFRESH: Duration = Duration::from_millis(500);
 /// How long a "may this device fetch this image" answer is reused.
 const FETCH_DECISION_TTL: Duration = Duration::from_secs(10);
 
+/// Bytes sent are counted per (device, release, whether as a patch).
+type SentKey = (String, u32, bool);
+
 /// Releases, rollouts and class names as of one configuration version.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -68,7 +71,7 @@ pub struct Fleet {
     fetch: Mutex<HashMap<(String, ImageId), (bool, Instant)>>,
     /// Image bytes sent per (device, release, as a patch) since the last flush, and when the
     /// first was.
-    sent: Mutex<HashMap<(String, u32, bool), (u64, i64)>>,
+    sent: Mutex<HashMap<SentKey, (u64, i64)>>,
     next_check_in: u32,
     metrics: Arc<Metrics>,
     /// Seconds since midnight UTC, for maintenance windows.
