@@ -2,6 +2,10 @@
 //! NB-IoT-like link across short wakes, boots it on trial, confirms it and reports, with the
 //! figures that show no byte was wasted, next to the blind-wait-and-restart scheme.
 //!
+//! Then a point release (one string changed, a few bytes inserted) goes out as a patch from
+//! the first: the devices rebuild it from the image they run, in their flash, and the table
+//! shows what the link carried for it against the whole first image.
+//!
 //! Everything runs in this process on loopback UDP: the real server (SQLite store, CoAP), the
 //! real device stack (state machine, CoAP client, power-fail-safe flash storage on a simulated
 //! NOR flash) and an emulated radio link per device. Link time is wall-clock time; only the
@@ -10,6 +14,7 @@
 mod link;
 
 use std::net::UdpSocket;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -89,6 +94,27 @@ impl Args {
     }
 }
 
+/// How the devices and the main thread meet between the two releases.
+#[derive(Default)]
+struct Rendezvous {
+    /// Devices done with the first release (updated or given up).
+    first_done: AtomicU32,
+    /// Sequence number of the point release, once it is out (0 before).
+    point_seq: AtomicU32,
+}
+
+/// What the point release cost one device.
+#[derive(Debug, Default, Clone, Copy)]
+struct Point {
+    updated: bool,
+    /// It was fetched and applied as a patch.
+    as_patch: bool,
+    wakes: u32,
+    /// Bytes the link carried from the release on, both directions, lost datagrams included.
+    radio_bytes: u64,
+    awake_ms: u64,
+}
+
 /// What one device's update cost.
 #[derive(Debug, Default, Clone, Copy)]
 struct Outcome {
@@ -102,6 +128,8 @@ struct Outcome {
     block_sizes: (usize, usize),
     accepted: u64,
     awake_ms: u64,
+    /// The point release that followed.
+    point: Point,
 }
 
 /// Storage that moves a progress bar as chunks are committed.
@@ -130,6 +158,9 @@ impl<S: UpdateStorage> UpdateStorage for Shown<'_, S> {
     }
     fn begin(&mut self, m: &StoredManifest, s: &ResumeState) -> Result<(), S::Error> {
         self.bar.set_position(0);
+        if let Ok(manifest) = m.as_signed().decode_verified() {
+            self.bar.set_length(u64::from(manifest.transfer_size()));
+        }
         self.inner.begin(m, s)
     }
     fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), S::Error> {
@@ -171,7 +202,9 @@ fn running_config(id: &str, running: RunningFirmware, a: &Args) -> anyhow::Resul
     Ok(c)
 }
 
-/// One device's life until it runs the new image, confirmed and reported.
+/// One device's life until it runs the first release and then the point release, each
+/// confirmed and reported.
+#[allow(clippy::too_many_arguments)]
 fn device_life(
     id: String,
     oscore: SecurityContext,
@@ -180,6 +213,7 @@ fn device_life(
     public: [u8; 32],
     a: &Args,
     bar: &ProgressBar,
+    meet: &Rendezvous,
 ) -> anyhow::Result<Outcome> {
     let slot = a.image_kib.div_ceil(4) * SECTOR + SECTOR;
     let layout = Layout {
@@ -199,7 +233,17 @@ fn device_life(
     socket.connect(relay)?;
     let clock = StdClock::default();
     let mut out = Outcome::default();
-    while out.wakes < MAX_WAKES {
+    // Radio bytes when the point release came out (phase 2), else `None` (phase 1).
+    let mut point_base: Option<u64> = None;
+    let radio = || carried.up.bytes() + carried.down.bytes();
+    loop {
+        let wakes = match point_base {
+            None => out.wakes,
+            Some(_) => out.point.wakes,
+        };
+        if wakes >= MAX_WAKES {
+            break;
+        }
         if let BootOutcome::Trial { .. } = storage.boot().map_err(|e| anyhow::anyhow!("{e:?}"))? {
             let m = storage
                 .staged_manifest()
@@ -210,14 +254,22 @@ fn device_life(
                 digest: m.digest.prefix(),
                 sequence: m.sequence,
             };
+            if point_base.is_some() {
+                out.point.as_patch = m.patch.is_some();
+            }
             bar.set_message(format!(
                 "confirmed {}.{}.{}",
                 m.version.major, m.version.minor, m.version.patch
             ));
         }
-        out.wakes += 1;
+        let wake = match point_base {
+            None => &mut out.wakes,
+            Some(_) => &mut out.point.wakes,
+        };
+        *wake += 1;
+        let seed =
+            (*wake + 1000 * u32::from(point_base.is_some())).wrapping_mul(40_503) ^ id.len() as u32;
         let config = running_config(&id, running, a)?;
-        let seed = out.wakes.wrapping_mul(40_503) ^ id.len() as u32;
         let mut dev: Device<_> = Device::new(coap_config(config, seed), verifier.clone());
         let mut link = CoapLink::new(BlockingSocket(&mut socket), BusyClock(&clock), seed)
             .secure(oscore.clone());
@@ -243,14 +295,23 @@ fn device_life(
             },
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-        out.awake_ms += t.elapsed().as_millis() as u64;
-        out.accepted += dev.stats().payload_bytes_accepted;
-        out.radio_bytes = carried.up.bytes() + carried.down.bytes();
-        out.block_sizes = (
-            carried.up.usual_size().unwrap_or(0),
-            carried.down.usual_size().unwrap_or(0),
-        );
-        out.device_bytes += dev.stats().bytes_sent + dev.stats().bytes_received;
+        let awake = t.elapsed().as_millis() as u64;
+        match point_base {
+            None => {
+                out.awake_ms += awake;
+                out.accepted += dev.stats().payload_bytes_accepted;
+                out.radio_bytes = radio();
+                out.block_sizes = (
+                    carried.up.usual_size().unwrap_or(0),
+                    carried.down.usual_size().unwrap_or(0),
+                );
+                out.device_bytes += dev.stats().bytes_sent + dev.stats().bytes_received;
+            }
+            Some(base) => {
+                out.point.awake_ms += awake;
+                out.point.radio_bytes = radio() - base;
+            }
+        }
         if staged {
             bar.set_message("installing, trial boot");
             storage
@@ -259,18 +320,66 @@ fn device_life(
             continue;
         }
         if end.reason == SleepReason::UpToDate && running.sequence > 0 {
-            out.updated = true;
-            bar.finish_with_message(format!("up to date after {} wakes", out.wakes));
-            return Ok(out);
+            match point_base {
+                None => {
+                    out.updated = true;
+                    bar.set_message(format!(
+                        "up to date after {} wakes; waiting for the point release",
+                        out.wakes
+                    ));
+                    meet.first_done.fetch_add(1, Ordering::SeqCst);
+                    // Asleep (no radio) until the point release is out.
+                    while meet.point_seq.load(Ordering::SeqCst) == 0 {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    point_base = Some(radio());
+                    continue;
+                }
+                Some(_) if running.sequence >= meet.point_seq.load(Ordering::SeqCst) => {
+                    out.point.updated = true;
+                    bar.finish_with_message(format!(
+                        "up to date: {} wakes, then {} for the point release ({})",
+                        out.wakes,
+                        out.point.wakes,
+                        if out.point.as_patch {
+                            "patch"
+                        } else {
+                            "whole image"
+                        }
+                    ));
+                    return Ok(out);
+                }
+                Some(_) => {}
+            }
         }
         bar.set_message(format!(
             "asleep after wake {} ({:?})",
-            out.wakes, end.reason
+            wakes + 1,
+            end.reason
         ));
         std::thread::sleep(Duration::from_secs(1));
     }
+    if point_base.is_none() {
+        meet.first_done.fetch_add(1, Ordering::SeqCst);
+    }
     bar.abandon_with_message("gave up");
     Ok(out)
+}
+
+/// `image` with a version string changed and 64 bytes inserted: a point release.
+fn point_release(image: &[u8], rng: &mut SimRng) -> Vec<u8> {
+    let mut new = image.to_vec();
+    let at = new.len() / 3;
+    let end = (at + 16).min(new.len());
+    if let Some(s) = new.get_mut(at..end) {
+        s.iter_mut()
+            .zip(b"version 1.1.1 ok")
+            .for_each(|(d, s)| *d = *s);
+    }
+    let mid = new.len() / 2;
+    let inserted: Vec<u8> = (0..64).map(|_| rng.next_u64() as u8).collect();
+    new.splice(mid..mid, inserted);
+    new
 }
 
 /// The blind-wait-and-restart scheme on the same link, in simulated time: after every connect
@@ -363,7 +472,7 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let (contexts, server_addr, release) = rt.block_on(async {
+    let (contexts, server_addr, release, fleet) = rt.block_on(async {
         let store = Store::open(&data).await?;
         let release = store
             .add_release(CLASS, Version::new(1, 1, 0), &image, &key, a.chunk)
@@ -381,8 +490,8 @@ fn main() -> anyhow::Result<()> {
             );
         }
         let fleet = Arc::new(Fleet::new(store, 3600, 256 << 20).await?);
-        let (addr, _) = spawn_coap(fleet, "127.0.0.1:0".parse()?, 1)?;
-        anyhow::Ok((contexts, addr, release))
+        let (addr, _) = spawn_coap(fleet.clone(), "127.0.0.1:0".parse()?, 1)?;
+        anyhow::Ok((contexts, addr, release, fleet))
     })?;
 
     println!(
@@ -393,6 +502,7 @@ fn main() -> anyhow::Result<()> {
     let style =
         ProgressStyle::with_template("{prefix:>8} [{bar:30}] {bytes:>9}/{total_bytes:<9} {msg}")?
             .progress_chars("=> ");
+    let meet = Arc::new(Rendezvous::default());
     let mut threads = Vec::new();
     for d in 0..a.devices {
         let (relay, carried) = rt.block_on(link::start(
@@ -410,6 +520,7 @@ fn main() -> anyhow::Result<()> {
             .get(d as usize)
             .cloned()
             .context("a context per device")?;
+        let meet = meet.clone();
         threads.push(std::thread::spawn(move || {
             device_life(
                 format!("dev-{d:02}"),
@@ -419,9 +530,41 @@ fn main() -> anyhow::Result<()> {
                 public,
                 &args,
                 &bar,
+                &meet,
             )
         }));
     }
+
+    // Once every device is done with 1.1.0: the point release, as a patch from it.
+    while meet.first_done.load(Ordering::SeqCst) < a.devices {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let point_image = point_release(&image, &mut rng);
+    let (point, patch_bytes) = rt.block_on(async {
+        let store = fleet.store();
+        let point = store
+            .add_release(CLASS, Version::new(1, 1, 1), &point_image, &key, a.chunk)
+            .await?;
+        let made = ota_server::delta::make_patches(
+            store,
+            &point,
+            &point_image,
+            std::slice::from_ref(&release),
+            ota_server::delta::DEFAULT_MAX_PERCENT,
+            &key,
+        )
+        .await?;
+        let patch_bytes = match made.first() {
+            Some(ota_server::delta::Made::Stored(p)) => p.info.size,
+            other => anyhow::bail!("no patch for the point release: {other:?}"),
+        };
+        store
+            .set_rollout(CLASS, point.version, &RolloutPlan::immediate(100))
+            .await?;
+        fleet.refresh(true).await?;
+        anyhow::Ok((point, patch_bytes))
+    })?;
+    meet.point_seq.store(point.sequence, Ordering::SeqCst);
     let ours: Vec<Outcome> = threads
         .into_iter()
         .map(|t| {
@@ -509,6 +652,42 @@ fn main() -> anyhow::Result<()> {
          wakes/dev against ceil(ideal / budget) + 1 = {}.",
         awake / ideal,
         (ideal * 1000.0 / f64::from(a.budget_ms)).ceil() + 1.0
+    );
+    let whole = ours.iter().map(|o| o.radio_bytes).sum::<u64>() as f64 / n;
+    let patched = ours.iter().map(|o| o.point.radio_bytes).sum::<u64>() as f64 / n;
+    println!(
+        "\npoint release 1.1.1 (a string changed, 64 bytes inserted; {} B image), sent as a patch from\n\
+         1.1.0 of {patch_bytes} B ({:.2} % of the image), rebuilt in each device's flash from the image it runs:",
+        point_image.len(),
+        100.0 * f64::from(patch_bytes) / point_image.len() as f64
+    );
+    println!(
+        "{:<36} {:>9} {:>9} {:>11} {:>12} {:>14}",
+        "release", "updated", "as patch", "wakes/dev", "radio/dev", "vs 1.1.0 whole"
+    );
+    let count = |f: fn(&Outcome) -> bool| ours.iter().filter(|o| f(o)).count();
+    println!(
+        "{:<36} {:>9} {:>9} {:>11.1} {:>10.0} B {:>13.2}%",
+        "1.1.1 patch (measured)",
+        format!("{}/{}", count(|o| o.point.updated), a.devices),
+        format!("{}/{}", count(|o| o.point.as_patch), a.devices),
+        ours.iter().map(|o| u64::from(o.point.wakes)).sum::<u64>() as f64 / n,
+        patched,
+        100.0 * patched / whole.max(1.0)
+    );
+    println!(
+        "{:<36} {:>9} {:>9} {:>11.1} {:>10.0} B {:>13.2}%",
+        "1.1.0 whole image (measured, above)",
+        format!("{}/{}", count(|o| o.updated), a.devices),
+        "-",
+        ours.iter().map(|o| u64::from(o.wakes)).sum::<u64>() as f64 / n,
+        whole,
+        100.0
+    );
+    println!(
+        "radio/dev: bytes the link carried per device for the release, both directions, lost\n\
+         datagrams included, from its check-in to its confirmation. Goal for a point release: at most\n\
+         5 % of the whole image's."
     );
     println!(
         "\nwall time {:.1} s: link time is real time, sleeps between wakes are shortened to 1 s.\n\
