@@ -515,9 +515,7 @@ impl Store {
         };
         let store = Self { db };
         for (version, script) in schema::MIGRATIONS {
-            store
-                .db
-                .migrate(*version, script)
+            schema::migrate(&*store.db, *version, script)
                 .await
                 .with_context(|| format!("cannot migrate the store to version {version}"))?;
         }

@@ -23,8 +23,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::schema;
-use super::sql::{Backend, Row, Tx, Value};
+use super::sql::{Backend, Dialect, Row, Tx, Value};
 use super::write::{Write, WriteError};
 
 /// Connections shared by queries (pipelined).
@@ -287,39 +286,12 @@ impl Backend for Postgres {
         }))
     }
 
-    async fn migrate(&self, version: i64, script: &str) -> anyhow::Result<bool> {
-        let mut tx = self.begin().await?;
-        // Instances starting together on a new database migrate one after the other.
-        tx.query("SELECT pg_advisory_xact_lock(7261001)", vec![])
-            .await?;
-        tx.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)",
-            vec![],
-        )
-        .await?;
-        let done = !tx
-            .query(
-                "SELECT 1 FROM schema_migrations WHERE version = $1",
-                vec![Value::Int(version)],
-            )
-            .await?
-            .is_empty();
-        if done {
-            return Ok(false);
+    fn dialect(&self) -> Dialect {
+        Dialect {
+            blob: "BYTEA",
+            id: "BIGSERIAL PRIMARY KEY",
+            serialize: Some("SELECT pg_advisory_xact_lock(7261001)"),
         }
-        let script = schema::render(script, "BYTEA", "BIGSERIAL PRIMARY KEY");
-        for stmt in schema::statements(&script) {
-            tx.execute(stmt, vec![])
-                .await
-                .with_context(|| format!("migration {version}: {stmt}"))?;
-        }
-        tx.execute(
-            "INSERT INTO schema_migrations (version, applied) VALUES ($1, $2)",
-            vec![Value::Int(version), Value::Int(super::unix_now())],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(true)
     }
 
     async fn advance(&self, device: &str, seq: u64) -> Result<bool, WriteError> {

@@ -2,6 +2,10 @@
 //! `schema_migrations`). Written once in the common dialect; `{BLOB}` and `{ID}` become each
 //! database's byte string and auto-numbered key.
 
+use anyhow::Context as _;
+
+use super::sql::{Backend, Value};
+
 /// The migrations, in order: (version, script).
 pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
 
@@ -52,6 +56,44 @@ CREATE TABLE patches (
 ALTER TABLE transfers ADD COLUMN patch_bytes BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE devices ADD COLUMN whole_seq BIGINT;
 ";
+
+/// Applies migration `version` (`script`) unless it was: in one transaction, recorded in
+/// `schema_migrations`; `true` if it ran now.
+pub async fn migrate(db: &dyn Backend, version: i64, script: &str) -> anyhow::Result<bool> {
+    let dialect = db.dialect();
+    let mut tx = db.begin().await?;
+    if let Some(lock) = dialect.serialize {
+        tx.query(lock, vec![]).await?;
+    }
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)",
+        vec![],
+    )
+    .await?;
+    let done = !tx
+        .query(
+            "SELECT 1 FROM schema_migrations WHERE version = $1",
+            vec![Value::Int(version)],
+        )
+        .await?
+        .is_empty();
+    if done {
+        return Ok(false);
+    }
+    let script = render(script, dialect.blob, dialect.id);
+    for stmt in statements(&script) {
+        tx.execute(stmt, vec![])
+            .await
+            .with_context(|| format!("migration {version}: {stmt}"))?;
+    }
+    tx.execute(
+        "INSERT INTO schema_migrations (version, applied) VALUES ($1, $2)",
+        vec![Value::Int(version), Value::Int(super::unix_now())],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
 
 /// `script` for a database whose byte string type is `blob` and auto-numbered key `id`.
 pub fn render(script: &str, blob: &str, id: &str) -> String {

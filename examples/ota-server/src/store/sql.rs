@@ -186,6 +186,18 @@ impl Row {
     }
 }
 
+/// What differs between the databases when a migration runs ([`super::schema::migrate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dialect {
+    /// The byte string type (`{BLOB}` in the schema).
+    pub blob: &'static str,
+    /// An auto-numbered primary key (`{ID}`).
+    pub id: &'static str,
+    /// A statement that makes instances starting together migrate one after the other
+    /// (holding a lock to the end of the transaction), if the database needs one.
+    pub serialize: Option<&'static str>,
+}
+
 /// An open transaction: statements run in it until [`Tx::commit`]; dropped uncommitted, it is
 /// rolled back.
 #[async_trait]
@@ -214,9 +226,8 @@ pub trait Backend: Send + Sync {
     async fn execute(&self, sql: &str, params: Vec<Value>) -> anyhow::Result<u64>;
     /// Starts a transaction.
     async fn begin(&self) -> anyhow::Result<Box<dyn Tx>>;
-    /// Runs a script of statements (a migration) in one transaction, with every instance's
-    /// migrations serialized.
-    async fn migrate(&self, version: i64, script: &str) -> anyhow::Result<bool>;
+    /// How the schema's common dialect is written for this database.
+    fn dialect(&self) -> Dialect;
     /// Raises `device`'s replay floor to `seq` if it is below it; `false` if not (a replay).
     /// One conditional `UPDATE`, so two instances never both succeed; committed before it
     /// returns, in a group with every other one waiting.

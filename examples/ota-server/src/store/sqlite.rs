@@ -18,8 +18,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::Connection;
 use tokio::sync::{oneshot, Mutex};
 
-use super::schema;
-use super::sql::{Backend, Row, Tx, Value};
+use super::sql::{Backend, Dialect, Row, Tx, Value};
 use super::write::{Write, WriteError};
 
 /// Most writes committed in one transaction.
@@ -309,36 +308,12 @@ impl Backend for Sqlite {
         Ok(Box::new(SqliteTx { conn, open: true }))
     }
 
-    async fn migrate(&self, version: i64, script: &str) -> anyhow::Result<bool> {
-        let mut tx = self.begin().await?;
-        tx.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)",
-            vec![],
-        )
-        .await?;
-        let done = !tx
-            .query(
-                "SELECT 1 FROM schema_migrations WHERE version = $1",
-                vec![Value::Int(version)],
-            )
-            .await?
-            .is_empty();
-        if done {
-            return Ok(false);
+    fn dialect(&self) -> Dialect {
+        Dialect {
+            blob: "BLOB",
+            id: "INTEGER PRIMARY KEY",
+            serialize: None,
         }
-        let script = schema::render(script, "BLOB", "INTEGER PRIMARY KEY");
-        for stmt in schema::statements(&script) {
-            tx.execute(stmt, vec![])
-                .await
-                .with_context(|| format!("migration {version}: {stmt}"))?;
-        }
-        tx.execute(
-            "INSERT INTO schema_migrations (version, applied) VALUES ($1, $2)",
-            vec![Value::Int(version), Value::Int(super::unix_now())],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(true)
     }
 
     async fn advance(&self, device: &str, seq: u64) -> Result<bool, WriteError> {
