@@ -64,6 +64,7 @@ fn check_mode<const W: usize, const E: usize>(c: &Case, write_once: bool) {
         healthy: c.healthy,
         wake_bytes: 400 + c.wake_chunks * (u32::from(c.chunk) + 40),
         write_once,
+        patch: None,
     };
     let bound = if write_once {
         // A torn chunk costs the chunks of its sector.
