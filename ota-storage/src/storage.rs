@@ -11,6 +11,19 @@
 //! In write-once mode chunks must be whole multiples of the write unit (so two never share one)
 //! and must not straddle sector boundaries (the chunk size divides the sector size, or is a
 //! multiple of it): any power of two from the write unit up, as CoAP's block sizes are, fits.
+//!
+//! A patch download (the manifest carries a `PatchInfo`) stages the patch, not the image, and
+//! rebuilds the image in the slot ([`crate::patch`]): the patch in the slot's tail from the
+//! sector boundary `patch_base = round_down(capacity - patch.size, sector)`, the image in its
+//! head, `[0, round_up(image_size, sector))`. `Begin` refuses the download before anything is
+//! written if the two do not fit side by side ([`StorageError::PatchTooLarge`]) or the active
+//! slot is not the patch's source ([`StorageError::PatchSource`]).
+//!
+//! | phase | where | a power cut costs |
+//! |---|---|---|
+//! | download | patch chunks in the tail, written and journaled as an image's chunks are (the resume record counts patch offsets; the journaled manifest says it is a patch) | as for an image: one chunk (multiwrite), or the chunks of the torn chunk's sector (write-once) |
+//! | rebuild | patch digest and running image checked, head erased, image rebuilt from ACTIVE and the patch | nothing fetched again: the journal still says downloading with every chunk staged, so the device asks for the rebuild again, which starts over from the erase |
+//! | verify, staged, install | the image in the head, as for a whole image | as for a whole image |
 
 use embedded_storage_async::nor_flash::{MultiwriteNorFlash, NorFlash};
 use ota_core::manifest::{Manifest, StoredManifest};

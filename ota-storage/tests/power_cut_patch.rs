@@ -26,11 +26,47 @@ fn scenario(healthy: bool, write_once: bool) -> Scenario {
     }
 }
 
+/// Flash writes and erases of the rebuild alone, on the scenario's flash: the patch staged
+/// through the storage as the device stages it, then the rebuild counted. Every one of them is
+/// a cut point of the exhaustive runs.
+fn rebuild_ops<const W: usize, const E: usize>(s: &Scenario) -> u64 {
+    use ota_core::manifest::StoredManifest;
+    use ota_core::resume::ResumeState;
+    use ota_core::storage::UpdateStorage;
+    use ota_core::wire::ImageId;
+    use ota_storage::FlashStorage;
+
+    let (signed, patch) = release(s);
+    let stored = StoredManifest::from_signed(&signed.as_signed()).unwrap();
+    let layout = layout(E as u32, sectors_needed(E, s));
+    let flash = fresh_flash::<W, E>(s);
+    let mut st = if s.write_once {
+        FlashStorage::open_write_once(flash, layout).unwrap()
+    } else {
+        FlashStorage::open(flash, layout).unwrap()
+    };
+    let mut state = ResumeState::new(stored.as_signed().digest(), ImageId(5));
+    st.begin(&stored, &state).unwrap();
+    let chunk = usize::from(s.chunk);
+    for (i, c) in patch.chunks(chunk).enumerate() {
+        let offset = (i * chunk) as u32;
+        st.write(offset, c).unwrap();
+        state.mark(offset, chunk as u32, patch.len() as u32);
+        st.persist(&state).unwrap();
+    }
+    let info = signed.manifest().patch.unwrap();
+    let before = st.flash().ops();
+    st.rebuild(&info, s.new.len() as u32).unwrap();
+    st.flash().ops() - before
+}
+
 /// What an exhaustive run covered.
 #[derive(Debug)]
 struct Covered {
     /// Cut points: every flash write and erase of the uncut life.
     cuts: u64,
+    /// Of them, in the rebuild.
+    rebuild_cuts: u64,
     /// Cuts in the trial window, which revert (a reset on trial).
     trial_resets: u32,
     /// The most patch bytes fetched again after one cut.
@@ -69,10 +105,15 @@ fn exhaustive<const W: usize, const E: usize>(s: &Scenario, expect: End) -> Cove
     let total = flash.ops();
     let mut covered = Covered {
         cuts: total,
+        rebuild_cuts: rebuild_ops::<W, E>(s),
         trial_resets: 0,
         max_refetch: 0,
         refetching_cuts: 0,
     };
+    assert!(
+        covered.rebuild_cuts > 0 && covered.rebuild_cuts < total,
+        "the rebuild's operations are among the cut points"
+    );
     for k in 0..total {
         let mut flash = fresh_flash::<W, E>(s);
         flash.set_cut_seed(k ^ 0x9e37);

@@ -119,7 +119,9 @@ pub fn fresh_flash<const W: usize, const E: usize>(s: &Scenario) -> SimFlash<W, 
     flash
 }
 
-fn handler(s: &Scenario) -> Handler<SingleRelease, MemImages> {
+/// The signed manifest of the scenario's release, and the bytes the server serves for it (the
+/// image, or the patch).
+pub fn release(s: &Scenario) -> (OwnedManifest, Vec<u8>) {
     let key = SigningKey::from_bytes(&[7u8; 32]);
     let m = Manifest {
         format: MANIFEST_FORMAT,
@@ -137,11 +139,16 @@ fn handler(s: &Scenario) -> Handler<SingleRelease, MemImages> {
         Some(p) => (m.with_patch(patch_info(&s.old, p)), p.clone()),
         None => (m, s.new.clone()),
     };
+    (OwnedManifest::sign(&m, &key), served)
+}
+
+fn handler(s: &Scenario) -> Handler<SingleRelease, MemImages> {
+    let (manifest, served) = release(s);
     let images = MemImages::new();
     images.insert(ImageId(5), served);
     let release = SingleRelease {
         image: ImageId(5),
-        manifest: OwnedManifest::sign(&m, &key),
+        manifest,
         urgency: Urgency::Attempt,
         next_check_in: 60,
     };
