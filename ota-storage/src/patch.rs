@@ -114,6 +114,16 @@ fn now<T>(f: impl Future<Output = T>) -> T {
     block_on(f)
 }
 
+/// The flash, for one access of an adapter. The applier calls one adapter at a time, so the
+/// flash is never borrowed already; if it were, the access fails rather than panics.
+fn borrow<'a, 'f, F: NorFlash>(
+    flash: &'a RefCell<&'f mut F>,
+) -> Result<core::cell::RefMut<'a, &'f mut F>, StorageError<F::Error>> {
+    flash
+        .try_borrow_mut()
+        .map_err(|_| StorageError::WrongState(UpdateState::Downloading))
+}
+
 /// The applier's error, as the storage's.
 fn apply_failure<E>(e: ApplyError<StorageError<E>>) -> StorageError<E> {
     match e {
@@ -150,10 +160,7 @@ impl<F: NorFlash> OldImage for Old<'_, '_, F> {
                 capacity: self.len,
             });
         }
-        let mut flash = self
-            .flash
-            .try_borrow_mut()
-            .map_err(|_| StorageError::Patch(PatchError::NotStaged))?;
+        let mut flash = borrow(self.flash)?;
         now(flash.read(self.base + offset, buf)).map_err(StorageError::Flash)
     }
 }
@@ -180,10 +187,7 @@ struct New<'a, 'f, F> {
 
 impl<F: NorFlash> New<'_, '_, F> {
     fn program(&mut self, at: u32, data: &[u8]) -> Result<(), StorageError<F::Error>> {
-        let mut flash = self
-            .flash
-            .try_borrow_mut()
-            .map_err(|_| StorageError::Patch(PatchError::NotStaged))?;
+        let mut flash = borrow(self.flash)?;
         now(flash.write(self.st.base + at, data)).map_err(StorageError::Flash)
     }
 }
@@ -251,10 +255,7 @@ impl<F: NorFlash> NewImage for New<'_, '_, F> {
         let in_flash = flushed.saturating_sub(offset as usize).min(buf.len());
         let (from_flash, from_unit) = buf.split_at_mut(in_flash);
         if !from_flash.is_empty() {
-            let mut flash = self
-                .flash
-                .try_borrow_mut()
-                .map_err(|_| StorageError::Patch(PatchError::NotStaged))?;
+            let mut flash = borrow(self.flash)?;
             now(flash.read(self.st.base + offset, from_flash)).map_err(StorageError::Flash)?;
         }
         if !from_unit.is_empty() {
