@@ -146,8 +146,8 @@ impl<F: NorFlash> UpdateStorage for FlashStorage<F> {
         block_on(self.inner.set_outcome(outcome))
     }
 
-    fn rebuild(&mut self, _patch: &PatchInfo, _image_size: u32) -> Result<(), Self::Error> {
-        Err(StorageError::PatchUnsupported)
+    fn rebuild(&mut self, patch: &PatchInfo, image_size: u32) -> Result<(), Self::Error> {
+        block_on(self.inner.rebuild(patch, image_size))
     }
 
     fn failure(error: &Self::Error) -> StorageFailure {

@@ -4,6 +4,7 @@
 //! | this crate's step | with embassy-boot |
 //! |---|---|
 //! | download: erase ahead, write chunks, journal progress | the same, into the DFU partition (never through `FirmwareUpdater::write_firmware`, which erases a sector whenever the sector changes and so loses chunks written out of order or before a resume) |
+//! | patch download, rebuild | the same: the patch in the DFU partition's tail, the image rebuilt in its head from ACTIVE (see [`crate::patch`]); embassy-boot's swap then moves the whole partition, the patch's sectors past the image included, which is harmless |
 //! | [`EmbassyBootStorage::request_install`] | `FirmwareState::mark_updated` (SWAP magic), then the journal says installing |
 //! | the swap, trial boot | embassy-boot's `BootLoader::prepare_boot` in the bootloader binary |
 //! | [`EmbassyBootStorage::boot`] (application start) | reads embassy-boot's state: SWAP after an install = the new image runs on trial; REVERT = it was rolled back |

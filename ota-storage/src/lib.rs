@@ -7,6 +7,7 @@
 //! | [`record`] | the journal's record format |
 //! | [`state`] | the update state, download to confirm or revert |
 //! | [`storage`] | [`AsyncFlashStorage`]: the state machine's storage over the DFU slot, async, multiwrite or write-once |
+//! | [`patch`] | patch downloads: the patch in the slot's tail, the image rebuilt in its head |
 //! | [`install`] | the swap, trial boot, confirm and rollback |
 //! | [`blocking`] | [`FlashStorage`]: the same over a blocking flash driver, `ota_core::UpdateStorage` |
 //! | [`flash`] | [`flash::BlockingFlash`]: a blocking driver seen as an async one |
@@ -26,6 +27,7 @@ pub mod flash;
 pub mod install;
 pub mod journal;
 pub mod layout;
+pub mod patch;
 pub mod record;
 pub mod state;
 pub mod storage;
@@ -43,5 +45,6 @@ struct ReadmeDoctests;
 pub use blocking::FlashStorage;
 pub use install::BootOutcome;
 pub use layout::{Layout, LayoutError, Partition};
+pub use patch::PatchError;
 pub use state::UpdateState;
 pub use storage::{AsyncFlashStorage, StorageError};

@@ -11,15 +11,29 @@
 //! In write-once mode chunks must be whole multiples of the write unit (so two never share one)
 //! and must not straddle sector boundaries (the chunk size divides the sector size, or is a
 //! multiple of it): any power of two from the write unit up, as CoAP's block sizes are, fits.
+//!
+//! A patch download (the manifest carries a `PatchInfo`) stages the patch, not the image, and
+//! rebuilds the image in the slot ([`crate::patch`]): the patch in the slot's tail from the
+//! sector boundary `patch_base = round_down(capacity - patch.size, sector)`, the image in its
+//! head, `[0, round_up(image_size, sector))`. `Begin` refuses the download before anything is
+//! written if the two do not fit side by side ([`StorageError::PatchTooLarge`]) or the active
+//! slot is not the patch's source ([`StorageError::PatchSource`]).
+//!
+//! | phase | where | a power cut costs |
+//! |---|---|---|
+//! | download | patch chunks in the tail, written and journaled as an image's chunks are (the resume record counts patch offsets; the journaled manifest says it is a patch) | as for an image: one chunk (multiwrite), or the chunks of the torn chunk's sector (write-once) |
+//! | rebuild | patch digest and running image checked, head erased, image rebuilt from ACTIVE and the patch | nothing fetched again: the journal still says downloading with every chunk staged, so the device asks for the rebuild again, which starts over from the erase |
+//! | verify, staged, install | the image in the head, as for a whole image | as for a whole image |
 
 use embedded_storage_async::nor_flash::{MultiwriteNorFlash, NorFlash};
-use ota_core::manifest::StoredManifest;
+use ota_core::manifest::{Manifest, StoredManifest};
 use ota_core::resume::ResumeState;
 use ota_core::storage::{Persisted, StorageFailure, StorageOp};
 use ota_core::wire::LastOutcome;
 
 use crate::journal::{Journal, JournalError, Snapshot};
 use crate::layout::{Layout, LayoutError};
+use crate::patch::{PatchError, PatchPlace};
 use crate::record::Record;
 use crate::state::UpdateState;
 
@@ -64,19 +78,35 @@ pub enum StorageError<E> {
         /// The flash's sector.
         sector: u32,
     },
-    /// A manifest that delivers its image as a patch: this storage does not rebuild images
-    /// from patches yet, so it refuses one before anything is fetched; the device reports
-    /// `PATCH_FAILED` and the server offers the whole image.
-    #[error("patches are not applied by this storage")]
-    PatchUnsupported,
+    /// A patch download whose image and patch do not fit side by side in the staging slot
+    /// (each rounded to whole sectors: the image in the head, the patch in the tail).
+    #[error("a {image}-byte image and its {patch}-byte patch do not fit in the {capacity}-byte staging slot")]
+    PatchTooLarge {
+        /// The manifest's image size.
+        image: u32,
+        /// The patch's size.
+        patch: u32,
+        /// Staging capacity.
+        capacity: u32,
+    },
+    /// The running image (the active slot) is not the one the patch applies to: refused at
+    /// `Begin`, before anything is fetched, and at `Rebuild`.
+    #[error("the running image is not the patch's source")]
+    PatchSource,
+    /// The staged patch does not rebuild the image.
+    #[error("the patch does not apply: {0}")]
+    Patch(#[from] PatchError),
 }
 
 impl<E> StorageError<E> {
-    /// What the error means to the device's state machine: a refused patch fails only that
-    /// download; anything else is the flash's failure and ends the wake.
+    /// What the error means to the device's state machine: a patch that does not apply, or not
+    /// to the running image, fails only that download; an image and patch too large for the
+    /// slot is out of space; anything else is the flash's failure and ends the wake.
     pub fn failure(&self) -> StorageFailure {
         match self {
-            StorageError::PatchUnsupported => StorageFailure::Patch,
+            StorageError::PatchSource => StorageFailure::PatchSource,
+            StorageError::Patch(_) => StorageFailure::Patch,
+            StorageError::PatchTooLarge { .. } => StorageFailure::OutOfSpace,
             _ => StorageFailure::Io,
         }
     }
@@ -208,18 +238,44 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
         F::ERASE_SIZE as u32
     }
 
+    /// The manifest of the download in progress (or of the image staged or installed).
+    fn download_manifest(&self) -> Option<Manifest> {
+        let (_, manifest) = self.snap.download?;
+        manifest.as_signed().decode_verified().ok()
+    }
+
     /// The chunk size of the download in progress.
     fn chunk_size(&self) -> Option<u32> {
-        let (_, manifest) = self.snap.download?;
-        manifest
-            .as_signed()
-            .decode_verified()
-            .ok()
-            .map(|m| u32::from(m.chunk_size))
+        self.download_manifest().map(|m| u32::from(m.chunk_size))
+    }
+
+    /// The patch of the download in progress and where it is staged, if it is a patch.
+    pub(crate) fn patch_place(&self) -> Option<PatchPlace> {
+        let m = self.download_manifest()?;
+        PatchPlace::new(self.capacity(), Self::erase_size(), m.patch?, m.image_size)
+    }
+
+    /// Slot offset of the download's byte 0: 0 for an image, the tail's start for a patch
+    /// (a sector boundary, so sector arithmetic on download offsets holds in the slot).
+    fn download_base(&self) -> Result<u32, StorageError<F::Error>> {
+        match self.download_manifest() {
+            Some(m) => match m.patch {
+                Some(p) => PatchPlace::new(self.capacity(), Self::erase_size(), p, m.image_size)
+                    .map(|place| place.base)
+                    .ok_or(StorageError::PatchTooLarge {
+                        image: m.image_size,
+                        patch: p.size,
+                        capacity: self.capacity(),
+                    }),
+                None => Ok(0),
+            },
+            None => Ok(0),
+        }
     }
 
     /// End of the last committed chunk, rounded up to a sector: everything below was erased
-    /// during this download, nothing above holds a committed chunk.
+    /// during this download, nothing above holds a committed chunk. In download offsets (a
+    /// patch's, for a patch: [`Self::download_base`] maps them into the slot).
     fn committed_end(&self) -> u32 {
         let (Some((state, _)), UpdateState::Downloading) = (self.snap.download, self.snap.state)
         else {
@@ -244,11 +300,19 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
         if self.snap.state != UpdateState::Downloading || chunk == 0 {
             return Ok(());
         }
+        // A patch that cannot be placed was never written.
+        let Ok(base) = self.download_base() else {
+            return Ok(());
+        };
         let end = self.committed_end();
         let e = Self::erase_size();
         let mut at = state.next_offset;
         while at < end {
-            if !state.has(at, chunk) && !self.slot_erased(at, (at + chunk).min(end)).await {
+            if !state.has(at, chunk)
+                && !self
+                    .slot_erased(base + at, base + (at + chunk).min(end))
+                    .await
+            {
                 // Every sector the torn slot lies in (chunks never straddle a sector boundary
                 // here: `begin` refuses such chunk sizes).
                 let (first, last) = (at / e * e, (at + chunk - 1) / e * e);
@@ -266,9 +330,9 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
                 .await?;
                 let mut sector = first;
                 while sector <= last {
-                    let base = self.layout.dfu.offset + sector;
+                    let addr = self.layout.dfu.offset + base + sector;
                     self.flash
-                        .erase(base, base + e)
+                        .erase(addr, addr + e)
                         .await
                         .map_err(StorageError::Flash)?;
                     sector += e;
@@ -303,11 +367,12 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
         true
     }
 
-    /// Erases staging sectors up to `end` that this download has not erased yet.
-    async fn erase_ahead(&mut self, end: u32) -> Result<(), StorageError<F::Error>> {
+    /// Erases staging sectors up to download offset `end` that this download has not erased
+    /// yet (download offsets from `base` in the slot).
+    async fn erase_ahead(&mut self, base: u32, end: u32) -> Result<(), StorageError<F::Error>> {
         let e = Self::erase_size();
         while self.erased_until < end {
-            let at = self.layout.dfu.offset + self.erased_until;
+            let at = self.layout.dfu.offset + base + self.erased_until;
             self.flash
                 .erase(at, at + e)
                 .await
@@ -317,8 +382,12 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
         Ok(())
     }
 
-    fn check_range(&self, offset: u32, len: usize) -> Result<(), StorageError<F::Error>> {
-        let capacity = self.capacity();
+    fn check_range(
+        &self,
+        offset: u32,
+        len: usize,
+        capacity: u32,
+    ) -> Result<(), StorageError<F::Error>> {
         if (offset as usize).saturating_add(len) > capacity as usize {
             return Err(StorageError::OutOfRange {
                 offset,
@@ -361,9 +430,6 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
             .as_signed()
             .decode_verified()
             .map_err(|_| StorageError::BadManifest)?;
-        if decoded.patch.is_some() {
-            return Err(StorageError::PatchUnsupported);
-        }
         if self.write_once {
             let chunk = u32::from(decoded.chunk_size);
             // Whole write units, so two chunks never share one; and chunk boundaries on sector
@@ -377,6 +443,21 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
                 });
             }
         }
+        if let Some(patch) = decoded.patch {
+            // Before anything is fetched: room for the image and the patch side by side, and
+            // the running image is the patch's source.
+            let capacity = self.capacity();
+            if PatchPlace::new(capacity, Self::erase_size(), patch, decoded.image_size).is_none() {
+                return Err(StorageError::PatchTooLarge {
+                    image: decoded.image_size,
+                    patch: patch.size,
+                    capacity,
+                });
+            }
+            if !self.runs_source_of(&patch).await? {
+                return Err(StorageError::PatchSource);
+            }
+        }
         self.commit(Record::Begin {
             state: *state,
             manifest: *manifest,
@@ -386,12 +467,14 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
         Ok(())
     }
 
-    /// See `ota_core::storage::StorageOp::Write`.
+    /// See `ota_core::storage::StorageOp::Write`: `offset` is in the image, or in the patch
+    /// for a patch download (staged in the slot's tail).
     pub async fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), StorageError<F::Error>> {
-        self.check_range(offset, data.len())?;
+        let base = self.download_base()?;
+        self.check_range(offset, data.len(), self.capacity().saturating_sub(base))?;
         let end = offset + data.len() as u32;
-        self.erase_ahead(end).await?;
-        let at = self.layout.dfu.offset + offset;
+        self.erase_ahead(base, end).await?;
+        let at = self.layout.dfu.offset + base + offset;
         if self.write_once {
             write_units(&mut self.flash, at, data).await
         } else {
@@ -415,7 +498,7 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
         offset: u32,
         buf: &mut [u8],
     ) -> Result<(), StorageError<F::Error>> {
-        self.check_range(offset, buf.len())?;
+        self.check_range(offset, buf.len(), self.capacity())?;
         self.flash
             .read(self.layout.dfu.offset + offset, buf)
             .await
@@ -462,7 +545,7 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
             StorageOp::MarkStaged(state) => self.mark_staged(&state).await,
             StorageOp::Abandon => self.abandon().await,
             StorageOp::SetOutcome(o) => self.set_outcome(o).await,
-            StorageOp::Rebuild { .. } => Err(StorageError::PatchUnsupported),
+            StorageOp::Rebuild { patch, image_size } => self.rebuild(&patch, image_size).await,
         }
     }
 

@@ -16,7 +16,7 @@ use embassy_sync::blocking_mutex::Mutex;
 use embedded_storage::nor_flash::{ErrorType, MultiwriteNorFlash, NorFlash, ReadNorFlash};
 use ota_core::device::SleepReason;
 use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
-use ota_core::manifest::{Ed25519Verifier, Manifest, MANIFEST_FORMAT};
+use ota_core::manifest::{Ed25519Verifier, Manifest, PatchInfo, MANIFEST_FORMAT};
 use ota_core::runtime::block::block_on;
 use ota_core::runtime::{run_wake, WakeOptions};
 use ota_core::sim::{LinkProfile, Pipe, SimClock, SimLink, SimRng};
@@ -112,10 +112,12 @@ struct Life {
     cut: bool,
 }
 
-/// Lives an update from `flash`, a cut armed `cut` operations ahead.
+/// Lives an update from `flash`, a cut armed `cut` operations ahead; the new image comes as
+/// `patch` from the old one if given (in 64-byte chunks), else whole (in 1 KiB chunks).
 fn live(
     old: &[u8],
     new: &[u8],
+    patch: Option<&[u8]>,
     healthy: bool,
     rig: Rig,
     cut: Option<Cut>,
@@ -129,12 +131,24 @@ fn live(
         version: Version::new(2, 0, 0),
         image_size: new.len() as u32,
         digest: Digest(Sha256::digest(new).into()),
-        chunk_size: 1024,
+        chunk_size: if patch.is_some() { 64 } else { 1024 },
         min_running: None,
         patch: None,
     };
+    let (m, served) = match patch {
+        Some(p) => (
+            m.with_patch(PatchInfo {
+                size: p.len() as u32,
+                digest: Digest(Sha256::digest(p).into()),
+                source_size: old.len() as u32,
+                source_digest: Digest(Sha256::digest(old).into()),
+            }),
+            p,
+        ),
+        None => (m, new),
+    };
     let images = MemImages::new();
-    images.insert(ImageId(1), new.to_vec());
+    images.insert(ImageId(1), served.to_vec());
     let server = Handler::new(
         SingleRelease {
             image: ImageId(1),
@@ -320,23 +334,38 @@ fn exhaustive(healthy: bool, rig: Rig) -> (u64, Vec<(Cut, End)>) {
         bytes(4 * P as usize - 100, 3),
         bytes(3 * P as usize + 500, 5),
     );
+    exhaustive_with(&old, &new, None, healthy, rig)
+}
+
+fn exhaustive_with(
+    old: &[u8],
+    new: &[u8],
+    patch: Option<&[u8]>,
+    healthy: bool,
+    rig: Rig,
+) -> (u64, Vec<(Cut, End)>) {
+    let (chunk, fetched) = match patch {
+        Some(p) => (64, p.len() as u64),
+        None => (1024, new.len() as u64),
+    };
     let expect = if healthy {
         End::Updated
     } else {
         End::RolledBack(ResultCode::HEALTH_CHECK_FAILED)
     };
-    let (end, life, [main, state]) = live(&old, &new, healthy, rig, None);
+    let (end, life, [main, state]) = live(old, new, patch, healthy, rig, None);
     assert_eq!(end, expect, "{life:?}");
-    assert!(life.wakes > 2);
+    assert_eq!(life.accepted, fetched);
+    assert!(life.wakes > 2 || patch.is_some());
     let cuts = (0..main).map(Cut::Main).chain((0..state).map(Cut::State));
     let mut other = Vec::new();
     for cut in cuts {
-        let (end, life, _) = live(&old, &new, healthy, rig, Some(cut));
+        let (end, life, _) = live(old, new, patch, healthy, rig, Some(cut));
         assert!(life.cut, "{cut:?} never happened");
         // A torn chunk costs a chunk, or on write-once flash the sector it shares.
-        let lost = if rig.write_once { P as u64 } else { 1024 };
+        let lost = if rig.write_once { P as u64 } else { chunk };
         assert!(
-            life.accepted <= new.len() as u64 + lost,
+            life.accepted <= fetched + lost,
             "{cut:?}: refetched more than allowed ({} accepted)",
             life.accepted
         );
@@ -414,4 +443,36 @@ fn embassy_boot_state_page_on_ecc_flash() {
         stuck > 0,
         "embassy-boot now survives a torn state page: update the README"
     );
+}
+
+/// A patch update through embassy-boot: the patch staged in the DFU partition's tail, the image
+/// rebuilt in its head, embassy-boot's bootloader swapping the partition in; every cut ends
+/// with the new image, whole, or in the trial window with the old one.
+#[test]
+fn every_cut_through_a_patch_update() {
+    let old = bytes(3 * P as usize - 1300, 3);
+    let mut new = old.clone();
+    new[500] ^= 0x5a;
+    new.splice(6000..6000, bytes(700, 9));
+    assert!(
+        new.len() <= 3 * P as usize,
+        "three sectors of image, one of patch"
+    );
+    let patch = ota_delta::diff(&old, &new).unwrap();
+    assert!(
+        patch.len() > 3 * 64 && patch.len() < P as usize,
+        "{}",
+        patch.len()
+    );
+    for (rig, name) in [(REWRITABLE, "rewritable"), (WRITE_ONCE, "write-once")] {
+        let (cuts, other) = exhaustive_with(&old, &new, Some(&patch), true, rig);
+        let resets = only_trial_resets(&other);
+        println!(
+            "embassy-boot, {name} flash, patch update ({} bytes for a {}-byte image): {cuts} cut \
+             points, {resets} reverted",
+            patch.len(),
+            new.len()
+        );
+        assert!(cuts > 50);
+    }
 }

@@ -174,50 +174,294 @@ fn write_once_storage_refuses_chunk_sizes_it_cannot_keep_safe() {
     }
 }
 
-#[test]
-fn a_patch_manifest_is_refused_before_anything_is_fetched() {
-    // This storage does not rebuild images from patches yet: it says so at Begin, as a failure
-    // of that download only (the device reports PATCH_FAILED and the server offers the whole
-    // image), not as a flash failure that ends the wake.
+/// Patch downloads on the flash storage, both modes: the patch staged in the slot's tail, the
+/// image rebuilt in its head from the running image, and every refusal before a byte is spent.
+mod patch {
     use ota_core::host::OwnedManifest;
     use ota_core::manifest::{Manifest, PatchInfo, StoredManifest, MANIFEST_FORMAT};
     use ota_core::resume::ResumeState;
-    use ota_core::storage::{StorageFailure, UpdateStorage};
+    use ota_core::storage::{StorageFailure, StorageOp, UpdateStorage};
     use ota_core::wire::{Digest, ImageId, Version};
-    use ota_storage::{FlashStorage, Layout, Partition, StorageError};
-    let layout = Layout {
-        active: Partition::new(0, 8192),
-        dfu: Partition::new(8192, 8192 + 4096),
-        journal: Partition::new(20480, 8192),
-    };
-    let mut s = FlashStorage::open(SimFlash::<8, 4096>::new(7), layout).unwrap();
-    let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
-    let m = Manifest {
-        format: MANIFEST_FORMAT,
-        vendor: 1,
-        class: 2,
-        sequence: 3,
-        version: Version::new(1, 0, 0),
-        image_size: 4000,
-        digest: Digest([0; 32]),
-        chunk_size: 512,
-        min_running: None,
-        patch: None,
+    use ota_storage::sim::SimFlash;
+    use ota_storage::{FlashStorage, Layout, Partition, PatchError, StorageError, UpdateState};
+    use sha2::{Digest as _, Sha256};
+
+    const E: usize = 1024;
+    type Flash = SimFlash<8, E>;
+    type Storage = FlashStorage<Flash>;
+
+    /// ACTIVE and the slot 8 KiB (DFU 9 KiB with its spare), the journal 2 KiB.
+    fn layout() -> Layout {
+        Layout {
+            active: Partition::new(0, 8 * 1024),
+            dfu: Partition::new(8 * 1024, 9 * 1024),
+            journal: Partition::new(17 * 1024, 2 * 1024),
+        }
     }
-    .with_patch(PatchInfo {
-        size: 300,
-        digest: Digest([1; 32]),
-        source_size: 4000,
-        source_digest: Digest([2; 32]),
-    });
-    let signed = OwnedManifest::sign(&m, &key);
-    let stored = StoredManifest::from_signed(&signed.as_signed()).unwrap();
-    let state = ResumeState::new(stored.as_signed().digest(), ImageId(1));
-    let e = s.begin(&stored, &state).unwrap_err();
-    assert_eq!(e, StorageError::PatchUnsupported);
-    assert_eq!(
-        <FlashStorage<SimFlash<8, 4096>> as UpdateStorage>::failure(&e),
-        StorageFailure::Patch
-    );
-    assert!(s.load().unwrap().download.is_none(), "nothing begun");
+
+    fn bytes(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// The running image, a point release of it and the patch between them (about 500 bytes,
+    /// several 64-byte chunks).
+    fn release() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let old = bytes(6000, 21);
+        let mut new = old.clone();
+        new[100] ^= 0x55;
+        new[4000] ^= 0xAA;
+        new.splice(3000..3000, bytes(400, 22));
+        let patch = ota_delta::diff(&old, &new).unwrap();
+        assert!(
+            patch.len() > 4 * 64 && patch.len() < 1024,
+            "{}",
+            patch.len()
+        );
+        (old, new, patch)
+    }
+
+    fn info(old: &[u8], patch: &[u8]) -> PatchInfo {
+        PatchInfo {
+            size: patch.len() as u32,
+            digest: Digest(Sha256::digest(patch).into()),
+            source_size: old.len() as u32,
+            source_digest: Digest(Sha256::digest(old).into()),
+        }
+    }
+
+    fn manifest(new: &[u8], patch: PatchInfo, chunk: u16) -> StoredManifest {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let m = Manifest {
+            format: MANIFEST_FORMAT,
+            vendor: 1,
+            class: 2,
+            sequence: 3,
+            version: Version::new(1, 1, 0),
+            image_size: new.len() as u32,
+            digest: Digest(Sha256::digest(new).into()),
+            chunk_size: chunk,
+            min_running: None,
+            patch: None,
+        }
+        .with_patch(patch);
+        let signed = OwnedManifest::sign(&m, &key);
+        StoredManifest::from_signed(&signed.as_signed()).unwrap()
+    }
+
+    /// A flash with `active` in ACTIVE and the slot's head holding an earlier image (as after
+    /// an update: the swap leaves the old image there), so the rebuild must erase it.
+    fn flash(write_once: bool, active: &[u8]) -> Flash {
+        let mut f = if write_once {
+            Flash::write_once(19)
+        } else {
+            Flash::new(19)
+        };
+        f.contents_mut()[..active.len()].copy_from_slice(active);
+        let dfu = layout().dfu.offset as usize;
+        f.contents_mut()[dfu..dfu + 5000].copy_from_slice(&bytes(5000, 99));
+        f
+    }
+
+    fn open(f: Flash, write_once: bool) -> Storage {
+        if write_once {
+            FlashStorage::open_write_once(f, layout()).unwrap()
+        } else {
+            FlashStorage::open(f, layout()).unwrap()
+        }
+    }
+
+    /// Begins and stages every chunk of `patch` (in patch offsets), each followed by its
+    /// progress record, as the device does. Returns the resume record.
+    fn download(
+        s: &mut Storage,
+        stored: &StoredManifest,
+        patch: &[u8],
+        chunk: usize,
+    ) -> ResumeState {
+        let mut state = ResumeState::new(stored.as_signed().digest(), ImageId(1));
+        s.apply(StorageOp::Begin {
+            manifest: stored,
+            state,
+        })
+        .unwrap();
+        for (i, c) in patch.chunks(chunk).enumerate() {
+            let offset = (i * chunk) as u32;
+            s.apply(StorageOp::Write { offset, data: c }).unwrap();
+            assert!(state.mark(offset, chunk as u32, patch.len() as u32));
+            s.apply(StorageOp::Persist(state)).unwrap();
+        }
+        state
+    }
+
+    /// The first `len` bytes of the slot, through `StorageOp::Read` in 256-byte pieces.
+    fn read_image(s: &mut Storage, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        for (i, piece) in out.chunks_mut(256).enumerate() {
+            s.apply(StorageOp::Read {
+                offset: (i * 256) as u32,
+                buf: piece,
+            })
+            .unwrap();
+        }
+        out
+    }
+
+    fn end_to_end(write_once: bool) {
+        let (old, new, patch) = release();
+        let p = info(&old, &patch);
+        let stored = manifest(&new, p, 64);
+        let mut s = open(flash(write_once, &old), write_once);
+        let state = download(&mut s, &stored, &patch, 64);
+
+        // The patch sits in the slot's tail from a sector boundary: capacity 8192, patch under
+        // 1 KiB, so from 7 KiB; the head (the image's 6 sectors) is not written yet.
+        let base = layout().dfu.offset as usize + 7 * 1024;
+        assert_eq!(&s.flash().contents()[base..base + patch.len()], &patch[..]);
+        let dfu = layout().dfu.offset as usize;
+        assert_eq!(s.flash().contents()[dfu..dfu + 5000], bytes(5000, 99)[..]);
+
+        // A reset before the rebuild: the journal says where the patch is.
+        let mut s = open(s.into_flash(), write_once);
+        assert_eq!(s.state(), UpdateState::Downloading);
+        let before = s.flash().ops();
+        s.apply(StorageOp::Rebuild {
+            patch: p,
+            image_size: new.len() as u32,
+        })
+        .unwrap();
+        let rebuild_ops = s.flash().ops() - before;
+        println!(
+            "write_once={write_once}: image {} bytes, patch {} bytes, rebuild {rebuild_ops} flash ops",
+            new.len(),
+            patch.len()
+        );
+        let image = read_image(&mut s, new.len());
+        assert_eq!(Sha256::digest(&image), Sha256::digest(&new));
+        assert!(image == new, "rebuilt byte for byte");
+        // The patch is still there, untouched by the rebuild.
+        assert_eq!(&s.flash().contents()[base..base + patch.len()], &patch[..]);
+
+        // Asked again (as after a reset that cut it short): starts over, ends the same.
+        s.rebuild(&p, new.len() as u32).unwrap();
+        assert!(read_image(&mut s, new.len()) == new);
+        assert_eq!(s.flash().reprogram_attempts(), 0);
+        s.apply(StorageOp::MarkStaged(state)).unwrap();
+        let s = open(s.into_flash(), write_once);
+        assert_eq!(s.state(), UpdateState::Staged);
+    }
+
+    #[test]
+    fn a_patch_rebuilds_the_image_on_multiwrite_flash() {
+        end_to_end(false);
+    }
+
+    #[test]
+    fn a_patch_rebuilds_the_image_on_write_once_flash() {
+        end_to_end(true);
+    }
+
+    #[test]
+    fn a_patch_for_another_running_image_is_refused_before_anything_is_written() {
+        for write_once in [false, true] {
+            let (old, new, patch) = release();
+            let mut other = old.clone();
+            other[10] ^= 1;
+            let stored = manifest(&new, info(&old, &patch), 64);
+            let mut s = open(flash(write_once, &other), write_once);
+            let before = s.flash().contents().to_vec();
+            let ops = s.flash().ops();
+            let state = ResumeState::new(stored.as_signed().digest(), ImageId(1));
+            let e = s.begin(&stored, &state).unwrap_err();
+            assert_eq!(e, StorageError::PatchSource);
+            assert_eq!(Storage::failure(&e), StorageFailure::PatchSource);
+            assert_eq!(
+                s.flash().ops(),
+                ops,
+                "no write, no erase, no journal record"
+            );
+            assert!(s.flash().contents() == &before[..]);
+            assert!(s.load().unwrap().download.is_none(), "nothing begun");
+        }
+    }
+
+    #[test]
+    fn a_corrupted_patch_byte_fails_the_rebuild_as_a_patch_failure() {
+        for write_once in [false, true] {
+            let (old, new, patch) = release();
+            let p = info(&old, &patch);
+            // A byte changed in flash after it was staged: the digest catches it.
+            let mut s = open(flash(write_once, &old), write_once);
+            download(&mut s, &manifest(&new, p, 64), &patch, 64);
+            let at = layout().dfu.offset as usize + 7 * 1024 + patch.len() / 2;
+            s.flash_mut().contents_mut()[at] ^= 0x04;
+            let e = s.rebuild(&p, new.len() as u32).unwrap_err();
+            assert_eq!(e, StorageError::Patch(PatchError::Digest));
+            assert_eq!(Storage::failure(&e), StorageFailure::Patch);
+
+            // A patch signed as it is but corrupted at the source: its digest passes, the
+            // applier refuses it (its format or the rebuilt image's CRC-32).
+            let mut bad = patch.clone();
+            let n = bad.len();
+            bad[n / 2] ^= 0x10;
+            let pb = info(&old, &bad);
+            let mut s = open(flash(write_once, &old), write_once);
+            download(&mut s, &manifest(&new, pb, 64), &bad, 64);
+            let e = s
+                .apply(StorageOp::Rebuild {
+                    patch: pb,
+                    image_size: new.len() as u32,
+                })
+                .unwrap_err();
+            assert!(matches!(e, StorageError::Patch(_)), "{e:?}");
+            assert_eq!(Storage::failure(&e), StorageFailure::Patch);
+            assert_eq!(s.flash().reprogram_attempts(), 0);
+
+            // A rebuild for another patch than the one staged.
+            let e = s.rebuild(&p, new.len() as u32).unwrap_err();
+            assert_eq!(e, StorageError::Patch(PatchError::NotStaged));
+        }
+    }
+
+    #[test]
+    fn the_running_image_is_checked_again_at_the_rebuild() {
+        let (old, new, patch) = release();
+        let p = info(&old, &patch);
+        let mut s = open(flash(false, &old), false);
+        download(&mut s, &manifest(&new, p, 64), &patch, 64);
+        s.flash_mut().contents_mut()[5] ^= 1;
+        let e = s.rebuild(&p, new.len() as u32).unwrap_err();
+        assert_eq!(e, StorageError::PatchSource);
+        assert_eq!(Storage::failure(&e), StorageFailure::PatchSource);
+    }
+
+    #[test]
+    fn an_image_and_patch_that_do_not_fit_side_by_side_are_refused_at_begin() {
+        let (old, _, _) = release();
+        // 7000 bytes take 7 sectors; a 1100-byte patch takes 2 from the top of the 8-sector
+        // slot: they overlap, though 7000 + 1100 bytes would fit unrounded.
+        let new = bytes(7000, 5);
+        let fake = bytes(1100, 6);
+        let stored = manifest(&new, info(&old, &fake), 64);
+        let mut s = open(flash(false, &old), false);
+        let ops = s.flash().ops();
+        let state = ResumeState::new(stored.as_signed().digest(), ImageId(1));
+        let e = s.begin(&stored, &state).unwrap_err();
+        assert!(matches!(e, StorageError::PatchTooLarge { .. }), "{e:?}");
+        assert_eq!(Storage::failure(&e), StorageFailure::OutOfSpace);
+        assert_eq!(s.flash().ops(), ops);
+        assert!(s.load().unwrap().download.is_none());
+
+        // The same patch beside a 6-sector image fits.
+        let new = bytes(6 * 1024, 5);
+        let stored = manifest(&new, info(&old, &fake), 64);
+        s.begin(&stored, &state).unwrap();
+    }
 }

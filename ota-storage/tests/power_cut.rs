@@ -15,6 +15,7 @@ fn scenario(healthy: bool) -> Scenario {
         healthy,
         wake_bytes: 3 * 1024 + 600,
         write_once: false,
+        patch: None,
     }
 }
 
@@ -32,7 +33,7 @@ fn exhaustive<const W: usize, const E: usize>(s: &Scenario, expect: End) -> (u64
     assert!(!stats.cut_happened);
     assert_eq!(
         stats.accepted_payload,
-        s.new.len() as u64,
+        s.transfer_len() as u64,
         "no cut, no refetch"
     );
     assert!(
@@ -45,7 +46,7 @@ fn exhaustive<const W: usize, const E: usize>(s: &Scenario, expect: End) -> (u64
         let (end, stats, _) = live::<W, E>(s, fresh_flash::<W, E>(s), Some(k));
         assert!(stats.cut_happened, "cut {k} of {total} never happened");
         assert!(
-            stats.accepted_payload <= s.new.len() as u64 + refetch_bound,
+            stats.accepted_payload <= s.transfer_len() as u64 + refetch_bound,
             "cut {k}: refetched more than {refetch_bound} bytes ({} accepted)",
             stats.accepted_payload
         );

@@ -42,7 +42,22 @@ fn case(max_image: usize) -> impl Strategy<Value = Case> {
 }
 
 fn check<const W: usize, const E: usize>(c: &Case) {
-    check_mode::<W, E>(c, false);
+    check_mode::<W, E>(c, false, false);
+}
+
+/// The new image as a patch from the old one: a point release of it (`new_len` picks how much
+/// is inserted), fetched into the slot's tail and rebuilt in its head.
+fn check_patch<const W: usize, const E: usize>(c: &Case, write_once: bool) {
+    let c = if write_once {
+        let pow2 = 1u16 << (15 - c.chunk.leading_zeros());
+        Case {
+            chunk: pow2.max(W as u16),
+            ..c.clone()
+        }
+    } else {
+        c.clone()
+    };
+    check_mode::<W, E>(&c, write_once, true);
 }
 
 /// Write-once flash: chunk sizes are powers of two from the write unit up (the storage refuses
@@ -53,17 +68,25 @@ fn check_write_once<const W: usize, const E: usize>(c: &Case) {
         chunk: pow2.max(W as u16),
         ..c.clone()
     };
-    check_mode::<W, E>(&c, true);
+    check_mode::<W, E>(&c, true, false);
 }
 
-fn check_mode<const W: usize, const E: usize>(c: &Case, write_once: bool) {
+fn check_mode<const W: usize, const E: usize>(c: &Case, write_once: bool, patch: bool) {
+    let old = bytes(c.old_len, c.seed);
+    let new = if patch {
+        point_release(&old, c.seed ^ 0xABCD, c.new_len % 700)
+    } else {
+        bytes(c.new_len, c.seed ^ 0xABCD)
+    };
+    let patch = patch.then(|| ota_delta::diff(&old, &new).unwrap());
     let s = Scenario {
-        old: bytes(c.old_len, c.seed),
-        new: bytes(c.new_len, c.seed ^ 0xABCD),
+        old,
+        new,
         chunk: c.chunk,
         healthy: c.healthy,
         wake_bytes: 400 + c.wake_chunks * (u32::from(c.chunk) + 40),
         write_once,
+        patch,
     };
     let bound = if write_once {
         // A torn chunk costs the chunks of its sector.
@@ -85,7 +108,7 @@ fn check_mode<const W: usize, const E: usize>(c: &Case, write_once: bool) {
         flash.set_cut_seed(c.seed ^ k);
         let (end, stats, _) = live::<W, E>(&s, flash, Some(k));
         assert!(
-            stats.accepted_payload <= s.new.len() as u64 + bound,
+            stats.accepted_payload <= s.transfer_len() as u64 + bound,
             "cut {k}: {stats:?}"
         );
         assert!(
@@ -115,4 +138,10 @@ proptest! {
 
     #[test]
     fn write_once_quad_words_4k_sectors(c in case(3 * 4096)) { check_write_once::<16, 4096>(&c); }
+
+    #[test]
+    fn patch_word_writes_1k_sectors(c in case(4 * 1024)) { check_patch::<4, 1024>(&c, false); }
+
+    #[test]
+    fn patch_write_once_double_words_2k_sectors(c in case(5 * 2048)) { check_patch::<8, 2048>(&c, true); }
 }

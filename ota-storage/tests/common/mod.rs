@@ -10,7 +10,7 @@
 use ed25519_dalek::SigningKey;
 use ota_core::device::SleepReason;
 use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
-use ota_core::manifest::{Ed25519Verifier, Manifest, MANIFEST_FORMAT};
+use ota_core::manifest::{Ed25519Verifier, Manifest, PatchInfo, MANIFEST_FORMAT};
 use ota_core::sim::{run_wake, LinkProfile, Pipe, SimError as WakeError, SimRng};
 use ota_core::storage::UpdateStorage;
 use ota_core::wire::{
@@ -38,6 +38,37 @@ pub struct Scenario {
     pub wake_bytes: u32,
     /// Write-once (ECC) flash, storage opened in write-once mode.
     pub write_once: bool,
+    /// The new image comes as this patch from the old one (fetched, then rebuilt in storage).
+    pub patch: Option<Vec<u8>>,
+}
+
+impl Scenario {
+    /// Bytes the device fetches: the patch's, or the image's.
+    pub fn transfer_len(&self) -> usize {
+        self.patch.as_ref().map_or(self.new.len(), Vec::len)
+    }
+}
+
+/// A point release of `old`: a few bytes changed here and there, some new code inserted in the
+/// middle, so that the patch spans several chunks.
+pub fn point_release(old: &[u8], seed: u64, inserted: usize) -> Vec<u8> {
+    let mut new = old.to_vec();
+    for (i, at) in (0..new.len()).step_by(997).enumerate() {
+        new[at] = new[at].wrapping_add(1 + i as u8);
+    }
+    let mid = new.len() / 2;
+    new.splice(mid..mid, bytes(inserted, seed));
+    new
+}
+
+/// What a manifest says of `patch` from `old`.
+pub fn patch_info(old: &[u8], patch: &[u8]) -> PatchInfo {
+    PatchInfo {
+        size: patch.len() as u32,
+        digest: Digest(Sha256::digest(patch).into()),
+        source_size: old.len() as u32,
+        source_digest: Digest(Sha256::digest(old).into()),
+    }
 }
 
 /// How a life ended.
@@ -68,8 +99,11 @@ pub fn layout(erase: u32, image_sectors: u32) -> Layout {
     }
 }
 
+/// Sectors of ACTIVE, and of DFU less its spare: the larger image, and the patch's sectors
+/// beside it for a patch.
 pub fn sectors_needed(erase: usize, s: &Scenario) -> u32 {
-    s.old.len().max(s.new.len()).div_ceil(erase) as u32
+    let patch = s.patch.as_ref().map_or(0, |p| p.len().div_ceil(erase));
+    (s.old.len().max(s.new.len()).div_ceil(erase) + patch) as u32
 }
 
 /// A fresh flash with the old image in ACTIVE.
@@ -85,7 +119,9 @@ pub fn fresh_flash<const W: usize, const E: usize>(s: &Scenario) -> SimFlash<W, 
     flash
 }
 
-fn handler(s: &Scenario) -> Handler<SingleRelease, MemImages> {
+/// The signed manifest of the scenario's release, and the bytes the server serves for it (the
+/// image, or the patch).
+pub fn release(s: &Scenario) -> (OwnedManifest, Vec<u8>) {
     let key = SigningKey::from_bytes(&[7u8; 32]);
     let m = Manifest {
         format: MANIFEST_FORMAT,
@@ -99,11 +135,20 @@ fn handler(s: &Scenario) -> Handler<SingleRelease, MemImages> {
         min_running: None,
         patch: None,
     };
+    let (m, served) = match &s.patch {
+        Some(p) => (m.with_patch(patch_info(&s.old, p)), p.clone()),
+        None => (m, s.new.clone()),
+    };
+    (OwnedManifest::sign(&m, &key), served)
+}
+
+fn handler(s: &Scenario) -> Handler<SingleRelease, MemImages> {
+    let (manifest, served) = release(s);
     let images = MemImages::new();
-    images.insert(ImageId(5), s.new.clone());
+    images.insert(ImageId(5), served);
     let release = SingleRelease {
         image: ImageId(5),
-        manifest: OwnedManifest::sign(&m, &key),
+        manifest,
         urgency: Urgency::Attempt,
         next_check_in: 60,
     };
