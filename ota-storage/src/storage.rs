@@ -99,14 +99,15 @@ pub enum StorageError<E> {
 }
 
 impl<E> StorageError<E> {
-    /// What the error means to the device's state machine: a patch that does not apply, or not
-    /// to the running image, fails only that download; an image and patch too large for the
-    /// slot is out of space; anything else is the flash's failure and ends the wake.
+    /// What the error means to the device's state machine: a patch that does not apply, not to
+    /// the running image, or not beside its image in the slot fails only that download (the
+    /// device reports it and the server offers the whole image, which needs no room for a
+    /// patch); anything else is the flash's failure and ends the wake.
     pub fn failure(&self) -> StorageFailure {
         match self {
             StorageError::PatchSource => StorageFailure::PatchSource,
             StorageError::Patch(_) => StorageFailure::Patch,
-            StorageError::PatchTooLarge { .. } => StorageFailure::OutOfSpace,
+            StorageError::PatchTooLarge { .. } => StorageFailure::Patch,
             _ => StorageFailure::Io,
         }
     }

@@ -455,7 +455,8 @@ mod patch {
         let state = ResumeState::new(stored.as_signed().digest(), ImageId(1));
         let e = s.begin(&stored, &state).unwrap_err();
         assert!(matches!(e, StorageError::PatchTooLarge { .. }), "{e:?}");
-        assert_eq!(Storage::failure(&e), StorageFailure::OutOfSpace);
+        // Only this download fails: the server offers the whole image next.
+        assert_eq!(Storage::failure(&e), StorageFailure::Patch);
         assert_eq!(s.flash().ops(), ops);
         assert!(s.load().unwrap().download.is_none());
 
