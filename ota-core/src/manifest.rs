@@ -13,7 +13,10 @@
 //! | 5 | image fits the staging slot | [`ManifestError::TooLarge`] |
 //! | 6 | chunk size within device limits | [`ManifestError::BadChunkSize`] |
 //! | 7 | running version at least the minimum | [`ManifestError::RunningTooOld`] |
-//! | 8 | a patch fits beside the image it rebuilds | [`ManifestError::TooLarge`] |
+//!
+//! Whether a patch fits beside the image it rebuilds is left to the storage at `Begin`: only it
+//! knows where the patch goes, and a patch that does not fit must fail as a patch (the server
+//! then offers the whole image), not as an image too large for the device.
 //!
 //! A manifest of format [`MANIFEST_FORMAT_PATCH`] describes the same image delivered as a patch
 //! (`ota-delta`) against the image the device runs: its [`PatchInfo`] follows the manifest's
@@ -315,16 +318,9 @@ impl<'a> SignedManifest<'a> {
                 });
             }
         }
-        if let Some(p) = m.patch {
-            // The patch is staged in the same slot, beside the image it rebuilds.
-            let size = m.image_size.saturating_add(p.size);
-            if size > device.staging_capacity {
-                return Err(ManifestError::TooLarge {
-                    size,
-                    capacity: device.staging_capacity,
-                });
-            }
-        }
+        // Whether a patch fits beside its image is the storage's to say at `Begin` (only it
+        // knows where the patch goes): a patch that does not fit fails as a patch, and the
+        // server offers the whole image.
         Ok(m)
     }
 }

@@ -295,11 +295,7 @@ mod mem {
                     return Err(MemError::PatchSource);
                 }
                 if u64::from(size) + u64::from(p.size) > u64::from(self.capacity()) {
-                    return Err(MemError::OutOfRange {
-                        offset: size,
-                        len: p.size as usize,
-                        capacity: self.capacity(),
-                    });
+                    return Err(MemError::Patch("image and patch do not fit side by side"));
                 }
                 self.patch = Some((p, vec![None; p.size as usize]));
             }

@@ -131,14 +131,23 @@ fn a_patch_that_does_not_apply_is_reported_and_forgotten() {
 }
 
 #[test]
-fn a_patch_that_does_not_fit_beside_its_image_is_refused_by_the_manifest_check() {
+fn a_patch_that_does_not_fit_beside_its_image_fails_as_a_patch_before_anything_is_fetched() {
     let (old, new, patch) = release();
     let handler = patch_handler(&old, &new, &patch, &patch, 512);
-    // Room for the image but not for the image and its patch side by side.
+    // Room for the image but not for the image and its patch side by side: the whole image
+    // would fit, so the device must say "patch failed" (the server then offers the whole
+    // image), not "out of storage" (the server would give up on it).
     let mut storage = MemStorage::new(new.len() as u32 + 100).with_active(&old);
     let w = wakes(&handler, &mut storage, 1);
-    assert_eq!(w.reasons, [Ok(SleepReason::Rejected)]);
+    assert_eq!(w.reasons, [Ok(SleepReason::Failed)]);
     assert_eq!(w.accepted, [0]);
+    assert_eq!(
+        storage.load().unwrap().outcome,
+        LastOutcome::Failed {
+            sequence: RUNNING_SEQ + 1,
+            reason: ResultCode::PATCH_FAILED
+        }
+    );
 }
 
 /// MemStorage whose first rebuild is cut short by a reset (the wake ends with a storage error).

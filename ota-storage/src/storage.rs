@@ -86,7 +86,7 @@ pub enum StorageError<E> {
         image: u32,
         /// The patch's size.
         patch: u32,
-        /// Staging capacity.
+        /// The DFU slot less its spare sector.
         capacity: u32,
     },
     /// The running image (the active slot) is not the one the patch applies to: refused at
@@ -253,7 +253,7 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
     /// The patch of the download in progress and where it is staged, if it is a patch.
     pub(crate) fn patch_place(&self) -> Option<PatchPlace> {
         let m = self.download_manifest()?;
-        PatchPlace::new(self.capacity(), Self::erase_size(), m.patch?, m.image_size)
+        PatchPlace::new(self.slot_room(), Self::erase_size(), m.patch?, m.image_size)
     }
 
     /// Slot offset of the download's byte 0: 0 for an image, the tail's start for a patch
@@ -261,12 +261,12 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
     fn download_base(&self) -> Result<u32, StorageError<F::Error>> {
         match self.download_manifest() {
             Some(m) => match m.patch {
-                Some(p) => PatchPlace::new(self.capacity(), Self::erase_size(), p, m.image_size)
+                Some(p) => PatchPlace::new(self.slot_room(), Self::erase_size(), p, m.image_size)
                     .map(|place| place.base)
                     .ok_or(StorageError::PatchTooLarge {
                         image: m.image_size,
                         patch: p.size,
-                        capacity: self.capacity(),
+                        capacity: self.slot_room(),
                     }),
                 None => Ok(0),
             },
@@ -404,6 +404,12 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
         self.layout.staging_capacity(F::ERASE_SIZE)
     }
 
+    /// What a patch download may use: the whole DFU slot less the swap's spare sector (the
+    /// image in its head is bounded by [`Self::capacity`], the patch beside it by this).
+    fn slot_room(&self) -> u32 {
+        self.layout.dfu.size.saturating_sub(Self::erase_size())
+    }
+
     /// What is persisted (see `ota_core::UpdateStorage::load`).
     pub fn load(&self) -> Persisted {
         Persisted {
@@ -447,7 +453,7 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
         if let Some(patch) = decoded.patch {
             // Before anything is fetched: room for the image and the patch side by side, and
             // the running image is the patch's source.
-            let capacity = self.capacity();
+            let capacity = self.slot_room();
             if PatchPlace::new(capacity, Self::erase_size(), patch, decoded.image_size).is_none() {
                 return Err(StorageError::PatchTooLarge {
                     image: decoded.image_size,
@@ -472,7 +478,12 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
     /// for a patch download (staged in the slot's tail).
     pub async fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), StorageError<F::Error>> {
         let base = self.download_base()?;
-        self.check_range(offset, data.len(), self.capacity().saturating_sub(base))?;
+        let room = if base == 0 {
+            self.capacity()
+        } else {
+            self.slot_room()
+        };
+        self.check_range(offset, data.len(), room.saturating_sub(base))?;
         let end = offset + data.len() as u32;
         self.erase_ahead(base, end).await?;
         let at = self.layout.dfu.offset + base + offset;

@@ -215,13 +215,16 @@ fn device_life(
     bar: &ProgressBar,
     meet: &Rendezvous,
 ) -> anyhow::Result<Outcome> {
+    // A sector of headroom for a larger next release; the staging slot has one more for a
+    // patch beside the image it rebuilds, and the swap's spare.
     let slot = a.image_kib.div_ceil(4) * SECTOR + SECTOR;
+    let dfu = slot + 2 * SECTOR;
     let layout = Layout {
         active: Partition::new(0, slot),
-        dfu: Partition::new(slot, slot + SECTOR),
-        journal: Partition::new(2 * slot + SECTOR, 2 * SECTOR),
+        dfu: Partition::new(slot, dfu),
+        journal: Partition::new(slot + dfu, 2 * SECTOR),
     };
-    let flash = SimFlash::<4, 4096>::new(((2 * slot + 3 * SECTOR) / SECTOR) as usize);
+    let flash = SimFlash::<4, 4096>::new(((slot + dfu + 2 * SECTOR) / SECTOR) as usize);
     let mut storage = FlashStorage::open(flash, layout).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let verifier = Ed25519Verifier::from_bytes(&public).context("bad public key")?;
     let mut running = RunningFirmware {
@@ -684,6 +687,20 @@ fn main() -> anyhow::Result<()> {
         whole,
         100.0
     );
+    // Why any device got the whole image instead: what it reported.
+    for (d, o) in ours.iter().enumerate() {
+        if o.point.as_patch {
+            continue;
+        }
+        let id = format!("dev-{d:02}");
+        let events = rt.block_on(fleet.store().events(&id))?;
+        let why: Vec<String> = events
+            .iter()
+            .filter(|e| e.kind == "failed")
+            .map(|e| e.detail.clone())
+            .collect();
+        println!("{id} got the whole image: {}", why.join("; "));
+    }
     println!(
         "radio/dev: bytes the link carried per device for the release, both directions, lost\n\
          datagrams included, from its check-in to its confirmation. Goal for a point release: at most\n\
