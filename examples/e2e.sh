@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end test of the real binaries: keygen, release, rollout, serve, two ota-device
-# processes (one healthy, one failing its health check), then status. Bounded in time; cleans up.
+# processes (one healthy, one failing its health check), then status; then a point release sent
+# to the healthy one as a patch. Bounded in time; cleans up.
 set -euo pipefail
 E2E_NAME=e2e
 source "$(dirname "$0")/e2e-common.sh"
@@ -57,8 +58,27 @@ $S status --data "$T/data" | tee "$T/status"
 grep -E "^dev-ok +sensor +1\.1\.1 +1\.1\.1 .*confirmed" "$T/status" >/dev/null || fail "dev-ok is not confirmed on 1.1.1"
 grep -E "^dev-bad +sensor +1\.0\.0 +1\.1\.1 .*rolled back +health check failed" "$T/status" >/dev/null \
   || fail "dev-bad is not rolled back with its reason"
+# A point release as a patch from 1.1.1: dev-ok fetches the patch and rebuilds 1.1.2 in its flash.
+python3 - "$T/v1.1.bin" "$T/v1.1.2.bin" <<'PY'
+import sys
+b = bytearray(open(sys.argv[1], 'rb').read())
+b[50000:50016] = b'version 1.1.2 ok'
+b[75000:75000] = bytes(range(64))
+open(sys.argv[2], 'wb').write(b)
+PY
+must_fail "a patch from an unknown version" $S release --image "$T/v1.1.2.bin" --version 1.1.2 --class sensor --key "$T/keys" --data "$T/data" --delta-from 0.9.0
+$S release --image "$T/v1.1.2.bin" --version 1.1.2 --class sensor --key "$T/keys" --data "$T/data" --delta-from 1.1.1 | tee "$T/rel"
+grep -qE "patch from 1\.1\.1: image id [0-9]+, [0-9]+ bytes" "$T/rel" || fail "no patch from 1.1.1"
+$S rollout --version 1.1.2 --class sensor --percent 100 --data "$T/data"
+sleep 1  # serve picks up a rollout within half a second
+timeout 120 $D "${common[@]}" --id dev-ok --credentials "$T/dev-ok.cred" --state "$T/dev-ok" 2>"$T/dev-ok.log" \
+  || { cat "$T/dev-ok.log"; fail "healthy device did not take the point release"; }
+$S status --data "$T/data" | tee "$T/status"
+patch=$(grep -oE "[0-9]+ bytes, [0-9.]+ % of" "$T/rel" | grep -oE "^[0-9]+")
+grep -E "^dev-ok +sensor +1\.1\.2 +1\.1\.2 .* $patch patch +confirmed" "$T/status" >/dev/null \
+  || fail "dev-ok is not confirmed on 1.1.2 with only the $patch-byte patch sent"
 # A reader that closes the pipe early ends status quietly (no "Broken pipe" panic): head -0 has
 # exited before status writes.
 rc=0; { sleep 0.3; $S status --data "$T/data" 2>"$T/pipe.err"; } | head -0 || rc=$?
 [ "$rc" = 0 ] && [ ! -s "$T/pipe.err" ] || { cat "$T/pipe.err"; fail "status | head -1 did not end quietly"; }
-echo "e2e: 2 passed, 0 failed"
+echo "e2e: 3 passed, 0 failed"
