@@ -31,6 +31,10 @@ use sha2::{Digest as _, Sha256};
 mod loss;
 mod served;
 
+/// The allocator `ota-server` runs with, so the serving path is measured as it is deployed.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Release = Arc<Handler<SingleRelease, MemImages>>;
 
 fn release(image: &[u8], chunk: u16) -> (Release, [u8; 32]) {
@@ -296,9 +300,13 @@ fn image(len: usize) -> Vec<u8> {
 /// `ota-bench load`: the server under load (issue 16's table): 10 000 provisioned devices,
 /// 64 and 256 closed-loop clients, SQLite, and PostgreSQL (`OTA_PG_URL`, which `.ci/run` sets
 /// from its throwaway cluster) with one and two instances on one port.
-fn load_table() {
-    let pg = std::env::var("OTA_PG_URL")
-        .expect("OTA_PG_URL: a PostgreSQL database to load (examples/pg-harness.sh starts one)");
+fn load_table(sqlite_only: bool) {
+    let pg = if sqlite_only {
+        String::new()
+    } else {
+        std::env::var("OTA_PG_URL")
+            .expect("OTA_PG_URL: a PostgreSQL database to load (examples/pg-harness.sh starts one)")
+    };
     let devices: usize = std::env::var("OTA_LOAD_DEVICES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -324,14 +332,15 @@ fn load_table() {
     let total = 4 * devices;
     let span = 4 * (total as u64 + 1001);
     let mut one_pg = [0.0f64; 2];
-    for (location, class, runs) in [
+    let stores = [
         (&sqlite, "loadsqlite", &[("SQLite, 1", 1usize)][..]),
         (
             &postgres,
             "loadpg",
             &[("PostgreSQL, 1", 1), ("PostgreSQL, 2", 2)][..],
         ),
-    ] {
+    ];
+    for (location, class, runs) in stores.into_iter().take(if sqlite_only { 1 } else { 2 }) {
         let fleet = served::provision(location, class, devices);
         let mut first_seq = 0;
         for &(name, instances) in runs {
@@ -360,7 +369,8 @@ fn load_table() {
 
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("load") {
-        return load_table();
+        // `load --sqlite-only`: the SQLite rows alone, to profile the serving path.
+        return load_table(std::env::args().nth(2).as_deref() == Some("--sqlite-only"));
     }
     let img = image(256 * 1024);
     let mut rows: Vec<(String, String)> = Vec::new();

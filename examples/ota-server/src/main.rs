@@ -13,6 +13,12 @@ use ota_server::mqtt::parse_url;
 use ota_server::store::{unix_now, vtext, DeviceFilter, Location, RolloutPlan, Store, Window};
 use ota_server::{credentials, keys, parse_version, serve};
 
+/// mimalloc: the serving path allocates per datagram from many tasks at once; glibc's allocator
+/// spent a tenth of the server's CPU there (consolidating and unlinking chunks), and the load
+/// table gained about a third in check-ins/s with mimalloc (see the README).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "ota-server",

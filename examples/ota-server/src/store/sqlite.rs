@@ -121,13 +121,41 @@ impl Sqlite {
             return Ok(tx.clone());
         }
         let conn = connect(&self.path).map_err(|e| WriteError(format!("{e:#}")))?;
+        // The writer never checkpoints (a checkpoint in a commit stalls every request waiting
+        // on that group): a thread of its own copies the WAL back without blocking it.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|e| WriteError(e.to_string()))?;
+        let checkpointer = connect(&self.path).map_err(|e| WriteError(format!("{e:#}")))?;
         let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
         std::thread::Builder::new()
             .name("ota-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || {
+                writer_loop(conn, rx);
+                stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+            })
+            .map_err(|e| WriteError(e.to_string()))?;
+        std::thread::Builder::new()
+            .name("ota-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, &stop))
             .map_err(|e| WriteError(e.to_string()))?;
         *w = Some(tx.clone());
         Ok(tx)
+    }
+}
+
+/// How often the WAL is copied back into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Copies committed WAL pages back into the database (`PASSIVE`: never waits for the writer,
+/// never makes it wait) until the writer has stopped.
+fn checkpoint_loop(conn: Connection, stop: &std::sync::atomic::AtomicBool) {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            eprintln!("ota-server: WAL checkpoint: {e}");
+        }
     }
 }
 
