@@ -127,7 +127,8 @@ has rollouts "\[rolled back: 1\]"
 has rollouts "\[up to date: 2\]"
 has failures "rolled back health check failed 1 d-2"
 has silent "d-6 sensor 0\.9\.0 [0-9]+ s 1 s"
-has bytes "sensor 1\.1\.0 200000 4 [0-9]+ 2 [0-9]+ \([0-9.]+×\)"
+# release, image, devices, sent, of which patch (none here: no --delta-from), confirmed, per confirmed
+has bytes "sensor 1\.1\.0 200000 4 [0-9]+ 0 2 [0-9]+ \([0-9.]+×\)"
 # Bytes per update: two full images and part of a third, at least.
 sent=$(grep -E "^bytes: sensor 1\.1\.0" "$T/sections" | awk '{print $6}')
 [ "$sent" -ge 400000 ] || fail "bytes sent $sent, expected at least two images"
