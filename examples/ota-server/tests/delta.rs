@@ -83,6 +83,19 @@ fn checkin<'a>(
     }
 }
 
+/// `id`'s check-in, answered by `fleet`.
+async fn ask(
+    fleet: &Fleet,
+    id: &str,
+    running: (&[u8], u32),
+    last: LastOutcome,
+    resume: Option<ResumeHint>,
+) -> Decision {
+    fleet
+        .check_in(Peer::Device(id), &checkin(id, running, last, resume))
+        .await
+}
+
 fn offered(d: &Decision) -> (ImageId, OwnedManifest) {
     match d {
         Decision::Offer {
@@ -174,13 +187,7 @@ async fn a_device_running_the_source_gets_a_signed_patch_that_rebuilds_the_image
         s.new.len()
     );
 
-    let d = s
-        .fleet
-        .check_in(
-            Peer::Device("m-1"),
-            &checkin("m-1", (&s.old, 1), LastOutcome::None, None),
-        )
-        .await;
+    let d = ask(&s.fleet, "m-1", (&s.old, 1), LastOutcome::None, None).await;
     let (id, manifest) = offered(&d);
     assert_eq!(id.0, p.id);
     assert_ne!(id.0 & PATCH_IMAGE_BIT, 0);
@@ -233,13 +240,7 @@ async fn everyone_else_gets_the_whole_image() {
     let whole = ImageId(s.v2.id);
     // Running another build (its digest is not a patch's source).
     let other = image(40_000, 2);
-    let d = s
-        .fleet
-        .check_in(
-            Peer::Device("m-2"),
-            &checkin("m-2", (&other, 1), LastOutcome::None, None),
-        )
-        .await;
+    let d = ask(&s.fleet, "m-2", (&other, 1), LastOutcome::None, None).await;
     assert_eq!(offered(&d).0, whole);
 
     // Mid-way through the whole image when the patch appeared: it goes on with what it has.
@@ -247,13 +248,7 @@ async fn everyone_else_gets_the_whole_image() {
         manifest: s.v2.manifest.digest().prefix(),
         next_offset: 8192,
     };
-    let d = s
-        .fleet
-        .check_in(
-            Peer::Device("m-3"),
-            &checkin("m-3", (&s.old, 1), LastOutcome::None, Some(hint)),
-        )
-        .await;
+    let d = ask(&s.fleet, "m-3", (&s.old, 1), LastOutcome::None, Some(hint)).await;
     let (id, m) = offered(&d);
     assert_eq!(id, whole);
     assert!(m.manifest().patch.is_none());
@@ -270,37 +265,19 @@ async fn everyone_else_gets_the_whole_image() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_a_patch_failed_on_gets_the_whole_image_next() {
     let (s, _) = setup("failed").await;
-    let d = s
-        .fleet
-        .check_in(
-            Peer::Device("m-4"),
-            &checkin("m-4", (&s.old, 1), LastOutcome::None, None),
-        )
-        .await;
+    let d = ask(&s.fleet, "m-4", (&s.old, 1), LastOutcome::None, None).await;
     assert!(offered(&d).1.manifest().patch.is_some());
     for reason in [ResultCode::PATCH_FAILED, ResultCode::PATCH_SOURCE_MISMATCH] {
         let failed = LastOutcome::Failed {
             sequence: 2,
             reason,
         };
-        let d = s
-            .fleet
-            .check_in(
-                Peer::Device("m-4"),
-                &checkin("m-4", (&s.old, 1), failed, None),
-            )
-            .await;
+        let d = ask(&s.fleet, "m-4", (&s.old, 1), failed, None).await;
         let (id, m) = offered(&d);
         assert_eq!(id, ImageId(s.v2.id), "after {reason:?}");
         assert!(m.manifest().patch.is_none());
         // And again at the next check-in, with nothing to report.
-        let d = s
-            .fleet
-            .check_in(
-                Peer::Device("m-4"),
-                &checkin("m-4", (&s.old, 1), LastOutcome::None, None),
-            )
-            .await;
+        let d = ask(&s.fleet, "m-4", (&s.old, 1), LastOutcome::None, None).await;
         assert_eq!(offered(&d).0, ImageId(s.v2.id));
     }
     // A patch failure is not the update's end: no failed outcome counts against the rollout.
@@ -353,13 +330,7 @@ async fn a_stored_patch_that_does_not_match_its_manifest_is_never_served() {
         )
         .unwrap();
     assert_eq!(n, 1);
-    let d = s
-        .fleet
-        .check_in(
-            Peer::Device("m-5"),
-            &checkin("m-5", (&s.old, 1), LastOutcome::None, None),
-        )
-        .await;
+    let d = ask(&s.fleet, "m-5", (&s.old, 1), LastOutcome::None, None).await;
     assert_eq!(offered(&d).0, ImageId(s.v2.id), "the whole image instead");
     let e = s
         .fleet

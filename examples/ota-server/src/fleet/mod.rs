@@ -573,20 +573,12 @@ impl Fleet {
             return self.patch_for(peer, image, offset, len).await;
         }
         let snapshot = self.snapshot();
-        let release = match snapshot
+        let found = snapshot
             .rollouts
             .values()
             .find(|r| r.release.id == image.0)
-            .map(|r| r.release.clone())
-        {
-            Some(r) => r,
-            None => self
-                .store
-                .release_by_id(image.0)
-                .await
-                .map_err(|e| ImageError::Io(e.to_string()))?
-                .ok_or(ImageError::UnknownImage(image))?,
-        };
+            .map(|r| r.release.clone());
+        let release = or_stored(found, image, self.store.release_by_id(image.0)).await?;
         let img = self
             .verified_image(&release)
             .await
@@ -604,21 +596,13 @@ impl Fleet {
         len: u32,
     ) -> Result<Image, HandlerError> {
         let snapshot = self.snapshot();
-        let patch = match snapshot
+        let found = snapshot
             .rollouts
             .values()
             .flat_map(|r| r.release.patches.iter())
             .find(|p| p.id == image.0)
-            .cloned()
-        {
-            Some(p) => p,
-            None => self
-                .store
-                .patch_by_id(image)
-                .await
-                .map_err(|e| ImageError::Io(e.to_string()))?
-                .ok_or(ImageError::UnknownImage(image))?,
-        };
+            .cloned();
+        let patch = or_stored(found, image, self.store.patch_by_id(image)).await?;
         let img = self.verified_patch(&patch).await.map_err(ImageError::Io)?;
         self.count_sent(peer, patch.release, true, &img, offset, len);
         Ok(img)
@@ -644,6 +628,21 @@ impl Fleet {
                 .or_insert((0, unix_now()));
             e.0 += sent;
         }
+    }
+}
+
+/// `found` (in the snapshot), else what `load` reads from the store; unknown if neither has it.
+async fn or_stored<T>(
+    found: Option<T>,
+    image: ImageId,
+    load: impl std::future::Future<Output = anyhow::Result<Option<T>>>,
+) -> Result<T, ImageError> {
+    match found {
+        Some(x) => Ok(x),
+        None => load
+            .await
+            .map_err(|e| ImageError::Io(e.to_string()))?
+            .ok_or(ImageError::UnknownImage(image)),
     }
 }
 
