@@ -168,44 +168,58 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let mut answers = Vec::new();
-        let result = (|| -> rusqlite::Result<()> {
-            let tx = conn.transaction()?;
-            for job in jobs {
-                match job {
-                    Job::Advance(device, seq, reply) => {
-                        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-                        let n = tx
-                            .prepare_cached(
-                                "UPDATE credentials SET floor = ?2 WHERE id = ?1 AND (floor IS NULL OR floor < ?2)",
-                            )?
-                            .execute(rusqlite::params![device, seq])?;
-                        answers.push(Answer::Advance(reply, n == 1));
-                    }
-                    Job::Record(w) => apply(&tx, &w)?,
-                    Job::Flush(reply) => answers.push(Answer::Flush(reply)),
-                }
+        // Replay floors first, in a commit of their own: a request waits on its floor, never on
+        // the rows queued behind other requests. Then the rows, and the flushes that wait on
+        // them, in order.
+        let (floors, rest): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|j| matches!(j, Job::Advance(..)));
+        for group in [floors, rest] {
+            if !group.is_empty() {
+                commit_group(&mut conn, group);
             }
-            tx.commit()
-        })();
-        let failed = result.err().map(|e| WriteError(e.to_string()));
-        if let Some(e) = &failed {
-            eprintln!("ota-server: {e}");
         }
-        for a in answers {
-            match (a, &failed) {
-                (Answer::Advance(r, fresh), None) => {
-                    let _ = r.send(Ok(fresh));
+    }
+}
+
+/// Runs `jobs` in one transaction and answers those that wait, with the commit's result.
+fn commit_group(conn: &mut Connection, jobs: Vec<Job>) {
+    let mut answers = Vec::new();
+    let result = (|| -> rusqlite::Result<()> {
+        let tx = conn.transaction()?;
+        for job in jobs {
+            match job {
+                Job::Advance(device, seq, reply) => {
+                    let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+                    let n = tx
+                        .prepare_cached(
+                            "UPDATE credentials SET floor = ?2 WHERE id = ?1 AND (floor IS NULL OR floor < ?2)",
+                        )?
+                        .execute(rusqlite::params![device, seq])?;
+                    answers.push(Answer::Advance(reply, n == 1));
                 }
-                (Answer::Advance(r, _), Some(e)) => {
-                    let _ = r.send(Err(e.clone()));
-                }
-                (Answer::Flush(r), None) => {
-                    let _ = r.send(Ok(()));
-                }
-                (Answer::Flush(r), Some(e)) => {
-                    let _ = r.send(Err(e.clone()));
-                }
+                Job::Record(w) => apply(&tx, &w)?,
+                Job::Flush(reply) => answers.push(Answer::Flush(reply)),
+            }
+        }
+        tx.commit()
+    })();
+    let failed = result.err().map(|e| WriteError(e.to_string()));
+    if let Some(e) = &failed {
+        eprintln!("ota-server: {e}");
+    }
+    for a in answers {
+        match (a, &failed) {
+            (Answer::Advance(r, fresh), None) => {
+                let _ = r.send(Ok(fresh));
+            }
+            (Answer::Advance(r, _), Some(e)) => {
+                let _ = r.send(Err(e.clone()));
+            }
+            (Answer::Flush(r), None) => {
+                let _ = r.send(Ok(()));
+            }
+            (Answer::Flush(r), Some(e)) => {
+                let _ = r.send(Err(e.clone()));
             }
         }
     }
