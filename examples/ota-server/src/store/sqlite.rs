@@ -171,8 +171,9 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
         // Replay floors first, in a commit of their own: a request waits on its floor, never on
         // the rows queued behind other requests. Then the rows, and the flushes that wait on
         // them, in order.
-        let (floors, rest): (Vec<Job>, Vec<Job>) =
-            jobs.into_iter().partition(|j| matches!(j, Job::Advance(..)));
+        let (floors, rest): (Vec<Job>, Vec<Job>) = jobs
+            .into_iter()
+            .partition(|j| matches!(j, Job::Advance(..)));
         for group in [floors, rest] {
             if !group.is_empty() {
                 commit_group(&mut conn, group);
