@@ -2,12 +2,14 @@
 //! from the running one and the patch ([`AsyncFlashStorage::rebuild`]).
 //!
 //! ```text
-//! staging slot: | image, rebuilt here (head) | ... | patch, fetched here (tail) | spare |
-//!               0            round_up(image_size)    patch_base               capacity
+//! DFU slot: | image, rebuilt here (head) | ... | patch, fetched here (tail) | spare sector |
+//!           0            round_up(image_size)    patch_base                 room
 //! ```
 //!
-//! The patch goes in the slot's tail from `patch_base = round_down(capacity - patch.size,
-//! sector)`, so its chunks keep their sector alignment: erase-ahead, the resume record and the
+//! The patch goes in the slot's tail from `patch_base = round_down(room - patch.size, sector)`,
+//! where `room` is the whole DFU slot less the swap's spare sector (the image itself is bounded
+//! by the staging capacity, which ACTIVE's size may cap lower), so its chunks keep their sector
+//! alignment: erase-ahead, the resume record and the
 //! write-once torn-chunk recovery work on patch offsets as they do on image offsets, shifted by
 //! `patch_base`. The rebuild erases the head (never a sector of the patch), then streams the
 //! patch through [`ota_delta::Applier`]: OLD is read from the active slot, NEW is written into

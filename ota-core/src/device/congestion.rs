@@ -81,27 +81,27 @@
 //!
 //! Repair chunks computed by the server over a group of chunks (Reed-Solomon, RaptorQ) let a
 //! device rebuild a lost chunk without asking again. Measured with this control on the
-//! `ota-demo` link (600 ms, 26 kbit/s, 20 s wakes, 256 KiB, five seeds, `ota-bench`):
+//! `ota-demo` link (600 ms, 26 kbit/s, 20 s wakes, 256 KiB, five seeds, `ota-bench` in CI):
 //!
 //! | loss | awake | link busy | bytes / loss-adjusted minimum | final-group tail | best saving | its byte cost |
 //! |---|---|---|---|---|---|---|
-//! | 15 % | 124 s (6.6 wakes) | 78 % | 1.004 | 4.8 s | 1.2 s (1.0 %) | +5.1 KiB (+1.6 %) |
-//! | 30 % | 216 s (11.6 wakes) | 55 % | 1.023 | 5.7 s | 1.4 s (0.7 %) | +8.3 KiB (+2.2 %) |
+//! | 15 % | 130 s (7.2 wakes) | 75 % | 1.014 | 8.8 s | 5.2 s (4.0 %) | +5.1 KiB (+1.6 %) |
+//! | 30 % | 222 s (11.6 wakes) | 54 % | 1.025 | 8.6 s | 4.3 s (1.9 %) | +8.3 KiB (+2.2 %) |
 //!
 //! - **Bytes:** asking again already carries no more than the minimum any scheme needs (each
-//!   block's request repeated until request and response both get through): 1.004 and 1.023.
+//!   block's request repeated until request and response both get through): 1.014 and 1.025.
 //!   Repair chunks sent ahead are never all used, so they can only add.
 //! - **Awake time:** in a pull protocol every repair chunk needs a request, and a lost request
 //!   holds its window slot exactly as a lost chunk request does; a repair chunk in place of a
 //!   resent chunk is the same exchange. What repair chunks sent ahead can remove is the wait
 //!   for chunks lost at the very end of the image, when no later reply shows them lost: the
-//!   "best saving" column, the final group's time above its time at link rate, at most 1 % of
+//!   "best saving" column, the final group's time above its time at link rate, at most 4 % of
 //!   the awake time, for the cost of enough repair chunks (`n` exchanges for the last 8
 //!   chunks, 99 % sure) to skip it. The idle link at 30 % is the check-ins' retries and the
 //!   window, neither of which repair chunks change.
 //! - **And the device:** decoding needs the group's chunks in RAM or read back from flash,
 //!   repair chunks a place in the staging slot and in the resume record, the server an encoder
-//!   per request. Not worth 1 %.
+//!   per request. Not worth 2-4 % of the awake time.
 //!
 //! [`DeviceConfig::window`]: super::DeviceConfig::window
 
