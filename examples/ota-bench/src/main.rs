@@ -312,19 +312,20 @@ fn load_table(sqlite_only: bool) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     let dir = std::env::temp_dir().join(format!("ota-bench-load-{}", std::process::id()));
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "{devices} devices, each check-in a sealed OSCORE request from one of them, closed loop over UDP on loopback ({} cores)",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "{devices} devices, each check-in a sealed OSCORE request from one of them, closed loop over UDP on loopback ({cores} cores)"
     );
     println!(
-        "{:<34} {:>8} {:>14} {:>9} {:>9} {:>11} {:>13}",
+        "{:<34} {:>8} {:>14} {:>9} {:>9} {:>11} {:>13} {:>10}",
         "store, instances",
         "clients",
         "check-ins/s",
         "p50 ms",
         "p99 ms",
         "unanswered",
-        "kernel drops"
+        "kernel drops",
+        "CPU busy"
     );
     let _ = std::fs::remove_dir_all(&dir);
     let sqlite = ota_server::store::Location::Dir(dir.clone());
@@ -357,8 +358,11 @@ fn load_table(sqlite_only: bool) {
                     }
                     _ => format!("  ({:.2}x one instance; goal 1.6x)", s.per_sec / one_pg[k]),
                 };
+                let busy = s
+                    .busy_cores
+                    .map_or("-".to_string(), |b| format!("{b:.2}/{cores}"));
                 println!(
-                    "{name:<34} {clients:>8} {:>14.0} {:>9.2} {:>9.2} {:>11} {:>13}{vs}",
+                    "{name:<34} {clients:>8} {:>14.0} {:>9.2} {:>9.2} {:>11} {:>13} {busy:>10}{vs}",
                     s.per_sec, s.p50_ms, s.p99_ms, s.unanswered, s.kernel_drops
                 );
             }
@@ -371,6 +375,16 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some("load") {
         // `load --sqlite-only`: the SQLite rows alone, to profile the serving path.
         return load_table(std::env::args().nth(2).as_deref() == Some("--sqlite-only"));
+    }
+    if std::env::args().nth(1).as_deref() == Some("loss") {
+        // `loss`: the goodput rows alone (simulated time, a fraction of a second), to tune the
+        // congestion control against.
+        let mut rows = Vec::new();
+        loss::goodput_rows(&mut rows);
+        for (figure, value) in rows {
+            println!("{figure:<82} {value}");
+        }
+        return;
     }
     let img = image(256 * 1024);
     let mut rows: Vec<(String, String)> = Vec::new();

@@ -29,6 +29,23 @@ pub struct Served {
     pub unanswered: u64,
     /// Datagrams the kernel dropped for a full receive buffer during the run, host-wide.
     pub kernel_drops: u64,
+    /// The machine's CPU time busy during the run, in cores (2.0 on two cores busy throughout),
+    /// all processes: server, clients, and PostgreSQL if used. `None` without `/proc/stat`.
+    pub busy_cores: Option<f64>,
+}
+
+/// Jiffies since boot over all CPUs: (busy, total). Busy is all but idle and I/O wait.
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
 }
 
 /// `clients` devices send `total` check-ins between them to a server started as `ota-server
@@ -152,6 +169,7 @@ pub fn load(
         })
         .collect();
     let drops_before = kernel_udp_drops();
+    let cpu_before = cpu_jiffies();
     let started = Wall::now();
     let (mut latencies, unanswered) = std::thread::spawn(move || {
         let clients_rt = tokio::runtime::Builder::new_current_thread()
@@ -177,6 +195,13 @@ pub fn load(
     .unwrap();
     let elapsed = started.elapsed();
     let kernel_drops = kernel_udp_drops().saturating_sub(drops_before);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let busy_cores = match (cpu_before, cpu_jiffies()) {
+        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+            Some(cores * (b1 - b0) as f64 / (t1 - t0) as f64)
+        }
+        _ => None,
+    };
     drop(rt);
     latencies.sort();
     let pick = |q: f64| {
@@ -190,6 +215,7 @@ pub fn load(
         p99_ms: pick(0.99),
         unanswered,
         kernel_drops,
+        busy_cores,
     }
 }
 
