@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use ota_core::host::OwnedManifest;
 use ota_core::manifest::{Ed25519Verifier, Manifest, MANIFEST_FORMAT};
-use ota_core::storage::{MemStorage, UpdateStorage};
+use ota_core::storage::UpdateStorage;
+use ota_test_support::MemStorage;
 use ota_core::wire::{
     encode_vec, CheckInReply, Chunk, Digest, DigestPrefix, ImageId, Message, RunningFirmware,
     Urgency, Version, WakeBudget,

@@ -16,12 +16,12 @@ use ed25519_dalek::SigningKey;
 use ota_core::device::SleepReason;
 use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
 use ota_core::manifest::{Ed25519Verifier, Manifest, MANIFEST_FORMAT};
-use ota_core::sim::{run_wake, LinkProfile, Pipe, SimRng};
-use ota_core::storage::MemStorage;
 use ota_core::wire::{
     Digest, DigestPrefix, ImageId, RunningFirmware, Urgency, Version, WakeBudget,
 };
 use ota_core::{Device, DeviceConfig};
+use ota_test_support::sim::{run_wake, LinkProfile, Pipe, SimRng};
+use ota_test_support::MemStorage;
 use sha2::{Digest as _, Sha256};
 
 const BLIND_WAIT_MS: u64 = 30_000;

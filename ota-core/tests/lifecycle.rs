@@ -10,12 +10,13 @@ use std::sync::Mutex;
 use common::*;
 use ota_core::device::SleepReason;
 use ota_core::host::{Decision, DesiredState, Handler, MemImages, SingleRelease};
-use ota_core::sim::{run_wake, LinkProfile, Pipe, SimRng};
-use ota_core::storage::{MemStorage, UpdateStorage};
+use ota_core::storage::UpdateStorage;
 use ota_core::wire::{
     CheckIn, DigestPrefix, ImageId, LastOutcome, ResultCode, RunningFirmware, Version, WakeBudget,
 };
 use ota_core::{Device, DeviceConfig};
+use ota_test_support::sim::{run_wake, LinkProfile, Pipe, SimRng};
+use ota_test_support::MemStorage;
 
 /// A bare configuration, as a firmware author writes it: `DeviceConfig::new` and nothing else.
 fn bare_config() -> DeviceConfig {

@@ -9,13 +9,13 @@ use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
 use ota_core::manifest::{Ed25519Verifier, Manifest, MANIFEST_FORMAT};
 use ota_core::runtime::block::block_on;
 use ota_core::runtime::{run_wake, WakeOptions};
-use ota_core::sim::{LinkProfile, Pipe, SimClock, SimLink, SimRng};
 use ota_core::wire::{
     Digest, DigestPrefix, ImageId, RunningFirmware, Urgency, Version, WakeBudget,
 };
 use ota_core::{Device, DeviceConfig};
-use ota_storage::sim::SimFlash;
 use ota_storage::{AsyncFlashStorage, BootOutcome, Layout, Partition};
+use ota_test_support::sim::{LinkProfile, Pipe, SimClock, SimLink, SimRng};
+use ota_test_support::SimFlash;
 use sha2::{Digest as _, Sha256};
 
 fn update(write_once: bool) -> u32 {

@@ -19,15 +19,15 @@ use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
 use ota_core::manifest::{Ed25519Verifier, Manifest, PatchInfo, MANIFEST_FORMAT};
 use ota_core::runtime::block::block_on;
 use ota_core::runtime::{run_wake, WakeOptions};
-use ota_core::sim::{LinkProfile, Pipe, SimClock, SimLink, SimRng};
 use ota_core::wire::{
     Digest, DigestPrefix, ImageId, ResultCode, RunningFirmware, Urgency, Version, WakeBudget,
 };
 use ota_core::{Device, DeviceConfig};
 use ota_storage::embassy_boot::EmbassyBootStorage;
 use ota_storage::flash::BlockingFlash;
-use ota_storage::sim::{SimError, SimFlash};
 use ota_storage::{BootOutcome, Layout, Partition, UpdateState};
+use ota_test_support::flash::{SimError, SimFlash};
+use ota_test_support::sim::{LinkProfile, Pipe, SimClock, SimLink, SimRng};
 use sha2::{Digest as _, Sha256};
 
 const P: u32 = 4096;

@@ -2,8 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
-use ota_storage::file::FileFlash;
-use ota_storage::sim::{SimError, SimFlash};
+use ota_test_support::flash::{SimError, SimFlash};
+use ota_test_support::FileFlash;
 
 #[test]
 fn nor_semantics() {
@@ -182,8 +182,8 @@ mod patch {
     use ota_core::resume::ResumeState;
     use ota_core::storage::{StorageFailure, StorageOp, UpdateStorage};
     use ota_core::wire::{Digest, ImageId, Version};
-    use ota_storage::sim::SimFlash;
     use ota_storage::{FlashStorage, Layout, Partition, PatchError, StorageError, UpdateState};
+    use ota_test_support::SimFlash;
     use sha2::{Digest as _, Sha256};
 
     const E: usize = 1024;

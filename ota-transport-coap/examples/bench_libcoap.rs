@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
 use ota_core::manifest::{Manifest, MANIFEST_FORMAT};
-use ota_core::sim::SimRng;
 use ota_core::wire::{Digest, ImageId, Urgency, Version};
+use ota_test_support::sim::SimRng;
 use ota_transport_coap::server::{serve, Responder, Security, ServerConfig};
 
 const SIZE: usize = 1024 * 1024;

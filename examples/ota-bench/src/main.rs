@@ -1,9 +1,9 @@
 //! `ota-bench`: one table of the project's headline figures, each measured in this run.
 //!
 //! The device side is the real CoAP client and state machine; the server side is the real CoAP
-//! responder and handler; between them a simulated link (`ota_core::sim`) in simulated time, so
-//! figures that depend on latency come out the same on any machine. The host throughput figures
-//! are wall-clock measurements on this machine.
+//! responder and handler; between them a simulated link (`ota_test_support::sim`) in simulated
+//! time, so figures that depend on latency come out the same on any machine. The host throughput
+//! figures are wall-clock measurements on this machine.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -17,13 +17,13 @@ use std::time::Instant as Wall;
 use ota_core::device::{Congestion, Event, SleepReason};
 use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
 use ota_core::manifest::{Ed25519Verifier, Manifest, MANIFEST_FORMAT};
-use ota_core::sim::{LinkProfile, Pipe, SimRng};
-use ota_core::storage::MemStorage;
 use ota_core::wire::{
     self, Chunk, Digest, DigestPrefix, ImageId, Message, RunningFirmware, Urgency, Version,
     WakeBudget,
 };
 use ota_core::{DeviceConfig, Instant};
+use ota_test_support::sim::{LinkProfile, Pipe, SimRng};
+use ota_test_support::MemStorage;
 use ota_transport_coap::server::{Responder, Security, ServerConfig};
 use ota_transport_coap::CoapClient;
 use sha2::{Digest as _, Sha256};

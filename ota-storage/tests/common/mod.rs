@@ -11,14 +11,14 @@ use ed25519_dalek::SigningKey;
 use ota_core::device::SleepReason;
 use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
 use ota_core::manifest::{Ed25519Verifier, Manifest, PatchInfo, MANIFEST_FORMAT};
-use ota_core::sim::{run_wake, LinkProfile, Pipe, SimError as WakeError, SimRng};
 use ota_core::storage::UpdateStorage;
 use ota_core::wire::{
     Digest, DigestPrefix, ImageId, ResultCode, RunningFirmware, Urgency, Version, WakeBudget,
 };
 use ota_core::{Device, DeviceConfig};
-use ota_storage::sim::SimFlash;
 use ota_storage::{BootOutcome, FlashStorage, Layout, Partition, UpdateState};
+use ota_test_support::sim::{run_wake, LinkProfile, Pipe, SimError as WakeError, SimRng};
+use ota_test_support::SimFlash;
 use sha2::{Digest as _, Sha256};
 
 pub fn bytes(len: usize, seed: u64) -> Vec<u8> {

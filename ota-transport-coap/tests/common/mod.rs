@@ -17,13 +17,13 @@ use ota_core::device::{Event, SleepReason};
 use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
 use ota_core::manifest::{Ed25519Verifier, Manifest, MANIFEST_FORMAT};
 use ota_core::runtime::block::{BusyClock, StdClock};
-use ota_core::sim::SimRng;
-use ota_core::storage::MemStorage;
 use ota_core::wire::{
     Digest, DigestPrefix, ImageId, RunningFirmware, Urgency, Version, WakeBudget,
 };
 use ota_core::Device;
 use ota_core::DeviceConfig;
+use ota_test_support::sim::SimRng;
+use ota_test_support::MemStorage;
 use ota_transport_coap::link::{coap_config, run_wake_blocking, BlockingSocket};
 use ota_transport_coap::server::{serve, Responder, Security, ServerConfig, ServerStats};
 use ota_transport_coap::CoapLink;
