@@ -14,6 +14,7 @@ use ota_core::manifest::PatchInfo;
 use ota_core::storage::{CounterStore, Persisted, StorageFailure, UpdateStorage};
 use ota_core::wire::{LastOutcome, ResultCode, WakeBudget};
 use ota_core::Device;
+use ota_test_support::fixture::patch_info;
 use ota_test_support::sim::{run_wake, LinkProfile, Pipe, SimRng};
 use ota_test_support::{MemError, MemStorage};
 

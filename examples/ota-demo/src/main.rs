@@ -36,6 +36,7 @@ use ota_server::fleet::Fleet;
 use ota_server::serve::spawn_coap;
 use ota_server::store::{RolloutPlan, Store};
 use ota_storage::{BootOutcome, FlashStorage, Layout, Partition};
+use ota_test_support::fixture;
 use ota_test_support::sim::{run_wake as sim_wake, LinkProfile, Pipe, SimRng};
 use ota_test_support::MemStorage;
 use ota_test_support::SimFlash;
@@ -579,17 +580,15 @@ fn main() -> anyhow::Result<()> {
     let wall = started.elapsed();
 
     // The same fleet under blind wait and restart, over the same link model (simulated time).
-    let images = MemImages::new();
-    images.insert(ImageId(release.id), image.clone());
-    let sim_handler = Handler::new(
+    let sim_handler = fixture::serve(
         SingleRelease {
             image: ImageId(release.id),
             manifest: release.manifest.clone(),
             urgency: Urgency::Attempt,
             next_check_in: 3600,
         },
-        images,
-        1024,
+        ImageId(release.id),
+        &image,
     );
     let verifier = Ed25519Verifier::from_bytes(&public).context("bad public key")?;
     let blind = blind_restart(&a, &image, &sim_handler, &verifier);
