@@ -34,6 +34,8 @@ const SECTOR: u32 = 4096;
 struct Args {
     /// Update server: coap://HOST:PORT, or an MQTT broker,
     /// mqtt://[ID:PASSWORD@]HOST[:PORT][/PREFIX] (the user name is the device id).
+    // clap's help text: the brackets are optional parts, not intra-doc links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long)]
     server: String,
     #[arg(long)]
