@@ -3,14 +3,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ota_core::manifest::Ed25519Verifier;
 use ota_core::wire::{DigestPrefix, RunningFirmware, Version, WakeBudget};
 use ota_core::{DeviceConfig, Instant};
 use ota_transport_coap::CoapClient;
 
 fuzz_target!(|data: &[u8]| {
-    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-    let verifier = Ed25519Verifier::from_bytes(&key.verifying_key().to_bytes()).expect("key");
+    let verifier = ota_test_support::fixture::verifier();
     let mut config = DeviceConfig::new(
         b"fuzz",
         1,

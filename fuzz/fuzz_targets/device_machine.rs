@@ -9,14 +9,15 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use ota_core::host::OwnedManifest;
-use ota_core::manifest::{Ed25519Verifier, Manifest, MANIFEST_FORMAT};
-use ota_core::storage::{MemStorage, UpdateStorage};
+use ota_core::manifest::{Ed25519Verifier, Manifest};
+use ota_core::storage::UpdateStorage;
 use ota_core::wire::{
-    encode_vec, CheckInReply, Chunk, Digest, DigestPrefix, ImageId, Message, RunningFirmware,
-    Urgency, Version, WakeBudget,
+    encode_vec, CheckInReply, Chunk, DigestPrefix, ImageId, Message, RunningFirmware, Urgency,
+    Version, WakeBudget,
 };
 use ota_core::{Device, DeviceConfig, Event, Instant};
-use sha2::{Digest as _, Sha256};
+use ota_test_support::fixture::{self, Release};
+use ota_test_support::MemStorage;
 
 const CHUNK: u16 = 64;
 
@@ -24,20 +25,12 @@ fn fixture() -> &'static (Vec<u8>, OwnedManifest, [u8; 32]) {
     static F: OnceLock<(Vec<u8>, OwnedManifest, [u8; 32])> = OnceLock::new();
     F.get_or_init(|| {
         let image: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
-        let m = Manifest {
-            format: MANIFEST_FORMAT,
-            vendor: 1,
-            class: 2,
+        let release = Release::new(Manifest {
             sequence: 5,
             version: Version::new(2, 0, 0),
-            image_size: image.len() as u32,
-            digest: Digest(Sha256::digest(&image).into()),
-            chunk_size: CHUNK,
-            min_running: None, patch: None,
-        };
-        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-        let signed = OwnedManifest::sign(&m, &key);
-        (image, signed, key.verifying_key().to_bytes())
+            ..fixture::manifest(&image, CHUNK)
+        });
+        (image, release.signed(), release.public_key())
     })
 }
 

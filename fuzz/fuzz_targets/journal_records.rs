@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use ota_core::runtime::block::block_on;
 use ota_storage::journal::Journal;
 use ota_storage::record::Record;
-use ota_storage::sim::SimFlash;
+use ota_test_support::SimFlash;
 use ota_storage::UpdateState;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,14 +3,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ota_core::manifest::{
-    DeviceProfile, Ed25519Verifier, ManifestError, SignedManifest, StoredManifest,
-};
+use ota_core::manifest::{DeviceProfile, ManifestError, SignedManifest, StoredManifest};
 use ota_core::wire::{Signature, Version};
 
 fuzz_target!(|data: &[u8]| {
-    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-    let verifier = Ed25519Verifier::from_bytes(&key.verifying_key().to_bytes()).expect("key");
+    let verifier = ota_test_support::fixture::verifier();
     let profile = DeviceProfile {
         vendor: 1,
         class: 2,

@@ -12,17 +12,14 @@
 
 use std::time::Instant as WallClock;
 
-use ed25519_dalek::SigningKey;
 use ota_core::device::SleepReason;
-use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
-use ota_core::manifest::{Ed25519Verifier, Manifest, MANIFEST_FORMAT};
-use ota_core::sim::{run_wake, LinkProfile, Pipe, SimRng};
-use ota_core::storage::MemStorage;
-use ota_core::wire::{
-    Digest, DigestPrefix, ImageId, RunningFirmware, Urgency, Version, WakeBudget,
-};
+use ota_core::host::{Handler, MemImages, SingleRelease};
+use ota_core::manifest::{Ed25519Verifier, Manifest};
+use ota_core::wire::{DigestPrefix, ImageId, RunningFirmware, Version, WakeBudget};
 use ota_core::{Device, DeviceConfig};
-use sha2::{Digest as _, Sha256};
+use ota_test_support::fixture::{self, Release};
+use ota_test_support::sim::{run_wake, LinkProfile, Pipe, SimRng};
+use ota_test_support::MemStorage;
 
 const BLIND_WAIT_MS: u64 = 30_000;
 const MAX_WAKES: u32 = 400;
@@ -255,29 +252,15 @@ fn main() {
     let mut r = SimRng::new(a.seed);
     img.iter_mut().for_each(|b| *b = r.next_u64() as u8);
 
-    let key = SigningKey::from_bytes(&[7u8; 32]);
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT,
+    let release = Release::new(Manifest {
         vendor: 0x5e,
         class: 7,
         sequence: 42,
         version: Version::new(1, 4, 0),
-        image_size: image_len as u32,
-        digest: Digest(Sha256::digest(&img).into()),
-        chunk_size: a.chunk,
-        min_running: None,
-        patch: None,
-    };
-    let images = MemImages::new();
-    images.insert(ImageId(1), img);
-    let release = SingleRelease {
-        image: ImageId(1),
-        manifest: OwnedManifest::sign(&manifest, &key),
-        urgency: Urgency::Attempt,
-        next_check_in: 3600,
-    };
-    let handler = Handler::new(release, images, 1024);
-    let public = key.verifying_key().to_bytes();
+        ..fixture::manifest(&img, a.chunk)
+    });
+    let handler = release.handler(&img);
+    let public = release.public_key();
     let link = LinkProfile::NB_IOT;
 
     println!(

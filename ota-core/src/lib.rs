@@ -13,7 +13,9 @@
 //! | [`device`] | the device-side state machine |
 //! | [`runtime`] | the async wake loop over a transport's `Link` and storage, and its blocking wrapper |
 //! | `host` (feature `std`) | the stateless server-side request handler and manifest signing |
-//! | `sim` (feature `std`) | a deterministic lossy-link simulator (random or bursty loss, a shared bottleneck), a one-wake driver |
+//!
+//! The link simulator, an in-memory storage and the test fixtures live in the workspace's
+//! unpublished `ota-test-support` crate.
 //!
 //! The device side is `no_std` and allocation-free; build it with `--no-default-features` (add
 //! `ed25519` for the default signature verifier).
@@ -34,8 +36,6 @@ pub mod wire;
 
 #[cfg(feature = "std")]
 pub mod host;
-#[cfg(feature = "std")]
-pub mod sim;
 
 pub use device::{Device, DeviceConfig, Event};
 pub use manifest::{Manifest, SignedManifest, Verifier};

@@ -10,12 +10,14 @@ use std::sync::Mutex;
 use common::*;
 use ota_core::device::SleepReason;
 use ota_core::host::{Decision, DesiredState, Handler, MemImages, SingleRelease};
-use ota_core::sim::{run_wake, LinkProfile, Pipe, SimRng};
-use ota_core::storage::{MemStorage, UpdateStorage};
+use ota_core::storage::UpdateStorage;
 use ota_core::wire::{
     CheckIn, DigestPrefix, ImageId, LastOutcome, ResultCode, RunningFirmware, Version, WakeBudget,
 };
 use ota_core::{Device, DeviceConfig};
+use ota_test_support::fixture;
+use ota_test_support::sim::{run_wake, LinkProfile, Pipe, SimRng};
+use ota_test_support::MemStorage;
 
 /// A bare configuration, as a firmware author writes it: `DeviceConfig::new` and nothing else.
 fn bare_config() -> DeviceConfig {
@@ -96,9 +98,7 @@ fn an_outcome_is_forgotten_only_once_a_check_in_carrying_it_is_answered() {
     let img = image(8_000, 2);
     let inner = handler(&img, 1024);
     let release = inner.desired().clone();
-    let images = MemImages::new();
-    images.insert(ImageId(3), img.clone());
-    let handler = Handler::new(Recording(release, Mutex::new(Vec::new())), images, 1024);
+    let handler = fixture::serve(Recording(release, Mutex::new(Vec::new())), ImageId(3), &img);
     let mut storage = MemStorage::new(16 * 1024);
     let rolled_back = LastOutcome::RolledBack {
         sequence: 40,
@@ -136,12 +136,9 @@ fn an_integrity_failure_is_kept_for_the_next_check_in() {
     // The image the server holds is not the one its manifest names: the digest read back
     // fails, and the failure survives a reset so the server learns of it and stops offering.
     let img = image(6_000, 3);
-    let mut handler = handler(&img, 1024);
-    let images = MemImages::new();
     let mut bad = img.clone();
     bad[100] ^= 1;
-    images.insert(ImageId(3), bad);
-    handler = Handler::new(handler.desired().clone(), images, 1024);
+    let handler = fixture::serve(handler(&img, 1024).desired().clone(), ImageId(3), &bad);
     let mut storage = MemStorage::new(16 * 1024);
     let reasons = wakes(
         &handler,

@@ -8,11 +8,11 @@ use common::*;
 use ota_core::device::{Event, SleepReason};
 use ota_core::host::{Decision, DesiredState, Handler, ImageError, ImageSource, OwnedManifest};
 use ota_core::manifest::{DeviceProfile, Ed25519Verifier, Manifest, ManifestError};
-use ota_core::storage::MemStorage;
 use ota_core::wire::{
     self, CheckIn, ImageId, Message, Phase, ResultCode, Urgency, Version, WakeBudget,
 };
 use ota_core::{Device, Instant};
+use ota_test_support::MemStorage;
 
 fn profile() -> DeviceProfile {
     DeviceProfile {

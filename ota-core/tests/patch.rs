@@ -11,12 +11,12 @@ use common::*;
 use ota_core::device::SleepReason;
 use ota_core::host::{Handler, MemImages, SingleRelease};
 use ota_core::manifest::PatchInfo;
-use ota_core::sim::{run_wake, LinkProfile, Pipe, SimRng};
-use ota_core::storage::{
-    CounterStore, MemError, MemStorage, Persisted, StorageFailure, UpdateStorage,
-};
+use ota_core::storage::{CounterStore, Persisted, StorageFailure, UpdateStorage};
 use ota_core::wire::{LastOutcome, ResultCode, WakeBudget};
 use ota_core::Device;
+use ota_test_support::fixture::patch_info;
+use ota_test_support::sim::{run_wake, LinkProfile, Pipe, SimRng};
+use ota_test_support::{MemError, MemStorage};
 
 /// The running image, a point release of it, and the patch between them.
 fn release() -> (Vec<u8>, Vec<u8>, Vec<u8>) {

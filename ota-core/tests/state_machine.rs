@@ -9,10 +9,11 @@ mod common;
 use common::*;
 use ota_core::device::{Congestion, Event, SleepReason};
 use ota_core::manifest::Ed25519Verifier;
-use ota_core::sim::{GilbertElliott, LinkProfile, Pipe, SimRng};
-use ota_core::storage::{MemStorage, UpdateStorage};
+use ota_core::storage::UpdateStorage;
 use ota_core::wire::WakeBudget;
 use ota_core::{Device, Instant};
+use ota_test_support::sim::{GilbertElliott, LinkProfile, Pipe, SimRng};
+use ota_test_support::MemStorage;
 use proptest::prelude::*;
 
 /// How one simulated update went.

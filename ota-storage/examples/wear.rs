@@ -9,19 +9,15 @@
     missing_docs
 )]
 
-use ed25519_dalek::SigningKey;
 use ota_core::device::SleepReason;
-use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
-use ota_core::manifest::{Ed25519Verifier, Manifest, MANIFEST_FORMAT};
-use ota_core::sim::{run_wake, LinkProfile, Pipe, SimRng};
+use ota_core::manifest::Manifest;
 use ota_core::storage::UpdateStorage;
-use ota_core::wire::{
-    Digest, DigestPrefix, ImageId, RunningFirmware, Urgency, Version, WakeBudget,
-};
+use ota_core::wire::{DigestPrefix, RunningFirmware, Version, WakeBudget};
 use ota_core::{Device, DeviceConfig};
-use ota_storage::sim::SimFlash;
 use ota_storage::{BootOutcome, FlashStorage, Layout, Partition};
-use sha2::{Digest as _, Sha256};
+use ota_test_support::fixture::{self, Release};
+use ota_test_support::sim::{run_wake, LinkProfile, Pipe, SimRng};
+use ota_test_support::SimFlash;
 
 const E: u32 = 4096;
 const IMAGE: u32 = 256 * 1024;
@@ -36,31 +32,16 @@ fn main() {
     let flash = SimFlash::<4, 4096>::new((2 * n + 3) as usize);
     let mut storage = FlashStorage::open(flash, layout).unwrap();
 
-    let mut rng = SimRng::new(7);
-    let image: Vec<u8> = (0..IMAGE).map(|_| rng.next_u64() as u8).collect();
-    let key = SigningKey::from_bytes(&[7u8; 32]);
-    let m = Manifest {
-        format: MANIFEST_FORMAT,
-        vendor: 1,
-        class: 2,
-        sequence: 2,
-        version: Version::new(2, 0, 0),
-        image_size: IMAGE,
-        digest: Digest(Sha256::digest(&image).into()),
-        chunk_size: 1024,
-        min_running: None,
-        patch: None,
-    };
-    let images = MemImages::new();
-    images.insert(ImageId(1), image.clone());
-    let release = SingleRelease {
-        image: ImageId(1),
-        manifest: OwnedManifest::sign(&m, &key),
-        urgency: Urgency::Attempt,
+    let image = fixture::bytes(IMAGE as usize, 7);
+    let release = Release {
         next_check_in: 60,
+        ..Release::new(Manifest {
+            version: Version::new(2, 0, 0),
+            ..fixture::manifest(&image, 1024)
+        })
     };
-    let handler = Handler::new(release, images, 1024);
-    let verifier = Ed25519Verifier::from_bytes(&key.verifying_key().to_bytes()).unwrap();
+    let handler = release.handler(&image);
+    let verifier = release.verifier();
 
     let mut wakes = 0;
     let mut now = 0;

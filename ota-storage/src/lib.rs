@@ -12,9 +12,10 @@
 //! | [`blocking`] | [`FlashStorage`]: the same over a blocking flash driver, `ota_core::UpdateStorage` |
 //! | [`flash`] | [`flash::BlockingFlash`]: a blocking driver seen as an async one |
 //! | `embassy_boot` (feature `embassy-boot`) | staging into embassy-boot's DFU partition; its bootloader swaps, trial boots and reverts |
-//! | `sim`, `file` (feature `std`) | a simulated flash with power cuts; a file-backed flash |
 //!
-//! `no_std` and allocation-free without the `std` feature.
+//! `no_std` and allocation-free without the `std` feature. The simulated flash with power cuts
+//! and the file-backed flash that the tests and simulators use live in the workspace's
+//! unpublished `ota-test-support` crate.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(missing_docs)]
 #![deny(clippy::indexing_slicing)]
@@ -31,11 +32,6 @@ pub mod patch;
 pub mod record;
 pub mod state;
 pub mod storage;
-
-#[cfg(feature = "std")]
-pub mod file;
-#[cfg(feature = "std")]
-pub mod sim;
 
 /// The README's examples, compiled as doctests.
 #[cfg(all(doctest, feature = "std"))]

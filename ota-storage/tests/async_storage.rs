@@ -3,48 +3,23 @@
 //! on write-once flash, then installed and booted on trial.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use ed25519_dalek::SigningKey;
 use ota_core::device::SleepReason;
-use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
-use ota_core::manifest::{Ed25519Verifier, Manifest, MANIFEST_FORMAT};
 use ota_core::runtime::block::block_on;
 use ota_core::runtime::{run_wake, WakeOptions};
-use ota_core::sim::{LinkProfile, Pipe, SimClock, SimLink, SimRng};
-use ota_core::wire::{
-    Digest, DigestPrefix, ImageId, RunningFirmware, Urgency, Version, WakeBudget,
-};
+use ota_core::wire::{DigestPrefix, RunningFirmware, Version, WakeBudget};
 use ota_core::{Device, DeviceConfig};
-use ota_storage::sim::SimFlash;
 use ota_storage::{AsyncFlashStorage, BootOutcome, Layout, Partition};
-use sha2::{Digest as _, Sha256};
+use ota_test_support::fixture::Release;
+use ota_test_support::sim::{LinkProfile, Pipe, SimClock, SimLink, SimRng};
+use ota_test_support::SimFlash;
 
 fn update(write_once: bool) -> u32 {
     let img: Vec<u8> = (0..20_000u32).map(|i| (i * 31 % 253) as u8).collect();
-    let key = SigningKey::from_bytes(&[4; 32]);
-    let m = Manifest {
-        format: MANIFEST_FORMAT,
-        vendor: 1,
-        class: 2,
-        sequence: 2,
-        version: Version::new(1, 1, 0),
-        image_size: img.len() as u32,
-        digest: Digest(Sha256::digest(&img).into()),
-        chunk_size: 1024,
-        min_running: None,
-        patch: None,
+    let release = Release {
+        next_check_in: 60,
+        ..Release::of(&img, 1024)
     };
-    let images = MemImages::new();
-    images.insert(ImageId(1), img.clone());
-    let server = Handler::new(
-        SingleRelease {
-            image: ImageId(1),
-            manifest: OwnedManifest::sign(&m, &key),
-            urgency: Urgency::Attempt,
-            next_check_in: 60,
-        },
-        images,
-        1024,
-    );
+    let server = release.handler(&img);
     let layout = Layout {
         active: Partition::new(0, 5 * 4096),
         dfu: Partition::new(5 * 4096, 6 * 4096),
@@ -63,7 +38,7 @@ fn update(write_once: bool) -> u32 {
         }
     })
     .unwrap();
-    let verifier = Ed25519Verifier::from_bytes(&key.verifying_key().to_bytes()).unwrap();
+    let verifier = release.verifier();
     let running = RunningFirmware {
         version: Version::new(1, 0, 0),
         digest: DigestPrefix([0; 8]),

@@ -8,27 +8,23 @@
 
 use core::cell::RefCell;
 
-use ed25519_dalek::SigningKey;
 use embassy_boot::{BootLoader, BootLoaderConfig};
 use embassy_embedded_hal::flash::partition::BlockingPartition;
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::blocking_mutex::Mutex;
 use embedded_storage::nor_flash::{ErrorType, MultiwriteNorFlash, NorFlash, ReadNorFlash};
 use ota_core::device::SleepReason;
-use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
-use ota_core::manifest::{Ed25519Verifier, Manifest, PatchInfo, MANIFEST_FORMAT};
+use ota_core::manifest::Manifest;
 use ota_core::runtime::block::block_on;
 use ota_core::runtime::{run_wake, WakeOptions};
-use ota_core::sim::{LinkProfile, Pipe, SimClock, SimLink, SimRng};
-use ota_core::wire::{
-    Digest, DigestPrefix, ImageId, ResultCode, RunningFirmware, Urgency, Version, WakeBudget,
-};
+use ota_core::wire::{DigestPrefix, ResultCode, RunningFirmware, Version, WakeBudget};
 use ota_core::{Device, DeviceConfig};
 use ota_storage::embassy_boot::EmbassyBootStorage;
 use ota_storage::flash::BlockingFlash;
-use ota_storage::sim::{SimError, SimFlash};
 use ota_storage::{BootOutcome, Layout, Partition, UpdateState};
-use sha2::{Digest as _, Sha256};
+use ota_test_support::fixture::{self, Release};
+use ota_test_support::flash::{SimError, SimFlash};
+use ota_test_support::sim::{LinkProfile, Pipe, SimClock, SimLink, SimRng};
 
 const P: u32 = 4096;
 type Flash = SimFlash<8, 4096>;
@@ -122,44 +118,20 @@ fn live(
     rig: Rig,
     cut: Option<Cut>,
 ) -> (End, Life, [u64; 2]) {
-    let key = SigningKey::from_bytes(&[3; 32]);
-    let m = Manifest {
-        format: MANIFEST_FORMAT,
-        vendor: 1,
-        class: 2,
-        sequence: 7,
-        version: Version::new(2, 0, 0),
-        image_size: new.len() as u32,
-        digest: Digest(Sha256::digest(new).into()),
-        chunk_size: if patch.is_some() { 64 } else { 1024 },
-        min_running: None,
-        patch: None,
+    let release = Release {
+        next_check_in: 60,
+        ..Release::new(Manifest {
+            sequence: 7,
+            version: Version::new(2, 0, 0),
+            ..fixture::manifest(new, if patch.is_some() { 64 } else { 1024 })
+        })
     };
-    let (m, served) = match patch {
-        Some(p) => (
-            m.with_patch(PatchInfo {
-                size: p.len() as u32,
-                digest: Digest(Sha256::digest(p).into()),
-                source_size: old.len() as u32,
-                source_digest: Digest(Sha256::digest(old).into()),
-            }),
-            p,
-        ),
-        None => (m, new),
+    let (release, served) = match patch {
+        Some(p) => (release.with_patch(old, p), p),
+        None => (release, new),
     };
-    let images = MemImages::new();
-    images.insert(ImageId(1), served.to_vec());
-    let server = Handler::new(
-        SingleRelease {
-            image: ImageId(1),
-            manifest: OwnedManifest::sign(&m, &key),
-            urgency: Urgency::Attempt,
-            next_check_in: 60,
-        },
-        images,
-        1024,
-    );
-    let verifier = Ed25519Verifier::from_bytes(&key.verifying_key().to_bytes()).unwrap();
+    let server = release.handler(served);
+    let verifier = release.verifier();
     let shared: Shared = Mutex::new(RefCell::new(fresh(old, rig.write_once)));
     let apart: Shared = Mutex::new(RefCell::new(Flash::new(1)));
     match cut {

@@ -2,8 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
-use ota_storage::file::FileFlash;
-use ota_storage::sim::{SimError, SimFlash};
+use ota_test_support::flash::{SimError, SimFlash};
+use ota_test_support::FileFlash;
 
 #[test]
 fn nor_semantics() {
@@ -132,8 +132,9 @@ fn write_once_storage_refuses_chunk_sizes_it_cannot_keep_safe() {
     use ota_core::manifest::StoredManifest;
     use ota_core::resume::ResumeState;
     use ota_core::storage::UpdateStorage;
-    use ota_core::wire::{Digest, ImageId};
+    use ota_core::wire::ImageId;
     use ota_storage::{FlashStorage, Layout, Partition, StorageError};
+    use ota_test_support::fixture::Release;
 
     let layout = Layout {
         active: Partition::new(0, 8192),
@@ -149,20 +150,7 @@ fn write_once_storage_refuses_chunk_sizes_it_cannot_keep_safe() {
     ] {
         let mut s =
             FlashStorage::open_write_once(SimFlash::<8, 4096>::write_once(7), layout).unwrap();
-        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
-        let m = ota_core::manifest::Manifest {
-            format: ota_core::manifest::MANIFEST_FORMAT,
-            vendor: 1,
-            class: 2,
-            sequence: 3,
-            version: ota_core::wire::Version::new(1, 0, 0),
-            image_size: 4000,
-            digest: Digest([0; 32]),
-            chunk_size: chunk,
-            min_running: None,
-            patch: None,
-        };
-        let signed = ota_core::host::OwnedManifest::sign(&m, &key);
+        let signed = Release::of(&[0; 4000], chunk).signed();
         let stored = StoredManifest::from_signed(&signed.as_signed()).unwrap();
         let state = ResumeState::new(stored.as_signed().digest(), ImageId(1));
         let r = s.begin(&stored, &state);
@@ -177,13 +165,13 @@ fn write_once_storage_refuses_chunk_sizes_it_cannot_keep_safe() {
 /// Patch downloads on the flash storage, both modes: the patch staged in the slot's tail, the
 /// image rebuilt in its head from the running image, and every refusal before a byte is spent.
 mod patch {
-    use ota_core::host::OwnedManifest;
-    use ota_core::manifest::{Manifest, PatchInfo, StoredManifest, MANIFEST_FORMAT};
+    use ota_core::manifest::{Manifest, PatchInfo, StoredManifest};
     use ota_core::resume::ResumeState;
     use ota_core::storage::{StorageFailure, StorageOp, UpdateStorage};
-    use ota_core::wire::{Digest, ImageId, Version};
-    use ota_storage::sim::SimFlash;
+    use ota_core::wire::ImageId;
     use ota_storage::{FlashStorage, Layout, Partition, PatchError, StorageError, UpdateState};
+    use ota_test_support::fixture::{self, bytes, patch_info, Release};
+    use ota_test_support::SimFlash;
     use sha2::{Digest as _, Sha256};
 
     const E: usize = 1024;
@@ -197,18 +185,6 @@ mod patch {
             dfu: Partition::new(8 * 1024, 9 * 1024),
             journal: Partition::new(17 * 1024, 2 * 1024),
         }
-    }
-
-    fn bytes(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
     }
 
     /// The running image, a point release of it and the patch between them (about 500 bytes,
@@ -228,31 +204,12 @@ mod patch {
         (old, new, patch)
     }
 
-    fn info(old: &[u8], patch: &[u8]) -> PatchInfo {
-        PatchInfo {
-            size: patch.len() as u32,
-            digest: Digest(Sha256::digest(patch).into()),
-            source_size: old.len() as u32,
-            source_digest: Digest(Sha256::digest(old).into()),
-        }
-    }
-
     fn manifest(new: &[u8], patch: PatchInfo, chunk: u16) -> StoredManifest {
-        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
         let m = Manifest {
-            format: MANIFEST_FORMAT,
-            vendor: 1,
-            class: 2,
             sequence: 3,
-            version: Version::new(1, 1, 0),
-            image_size: new.len() as u32,
-            digest: Digest(Sha256::digest(new).into()),
-            chunk_size: chunk,
-            min_running: None,
-            patch: None,
-        }
-        .with_patch(patch);
-        let signed = OwnedManifest::sign(&m, &key);
+            ..fixture::manifest(new, chunk)
+        };
+        let signed = Release::new(m.with_patch(patch)).signed();
         StoredManifest::from_signed(&signed.as_signed()).unwrap()
     }
 
@@ -316,7 +273,7 @@ mod patch {
 
     fn end_to_end(write_once: bool) {
         let (old, new, patch) = release();
-        let p = info(&old, &patch);
+        let p = patch_info(&old, &patch);
         let stored = manifest(&new, p, 64);
         let mut s = open(flash(write_once, &old), write_once);
         let state = download(&mut s, &stored, &patch, 64);
@@ -374,7 +331,7 @@ mod patch {
             let (old, new, patch) = release();
             let mut other = old.clone();
             other[10] ^= 1;
-            let stored = manifest(&new, info(&old, &patch), 64);
+            let stored = manifest(&new, patch_info(&old, &patch), 64);
             let mut s = open(flash(write_once, &other), write_once);
             let before = s.flash().contents().to_vec();
             let ops = s.flash().ops();
@@ -396,7 +353,7 @@ mod patch {
     fn a_corrupted_patch_byte_fails_the_rebuild_as_a_patch_failure() {
         for write_once in [false, true] {
             let (old, new, patch) = release();
-            let p = info(&old, &patch);
+            let p = patch_info(&old, &patch);
             // A byte changed in flash after it was staged: the digest catches it.
             let mut s = open(flash(write_once, &old), write_once);
             download(&mut s, &manifest(&new, p, 64), &patch, 64);
@@ -411,7 +368,7 @@ mod patch {
             let mut bad = patch.clone();
             let n = bad.len();
             bad[n / 2] ^= 0x10;
-            let pb = info(&old, &bad);
+            let pb = patch_info(&old, &bad);
             let mut s = open(flash(write_once, &old), write_once);
             download(&mut s, &manifest(&new, pb, 64), &bad, 64);
             let e = s
@@ -433,7 +390,7 @@ mod patch {
     #[test]
     fn the_running_image_is_checked_again_at_the_rebuild() {
         let (old, new, patch) = release();
-        let p = info(&old, &patch);
+        let p = patch_info(&old, &patch);
         let mut s = open(flash(false, &old), false);
         download(&mut s, &manifest(&new, p, 64), &patch, 64);
         s.flash_mut().contents_mut()[5] ^= 1;
@@ -449,7 +406,7 @@ mod patch {
         // slot: they overlap, though 7000 + 1100 bytes would fit unrounded.
         let new = bytes(7000, 5);
         let fake = bytes(1100, 6);
-        let stored = manifest(&new, info(&old, &fake), 64);
+        let stored = manifest(&new, patch_info(&old, &fake), 64);
         let mut s = open(flash(false, &old), false);
         let ops = s.flash().ops();
         let state = ResumeState::new(stored.as_signed().digest(), ImageId(1));
@@ -462,7 +419,7 @@ mod patch {
 
         // The same patch beside a 6-sector image fits.
         let new = bytes(6 * 1024, 5);
-        let stored = manifest(&new, info(&old, &fake), 64);
+        let stored = manifest(&new, patch_info(&old, &fake), 64);
         s.begin(&stored, &state).unwrap();
     }
 }

@@ -9,8 +9,8 @@ use ota_core::runtime::block::block_on;
 use ota_core::wire::{Digest, ImageId, Signature};
 use ota_storage::journal::{Journal, Snapshot};
 use ota_storage::record::Record;
-use ota_storage::sim::SimFlash;
 use ota_storage::UpdateState;
+use ota_test_support::SimFlash;
 use proptest::prelude::*;
 
 type Flash = SimFlash<4, 1024>;

@@ -14,10 +14,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
-use ota_core::manifest::{Manifest, MANIFEST_FORMAT};
-use ota_core::sim::SimRng;
-use ota_core::wire::{Digest, ImageId, Urgency, Version};
+use ota_core::wire::ImageId;
+use ota_test_support::fixture::{self, Release};
 use ota_transport_coap::server::{serve, Responder, Security, ServerConfig};
 
 const SIZE: usize = 1024 * 1024;
@@ -71,8 +69,7 @@ fn main() {
         .nth(1)
         .map(|n| n.parse().expect("--runs N"))
         .unwrap_or(5);
-    let mut rng = SimRng::new(42);
-    let img: Vec<u8> = (0..SIZE).map(|_| rng.next_u64() as u8).collect();
+    let img = fixture::bytes(SIZE, 42);
     let dir = std::env::temp_dir().join(format!("ota-coap-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("image");
@@ -80,28 +77,12 @@ fn main() {
     std::fs::write(&file, &img).unwrap();
 
     // Ours, in this process.
-    let images = MemImages::new();
-    images.insert(ImageId(7), img.clone());
-    let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
-    let m = Manifest {
-        format: MANIFEST_FORMAT,
-        vendor: 0,
-        class: 0,
-        sequence: 1,
-        version: Version::new(1, 0, 0),
-        image_size: SIZE as u32,
-        digest: Digest([0; 32]),
-        chunk_size: 1024,
-        min_running: None,
-        patch: None,
-    };
-    let release = SingleRelease {
+    let release = Release {
         image: ImageId(7),
-        manifest: OwnedManifest::sign(&m, &key),
-        urgency: Urgency::Attempt,
         next_check_in: 60,
+        ..Release::of(&img, 1024)
     };
-    let handler = Arc::new(Handler::new(release, images, 1024));
+    let handler = Arc::new(release.handler(&img));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

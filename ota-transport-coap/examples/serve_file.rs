@@ -10,9 +10,8 @@
 
 use std::sync::Arc;
 
-use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
-use ota_core::manifest::{Manifest, MANIFEST_FORMAT};
-use ota_core::wire::{Digest, ImageId, Urgency, Version};
+use ota_core::wire::ImageId;
+use ota_test_support::fixture::Release;
 use ota_transport_coap::server::{serve, Responder, Security, ServerConfig};
 
 #[tokio::main(flavor = "current_thread")]
@@ -30,29 +29,12 @@ async fn main() {
         eprintln!("serve_file: {path}: {e}");
         std::process::exit(1);
     });
-    let images = MemImages::new();
-    images.insert(ImageId(7), bytes.clone());
     // A placeholder release so the handler is complete; only the image resource is used here.
-    let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
-    let m = Manifest {
-        format: MANIFEST_FORMAT,
-        vendor: 0,
-        class: 0,
-        sequence: 1,
-        version: Version::new(0, 0, 1),
-        image_size: bytes.len() as u32,
-        digest: Digest([0; 32]),
-        chunk_size: 1024,
-        min_running: None,
-        patch: None,
-    };
-    let release = SingleRelease {
+    let release = Release {
         image: ImageId(7),
-        manifest: OwnedManifest::sign(&m, &key),
-        urgency: Urgency::Attempt,
-        next_check_in: 3600,
+        ..Release::of(&bytes, 1024)
     };
-    let handler = Arc::new(Handler::new(release, images, 1024));
+    let handler = Arc::new(release.handler(&bytes));
     let socket = tokio::net::UdpSocket::bind(("127.0.0.1", port))
         .await
         .expect("bind");

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use common::*;
-use ota_core::sim::SimRng;
 use ota_core::wire::WakeBudget;
+use ota_test_support::sim::SimRng;
 
 fn request(mid: u16, path: &[&str], extra: &[(u16, Vec<u8>)], payload: Vec<u8>) -> Vec<u8> {
     let mut p = Packet::new();

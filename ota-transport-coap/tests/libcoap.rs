@@ -148,10 +148,10 @@ fn libcoap_client_resumes_from_a_middle_block() {
 #[test]
 fn our_client_downloads_from_libcoap_server() {
     use ota_core::runtime::block::{BlockingClock, StdClock};
-    use ota_core::storage::MemStorage;
     use ota_core::wire::{self, CheckInReply, ImageId, Message, Urgency, WakeBudget};
     use ota_core::Event;
     use ota_core::{device::SleepReason, Instant};
+    use ota_test_support::MemStorage;
     use ota_transport_coap::link::DatagramSocket;
     use ota_transport_coap::CoapClient;
 

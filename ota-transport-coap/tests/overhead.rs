@@ -5,9 +5,9 @@
 mod common;
 
 use common::*;
-use ota_core::storage::MemStorage;
 use ota_core::wire::WakeBudget;
 use ota_core::Instant;
+use ota_test_support::MemStorage;
 use ota_transport_coap::server::{Responder, Security, ServerConfig};
 use ota_transport_coap::CoapClient;
 use ota_transport_coap::{resources, udp};

@@ -4,11 +4,11 @@
 
 use ota_core::device::{Congestion, Device};
 use ota_core::manifest::Ed25519Verifier;
-use ota_core::sim::bottleneck::{self, Bottleneck, BottleneckReport};
-use ota_core::sim::LinkProfile;
-use ota_core::storage::MemStorage;
 use ota_core::wire::{DigestPrefix, RunningFirmware, Version, WakeBudget};
 use ota_core::DeviceConfig;
+use ota_test_support::sim::bottleneck::{self, Bottleneck, BottleneckReport};
+use ota_test_support::sim::LinkProfile;
+use ota_test_support::MemStorage;
 use ota_transport_coap::resources::{BLOCK_REQUEST_BYTES, BLOCK_RESPONSE_OVERHEAD};
 
 use super::{download, download_tail, image, release};

@@ -1,9 +1,9 @@
 //! `ota-bench`: one table of the project's headline figures, each measured in this run.
 //!
 //! The device side is the real CoAP client and state machine; the server side is the real CoAP
-//! responder and handler; between them a simulated link (`ota_core::sim`) in simulated time, so
-//! figures that depend on latency come out the same on any machine. The host throughput figures
-//! are wall-clock measurements on this machine.
+//! responder and handler; between them a simulated link (`ota_test_support::sim`) in simulated
+//! time, so figures that depend on latency come out the same on any machine. The host throughput
+//! figures are wall-clock measurements on this machine.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,15 +15,15 @@ use std::sync::Arc;
 use std::time::Instant as Wall;
 
 use ota_core::device::{Congestion, Event, SleepReason};
-use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
-use ota_core::manifest::{Ed25519Verifier, Manifest, MANIFEST_FORMAT};
-use ota_core::sim::{LinkProfile, Pipe, SimRng};
-use ota_core::storage::MemStorage;
+use ota_core::host::{Handler, MemImages, SingleRelease};
+use ota_core::manifest::Ed25519Verifier;
 use ota_core::wire::{
-    self, Chunk, Digest, DigestPrefix, ImageId, Message, RunningFirmware, Urgency, Version,
-    WakeBudget,
+    self, Chunk, DigestPrefix, ImageId, Message, RunningFirmware, Version, WakeBudget,
 };
 use ota_core::{DeviceConfig, Instant};
+use ota_test_support::fixture;
+use ota_test_support::sim::{LinkProfile, Pipe, SimRng};
+use ota_test_support::MemStorage;
 use ota_transport_coap::server::{Responder, Security, ServerConfig};
 use ota_transport_coap::CoapClient;
 use sha2::{Digest as _, Sha256};
@@ -38,31 +38,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 type Release = Arc<Handler<SingleRelease, MemImages>>;
 
 fn release(image: &[u8], chunk: u16) -> (Release, [u8; 32]) {
-    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-    let m = Manifest {
-        format: MANIFEST_FORMAT,
-        vendor: 1,
-        class: 2,
-        sequence: 2,
-        version: Version::new(1, 1, 0),
-        image_size: image.len() as u32,
-        digest: Digest(Sha256::digest(image).into()),
-        chunk_size: chunk,
-        min_running: None,
-        patch: None,
-    };
-    let images = MemImages::new();
-    images.insert(ImageId(1), image.to_vec());
-    let rel = SingleRelease {
-        image: ImageId(1),
-        manifest: OwnedManifest::sign(&m, &key),
-        urgency: Urgency::Attempt,
-        next_check_in: 3600,
-    };
-    (
-        Arc::new(Handler::new(rel, images, 1024)),
-        key.verifying_key().to_bytes(),
-    )
+    let release = fixture::Release::of(image, chunk);
+    (Arc::new(release.handler(image)), release.public_key())
 }
 
 fn client(

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ota_core::sim::{LinkProfile, SimRng};
+use ota_test_support::sim::{LinkProfile, SimRng};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 

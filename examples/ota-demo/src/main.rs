@@ -26,8 +26,7 @@ use ota_core::host::{Handler, MemImages, SingleRelease};
 use ota_core::manifest::{Ed25519Verifier, PatchInfo, StoredManifest};
 use ota_core::resume::ResumeState;
 use ota_core::runtime::block::{BusyClock, StdClock};
-use ota_core::sim::{run_wake as sim_wake, LinkProfile, Pipe, SimRng};
-use ota_core::storage::{CounterStore, MemStorage, Persisted, StorageFailure, UpdateStorage};
+use ota_core::storage::{CounterStore, Persisted, StorageFailure, UpdateStorage};
 use ota_core::wire::{
     DigestPrefix, ImageId, LastOutcome, RunningFirmware, Urgency, Version, WakeBudget,
 };
@@ -36,8 +35,11 @@ use ota_oscore::SecurityContext;
 use ota_server::fleet::Fleet;
 use ota_server::serve::spawn_coap;
 use ota_server::store::{RolloutPlan, Store};
-use ota_storage::sim::SimFlash;
 use ota_storage::{BootOutcome, FlashStorage, Layout, Partition};
+use ota_test_support::fixture;
+use ota_test_support::sim::{run_wake as sim_wake, LinkProfile, Pipe, SimRng};
+use ota_test_support::MemStorage;
+use ota_test_support::SimFlash;
 use ota_transport_coap::link::{coap_config, run_wake_blocking, BlockingSocket};
 use ota_transport_coap::CoapLink;
 
@@ -578,17 +580,15 @@ fn main() -> anyhow::Result<()> {
     let wall = started.elapsed();
 
     // The same fleet under blind wait and restart, over the same link model (simulated time).
-    let images = MemImages::new();
-    images.insert(ImageId(release.id), image.clone());
-    let sim_handler = Handler::new(
+    let sim_handler = fixture::serve(
         SingleRelease {
             image: ImageId(release.id),
             manifest: release.manifest.clone(),
             urgency: Urgency::Attempt,
             next_check_in: 3600,
         },
-        images,
-        1024,
+        ImageId(release.id),
+        &image,
     );
     let verifier = Ed25519Verifier::from_bytes(&public).context("bad public key")?;
     let blind = blind_restart(&a, &image, &sim_handler, &verifier);

@@ -20,8 +20,8 @@ use ota_core::wire::{DigestPrefix, ResultCode, RunningFirmware, WakeBudget};
 use ota_core::Device;
 use ota_core::DeviceConfig;
 use ota_oscore::SecurityContext;
-use ota_storage::file::FileFlash;
 use ota_storage::{BootOutcome, FlashStorage, Layout, Partition, UpdateState};
+use ota_test_support::FileFlash;
 use ota_transport_coap::link::{coap_config, run_wake_blocking, BlockingSocket};
 use ota_transport_coap::CoapLink;
 use ota_transport_mqtt::device::{run_wake as mqtt_wake, session_config, WakeOptions};
@@ -34,6 +34,8 @@ const SECTOR: u32 = 4096;
 struct Args {
     /// Update server: coap://HOST:PORT, or an MQTT broker,
     /// mqtt://[ID:PASSWORD@]HOST[:PORT][/PREFIX] (the user name is the device id).
+    // clap's help text: the brackets are optional parts, not intra-doc links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long)]
     server: String,
     #[arg(long)]

@@ -22,8 +22,8 @@ use ed25519_dalek::SigningKey;
 use ota_core::host::{Application, Decision, OwnedManifest, Peer};
 use ota_core::manifest::{Manifest, MANIFEST_FORMAT};
 use ota_core::wire::{
-    Capabilities, CheckIn, Digest, DigestPrefix, ImageId, LastOutcome, Phase, Report, ResultCode,
-    ResumeHint, RunningFirmware, Version, WakeBudget,
+    CheckIn, Digest, DigestPrefix, ImageId, LastOutcome, Phase, Report, ResultCode, ResumeHint,
+    RunningFirmware, Version, WakeBudget,
 };
 use ota_server::fleet::Fleet;
 use ota_server::http::{router, State};
@@ -319,23 +319,12 @@ fn checkin<'a>(
     last: LastOutcome,
     resume: Option<ResumeHint>,
 ) -> CheckIn<'a> {
-    CheckIn {
-        device_id: id.as_bytes(),
-        vendor: ota_server::VENDOR,
-        class: ota_server::class_id(class),
-        running: RunningFirmware {
-            version: running,
-            digest: DigestPrefix([0; 8]),
-            sequence,
-        },
-        last,
-        resume,
-        caps: Capabilities {
-            max_chunk: 1024,
-            window: 4,
-        },
-        budget: None,
-    }
+    let running = RunningFirmware {
+        version: running,
+        digest: DigestPrefix([0; 8]),
+        sequence,
+    };
+    common::checkin(id.as_bytes(), class, running, last, resume)
 }
 
 async fn check_in(fleet: &Fleet, c: &CheckIn<'_>) -> Decision {

@@ -12,8 +12,7 @@ use ed25519_dalek::SigningKey;
 use ota_core::host::{Application, Decision, OwnedManifest, Peer};
 use ota_core::manifest::{Ed25519Verifier, Verifier};
 use ota_core::wire::{
-    Capabilities, CheckIn, DigestPrefix, ImageId, LastOutcome, ResultCode, ResumeHint,
-    RunningFirmware, Version,
+    CheckIn, DigestPrefix, ImageId, LastOutcome, ResultCode, ResumeHint, RunningFirmware, Version,
 };
 use ota_server::delta::{make_patches, Made};
 use ota_server::fleet::Fleet;
@@ -64,23 +63,12 @@ fn checkin<'a>(
     last: LastOutcome,
     resume: Option<ResumeHint>,
 ) -> CheckIn<'a> {
-    CheckIn {
-        device_id: id.as_bytes(),
-        vendor: ota_server::VENDOR,
-        class: ota_server::class_id(CLASS),
-        running: RunningFirmware {
-            version: V1,
-            digest: prefix(running),
-            sequence,
-        },
-        last,
-        resume,
-        caps: Capabilities {
-            max_chunk: 1024,
-            window: 4,
-        },
-        budget: None,
-    }
+    let running = RunningFirmware {
+        version: V1,
+        digest: prefix(running),
+        sequence,
+    };
+    common::checkin(id.as_bytes(), CLASS, running, last, resume)
 }
 
 /// `id`'s check-in, answered by `fleet`.

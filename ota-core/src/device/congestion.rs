@@ -66,16 +66,16 @@
 //! shows them lost, so the timer does), and at 1200 ms the window itself: a lost request holds
 //! its slot for a round trip before RACK can call it, and eight slots no longer cover the path.
 //!
-//! A shared cell (`sim::bottleneck`, 20 devices, 250 kbit/s, 600 ms, drop-tail queue
-//! of 24): 95.0 % of the link, Jain's index 0.92, no duplicate chunk on the link (`Aimd`: 93.4 %,
-//! 0.87, 84 duplicates). The devices do not back off on the queue's drops (5900 in 180 s, each
-//! a resent request of ~30 bytes; the link carries no more than before). With a queue of 100
-//! the queue holds at 68 (no drops) but devices that wake into a standing queue take its floor
-//! for the path and get more than their share: Jain 0.80 (`Aimd` 0.76), the latecomer effect
-//! of every delay-based control (LEDBAT++ drains the queue periodically against it; not done
-//! here). Westwood's reaction to loss (`cwnd ← rate × min_rtt` on a loss while the queue
-//! stands) was tried and dropped: the devices that know the true minimum see the queue and
-//! yield to those that do not, Jain 0.61-0.74.
+//! A shared cell (`ota_test_support::sim::bottleneck`, 20 devices, 250 kbit/s, 600 ms, drop-tail
+//! queue of 24): 95.0 % of the link, Jain's index 0.92, no duplicate chunk on the link (`Aimd`:
+//! 93.4 %, 0.87, 84 duplicates). The devices do not back off on the queue's drops (5900 in 180 s,
+//! each a resent request of ~30 bytes; the link carries no more than before). With a queue of 100
+//! the queue holds at 68 (no drops) but devices that wake into a standing queue take its floor for
+//! the path and get more than their share: Jain 0.80 (`Aimd` 0.76), the latecomer effect of every
+//! delay-based control (LEDBAT++ drains the queue periodically against it; not done here).
+//! Westwood's reaction to loss (`cwnd ← rate × min_rtt` on a loss while the queue stands) was tried
+//! and dropped: the devices that know the true minimum see the queue and yield to those that do
+//! not, Jain 0.61-0.74.
 //!
 //! # Forward error correction: measured, not built
 //!

@@ -3,7 +3,7 @@
 //!
 //! | piece | what it is | implemented by |
 //! |---|---|---|
-//! | [`Link`] / [`Session`] | a transport: open a session for the wake, send what the state machine produced, receive until a deadline, close | `ota-transport-coap` (`CoapLink`), `ota-transport-mqtt` (`MqttLink`), [`crate::sim`] |
+//! | [`Link`] / [`Session`] | a transport: open a session for the wake, send what the state machine produced, receive until a deadline, close | `ota-transport-coap` (`CoapLink`), `ota-transport-mqtt` (`MqttLink`), `ota-test-support` (`SimLink`, a simulated link) |
 //! | [`Storage`] | the state machine's storage operations, async | `ota-storage` (async flash), [`Blocking`] around any [`crate::UpdateStorage`] |
 //! | [`Clock`] | now, and waiting until a deadline | `EmbassyClock` (feature `embassy-time`), tokio, the simulator, [`block::BusyClock`] |
 //! | [`run_wake`] | one wake: restore, open, check in, download within the budget, persist, close | |

@@ -6,24 +6,16 @@
     clippy::indexing_slicing
 )]
 
-use ed25519_dalek::SigningKey;
 use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
-use ota_core::manifest::{Ed25519Verifier, Manifest, PatchInfo, MANIFEST_FORMAT};
-use ota_core::wire::{Digest, DigestPrefix, ImageId, RunningFirmware, Urgency, Version};
+use ota_core::manifest::Manifest;
+use ota_core::wire::{DigestPrefix, ImageId, RunningFirmware, Version};
 use ota_core::DeviceConfig;
-use sha2::{Digest as _, Sha256};
+use ota_test_support::fixture::{self, Release};
+pub use ota_test_support::fixture::{signing_key, verifier};
 
 pub const VENDOR: u32 = 0x5e;
 pub const CLASS: u32 = 7;
 pub const RUNNING_SEQ: u32 = 41;
-
-pub fn signing_key() -> SigningKey {
-    SigningKey::from_bytes(&[7u8; 32])
-}
-
-pub fn verifier() -> Ed25519Verifier {
-    Ed25519Verifier::from_bytes(&signing_key().verifying_key().to_bytes()).unwrap()
-}
 
 /// Deterministic pseudo-random image bytes.
 pub fn image(len: usize, seed: u64) -> Vec<u8> {
@@ -40,16 +32,12 @@ pub fn image(len: usize, seed: u64) -> Vec<u8> {
 
 pub fn manifest_for(image: &[u8], chunk_size: u16) -> Manifest {
     Manifest {
-        format: MANIFEST_FORMAT,
         vendor: VENDOR,
         class: CLASS,
         sequence: RUNNING_SEQ + 1,
         version: Version::new(1, 4, 0),
-        image_size: image.len() as u32,
-        digest: Digest(Sha256::digest(image).into()),
-        chunk_size,
         min_running: Some(Version::new(1, 0, 0)),
-        patch: None,
+        ..fixture::manifest(image, chunk_size)
     }
 }
 
@@ -57,16 +45,16 @@ pub fn signed(m: &Manifest) -> OwnedManifest {
     OwnedManifest::sign(m, &signing_key())
 }
 
-pub fn handler(image: &[u8], chunk_size: u16) -> Handler<SingleRelease, MemImages> {
-    let images = MemImages::new();
-    images.insert(ImageId(3), image.to_vec());
-    let release = SingleRelease {
+/// `m` as the server offers it: image 3, signed with [`signing_key`].
+fn release(m: Manifest) -> Release {
+    Release {
         image: ImageId(3),
-        manifest: signed(&manifest_for(image, chunk_size)),
-        urgency: Urgency::Attempt,
-        next_check_in: 3600,
-    };
-    Handler::new(release, images, 1024)
+        ..Release::new(m)
+    }
+}
+
+pub fn handler(image: &[u8], chunk_size: u16) -> Handler<SingleRelease, MemImages> {
+    release(manifest_for(image, chunk_size)).handler(image)
 }
 
 /// A point release of `old`: a few bytes changed, a few inserted (where `old` is long enough).
@@ -80,16 +68,6 @@ pub fn point_release(old: &[u8], seed: u64) -> Vec<u8> {
     new
 }
 
-/// What a manifest says of `patch`, from `old` to some new image.
-pub fn patch_info(old: &[u8], patch: &[u8]) -> PatchInfo {
-    PatchInfo {
-        size: patch.len() as u32,
-        digest: Digest(Sha256::digest(patch).into()),
-        source_size: old.len() as u32,
-        source_digest: Digest(Sha256::digest(old).into()),
-    }
-}
-
 /// A server offering `new` as `patch` from `old` (serving `served` as the patch's bytes).
 pub fn patch_handler(
     old: &[u8],
@@ -98,16 +76,9 @@ pub fn patch_handler(
     served: &[u8],
     chunk_size: u16,
 ) -> Handler<SingleRelease, MemImages> {
-    let images = MemImages::new();
-    images.insert(ImageId(3), served.to_vec());
-    let manifest = manifest_for(new, chunk_size).with_patch(patch_info(old, patch));
-    let release = SingleRelease {
-        image: ImageId(3),
-        manifest: signed(&manifest),
-        urgency: Urgency::Attempt,
-        next_check_in: 3600,
-    };
-    Handler::new(release, images, 1024)
+    release(manifest_for(new, chunk_size))
+        .with_patch(old, patch)
+        .handler(served)
 }
 
 pub fn config(capacity: u32, window: u8) -> DeviceConfig {

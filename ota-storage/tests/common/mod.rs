@@ -7,24 +7,17 @@
     clippy::indexing_slicing
 )]
 
-use ed25519_dalek::SigningKey;
 use ota_core::device::SleepReason;
 use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
-use ota_core::manifest::{Ed25519Verifier, Manifest, PatchInfo, MANIFEST_FORMAT};
-use ota_core::sim::{run_wake, LinkProfile, Pipe, SimError as WakeError, SimRng};
+use ota_core::manifest::{Ed25519Verifier, Manifest};
 use ota_core::storage::UpdateStorage;
-use ota_core::wire::{
-    Digest, DigestPrefix, ImageId, ResultCode, RunningFirmware, Urgency, Version, WakeBudget,
-};
+use ota_core::wire::{DigestPrefix, ImageId, ResultCode, RunningFirmware, Version, WakeBudget};
 use ota_core::{Device, DeviceConfig};
-use ota_storage::sim::SimFlash;
 use ota_storage::{BootOutcome, FlashStorage, Layout, Partition, UpdateState};
-use sha2::{Digest as _, Sha256};
-
-pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut r = SimRng::new(seed);
-    (0..len).map(|_| r.next_u64() as u8).collect()
-}
+pub use ota_test_support::fixture::bytes;
+use ota_test_support::fixture::{self, Release};
+use ota_test_support::sim::{run_wake, LinkProfile, Pipe, SimError as WakeError, SimRng};
+use ota_test_support::SimFlash;
 
 /// One scenario: geometry comes from the flash type; sizes from here.
 #[derive(Debug, Clone)]
@@ -59,16 +52,6 @@ pub fn point_release(old: &[u8], seed: u64, inserted: usize) -> Vec<u8> {
     let mid = new.len() / 2;
     new.splice(mid..mid, bytes(inserted, seed));
     new
-}
-
-/// What a manifest says of `patch` from `old`.
-pub fn patch_info(old: &[u8], patch: &[u8]) -> PatchInfo {
-    PatchInfo {
-        size: patch.len() as u32,
-        digest: Digest(Sha256::digest(patch).into()),
-        source_size: old.len() as u32,
-        source_digest: Digest(Sha256::digest(old).into()),
-    }
 }
 
 /// How a life ended.
@@ -119,49 +102,38 @@ pub fn fresh_flash<const W: usize, const E: usize>(s: &Scenario) -> SimFlash<W, 
     flash
 }
 
+/// The scenario's release, image 5, with the bytes the server serves for it (the image, or the
+/// patch).
+fn scenario_release(s: &Scenario) -> (Release, Vec<u8>) {
+    let release = Release {
+        image: ImageId(5),
+        next_check_in: 60,
+        ..Release::new(Manifest {
+            sequence: 10,
+            version: Version::new(2, 0, 0),
+            ..fixture::manifest(&s.new, s.chunk)
+        })
+    };
+    match &s.patch {
+        Some(p) => (release.with_patch(&s.old, p), p.clone()),
+        None => (release, s.new.clone()),
+    }
+}
+
 /// The signed manifest of the scenario's release, and the bytes the server serves for it (the
 /// image, or the patch).
 pub fn release(s: &Scenario) -> (OwnedManifest, Vec<u8>) {
-    let key = SigningKey::from_bytes(&[7u8; 32]);
-    let m = Manifest {
-        format: MANIFEST_FORMAT,
-        vendor: 1,
-        class: 2,
-        sequence: 10,
-        version: Version::new(2, 0, 0),
-        image_size: s.new.len() as u32,
-        digest: Digest(Sha256::digest(&s.new).into()),
-        chunk_size: s.chunk,
-        min_running: None,
-        patch: None,
-    };
-    let (m, served) = match &s.patch {
-        Some(p) => (m.with_patch(patch_info(&s.old, p)), p.clone()),
-        None => (m, s.new.clone()),
-    };
-    (OwnedManifest::sign(&m, &key), served)
+    let (release, served) = scenario_release(s);
+    (release.signed(), served)
 }
 
 fn handler(s: &Scenario) -> Handler<SingleRelease, MemImages> {
-    let (manifest, served) = release(s);
-    let images = MemImages::new();
-    images.insert(ImageId(5), served);
-    let release = SingleRelease {
-        image: ImageId(5),
-        manifest,
-        urgency: Urgency::Attempt,
-        next_check_in: 60,
-    };
-    Handler::new(release, images, 1024)
+    let (release, served) = scenario_release(s);
+    release.handler(&served)
 }
 
 fn verifier() -> Ed25519Verifier {
-    Ed25519Verifier::from_bytes(
-        &SigningKey::from_bytes(&[7u8; 32])
-            .verifying_key()
-            .to_bytes(),
-    )
-    .unwrap()
+    fixture::verifier()
 }
 
 /// Which image ACTIVE holds: `Some(true)` new, `Some(false)` old, `None` a mix.

@@ -1,7 +1,7 @@
 //! The host side: an [`Engine`] that answers datagrams (the protocol, sans-IO, shared by every
 //! task), [`serve_app`] that runs it on any number of `SO_REUSEPORT` sockets with an
-//! asynchronous [`Application`] deciding, and [`Responder`], the synchronous wrapper over a
-//! [`Handler`] for tests, fuzzing and benchmarks.
+//! asynchronous [`Application`](ota_core::host::Application) deciding, and [`Responder`], the
+//! synchronous wrapper over a [`Handler`] for tests, fuzzing and benchmarks.
 //!
 //! Every request is OSCORE-protected ([`Security::Oscore`]): the device's security context,
 //! found by the request's kid through [`DeviceKeys`], names the device, and a check-in or report

@@ -12,62 +12,41 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ed25519_dalek::SigningKey;
 use ota_core::device::{Event, SleepReason};
 use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
-use ota_core::manifest::{Ed25519Verifier, Manifest, MANIFEST_FORMAT};
+use ota_core::manifest::Manifest;
 use ota_core::runtime::block::{BusyClock, StdClock};
-use ota_core::sim::SimRng;
-use ota_core::storage::MemStorage;
-use ota_core::wire::{
-    Digest, DigestPrefix, ImageId, RunningFirmware, Urgency, Version, WakeBudget,
-};
+use ota_core::wire::{DigestPrefix, ImageId, RunningFirmware, Version, WakeBudget};
 use ota_core::Device;
 use ota_core::DeviceConfig;
+use ota_test_support::fixture::{self, Release};
+pub use ota_test_support::fixture::{bytes as image, verifier};
+use ota_test_support::MemStorage;
 use ota_transport_coap::link::{coap_config, run_wake_blocking, BlockingSocket};
 use ota_transport_coap::server::{serve, Responder, Security, ServerConfig, ServerStats};
 use ota_transport_coap::CoapLink;
-use sha2::{Digest as _, Sha256};
 
 pub const IMAGE_ID: u32 = 7;
 
-pub fn image(len: usize, seed: u64) -> Vec<u8> {
-    let mut r = SimRng::new(seed);
-    (0..len).map(|_| r.next_u64() as u8).collect()
-}
-
-pub fn key() -> SigningKey {
-    SigningKey::from_bytes(&[7u8; 32])
+/// The release of `img`: sequence 5, version 2.0.0, image [`IMAGE_ID`].
+fn release(img: &[u8], chunk: u16) -> Release {
+    Release {
+        image: ImageId(IMAGE_ID),
+        next_check_in: 60,
+        ..Release::new(Manifest {
+            sequence: 5,
+            version: Version::new(2, 0, 0),
+            ..fixture::manifest(img, chunk)
+        })
+    }
 }
 
 pub fn manifest(img: &[u8], chunk: u16) -> OwnedManifest {
-    OwnedManifest::sign(
-        &Manifest {
-            format: MANIFEST_FORMAT,
-            vendor: 1,
-            class: 2,
-            sequence: 5,
-            version: Version::new(2, 0, 0),
-            image_size: img.len() as u32,
-            digest: Digest(Sha256::digest(img).into()),
-            chunk_size: chunk,
-            min_running: None,
-            patch: None,
-        },
-        &key(),
-    )
+    release(img, chunk).signed()
 }
 
 pub fn handler(img: &[u8], chunk: u16) -> Arc<Handler<SingleRelease, MemImages>> {
-    let images = MemImages::new();
-    images.insert(ImageId(IMAGE_ID), img.to_vec());
-    let release = SingleRelease {
-        image: ImageId(IMAGE_ID),
-        manifest: manifest(img, chunk),
-        urgency: Urgency::Attempt,
-        next_check_in: 60,
-    };
-    Arc::new(Handler::new(release, images, 1024))
+    Arc::new(release(img, chunk).handler(img))
 }
 
 /// A server on a free loopback port, running until the returned runtime is dropped.
@@ -116,10 +95,6 @@ pub fn device_config(capacity: u32, window: u8) -> DeviceConfig {
     c.staging_capacity = capacity;
     c.window = window;
     c
-}
-
-pub fn verifier() -> Ed25519Verifier {
-    Ed25519Verifier::from_bytes(&key().verifying_key().to_bytes()).unwrap()
 }
 
 /// Downloads the release from `addr` over CoAP in wakes of `budget`, until staged.

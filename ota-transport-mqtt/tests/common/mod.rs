@@ -16,21 +16,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ed25519_dalek::SigningKey;
 use minimq::{Buffers, Session};
 use ota_core::device::Event;
-use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
-use ota_core::manifest::{Ed25519Verifier, Manifest, MANIFEST_FORMAT};
-use ota_core::sim::SimRng;
-use ota_core::storage::{MemError, MemStorage};
+use ota_core::host::{Handler, MemImages, SingleRelease};
+use ota_core::manifest::{Ed25519Verifier, Manifest};
 use ota_core::wire::WakeBudget;
-use ota_core::wire::{Digest, DigestPrefix, ImageId, RunningFirmware, Urgency, Version};
+use ota_core::wire::{DigestPrefix, ImageId, RunningFirmware, Version};
 use ota_core::{Device, DeviceConfig};
+use ota_test_support::fixture::{self, Release};
+pub use ota_test_support::fixture::{bytes as image, verifier};
+use ota_test_support::{MemError, MemStorage};
 use ota_transport_mqtt::device::{run_wake, session_config, WakeError, WakeOptions, WakeOutcome};
 use ota_transport_mqtt::server::{serve, ServerStats};
 use ota_transport_mqtt::tcp::TcpConnector;
 use ota_transport_mqtt::Broker;
-use sha2::{Digest as _, Sha256};
 
 pub const PASSWORD: &str = "test-secret";
 
@@ -193,42 +192,28 @@ impl Drop for Mosquitto {
     }
 }
 
-pub fn image(len: usize, seed: u64) -> Vec<u8> {
-    let mut r = SimRng::new(seed);
-    (0..len).map(|_| r.next_u64() as u8).collect()
-}
-
-pub fn key() -> SigningKey {
-    SigningKey::from_bytes(&[7u8; 32])
-}
-
-/// Release `sequence` (version 2.`sequence`.0) of `img` as `image`, signed with [`key`].
-pub fn release(image: ImageId, img: &[u8], sequence: u32) -> SingleRelease {
-    let m = Manifest {
-        format: MANIFEST_FORMAT,
-        vendor: 1,
-        class: 2,
-        sequence,
-        version: Version::new(2, sequence as u16, 0),
-        image_size: img.len() as u32,
-        digest: Digest(Sha256::digest(img).into()),
-        chunk_size: 1024,
-        min_running: None,
-        patch: None,
-    };
-    SingleRelease {
+/// [`release`] before it is signed.
+fn fixture_release(image: ImageId, img: &[u8], sequence: u32) -> Release {
+    Release {
         image,
-        manifest: OwnedManifest::sign(&m, &key()),
-        urgency: Urgency::Attempt,
         next_check_in: 60,
+        ..Release::new(Manifest {
+            sequence,
+            version: Version::new(2, sequence as u16, 0),
+            ..fixture::manifest(img, 1024)
+        })
     }
+}
+
+/// Release `sequence` (version 2.`sequence`.0) of `img` as `image`, signed with the fixture's
+/// key.
+pub fn release(image: ImageId, img: &[u8], sequence: u32) -> SingleRelease {
+    fixture_release(image, img, sequence).single()
 }
 
 /// A handler offering `img` as release 5.
 pub fn handler(img: &[u8]) -> Arc<Handler<SingleRelease, MemImages>> {
-    let images = MemImages::new();
-    images.insert(ImageId(1), img.to_vec());
-    Arc::new(Handler::new(release(ImageId(1), img, 5), images, 1024))
+    Arc::new(fixture_release(ImageId(1), img, 5).handler(img))
 }
 
 /// A server instance on its own runtime; dropping it kills the instance.
@@ -273,10 +258,6 @@ pub fn config(id: &str, sequence: u32, capacity: u32) -> DeviceConfig {
     c.window = 8;
     c.initial_rto_ms = 1000;
     c
-}
-
-pub fn verifier() -> Ed25519Verifier {
-    Ed25519Verifier::from_bytes(&key().verifying_key().to_bytes()).unwrap()
 }
 
 /// Counts MQTT control packets in one direction of a byte stream, from their fixed headers.

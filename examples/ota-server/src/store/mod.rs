@@ -7,7 +7,7 @@
 //! |---|---|
 //! | [`sql`] | values, rows, the [`Backend`] trait |
 //! | [`schema`] | the migrations |
-//! | [`write`] | what the serving path writes behind the request |
+//! | [`write`](mod@write) | what the serving path writes behind the request |
 //! | [`sqlite`], [`postgres`] | the two backends |
 //!
 //! Every change of what devices are offered (a release, a rollout, a halt) bumps a counter in

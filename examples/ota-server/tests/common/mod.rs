@@ -13,7 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ota_core::manifest::Ed25519Verifier;
-use ota_core::wire::{DigestPrefix, RunningFirmware, Version, WakeBudget};
+use ota_core::wire::{
+    encode_vec, Capabilities, CheckIn, DigestPrefix, LastOutcome, Message, ResumeHint,
+    RunningFirmware, Version, WakeBudget,
+};
 use ota_core::{DeviceConfig, Instant};
 use ota_oscore::SecurityContext;
 use ota_transport_coap::CoapClient;
@@ -283,20 +286,38 @@ pub fn plain_post(seg: &[u8], payload: &[u8], mid: u16) -> Vec<u8> {
     buf
 }
 
-/// An encoded check-in claiming `id` (any bytes, the rule unchecked) for `class`.
-pub fn raw_checkin(id: &[u8], class: &str) -> Vec<u8> {
-    use ota_core::wire::{encode_vec, Capabilities, CheckIn, LastOutcome, Message};
-    encode_vec(&Message::CheckIn(CheckIn {
+/// A check-in from `id` for `class`, running `running`, with the outcome it reports and where
+/// it would resume (a device of window 4 and 1 KiB chunks, no budget).
+pub fn checkin<'a>(
+    id: &'a [u8],
+    class: &str,
+    running: RunningFirmware,
+    last: LastOutcome,
+    resume: Option<ResumeHint>,
+) -> CheckIn<'a> {
+    CheckIn {
         device_id: id,
         vendor: ota_server::VENDOR,
         class: ota_server::class_id(class),
-        running: RunningFirmware::default(),
-        last: LastOutcome::None,
-        resume: None,
+        running,
+        last,
+        resume,
         caps: Capabilities {
             max_chunk: 1024,
             window: 4,
         },
         budget: None,
-    }))
+    }
+}
+
+/// An encoded check-in claiming `id` (any bytes, the rule unchecked) for `class`.
+pub fn raw_checkin(id: &[u8], class: &str) -> Vec<u8> {
+    let c = checkin(
+        id,
+        class,
+        RunningFirmware::default(),
+        LastOutcome::None,
+        None,
+    );
+    encode_vec(&Message::CheckIn(c))
 }

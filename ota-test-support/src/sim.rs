@@ -1,5 +1,5 @@
 //! Deterministic simulation of a lossy, slow, high-latency link, and a driver that runs one
-//! device wake against the host handler over it (feature `std`).
+//! device wake against the host handler over it.
 //!
 //! Time is simulated: a wake that takes minutes of link time runs in microseconds, and a seed
 //! replays the same losses. Tests, benchmarks and the fleet demo share it.
@@ -11,17 +11,17 @@
 
 pub mod bottleneck;
 
-use crate::device::{Device, Sent, SleepReason};
-use crate::host::{DesiredState, Handler, ImageSource};
-use crate::manifest::Verifier;
-use crate::runtime::block::block_on;
-use crate::runtime::{
+use ota_core::device::{Device, Sent, SleepReason};
+use ota_core::host::{DesiredState, Handler, ImageSource};
+use ota_core::manifest::Verifier;
+use ota_core::runtime::block::block_on;
+use ota_core::runtime::{
     Blocking, Incoming, Link, LinkError, LinkLimits, OpenContext, Opened, Session, WakeError,
     WakeOptions,
 };
-use crate::storage::{CounterStore, UpdateStorage};
-use crate::time::Instant;
-use crate::wire::WakeBudget;
+use ota_core::storage::{CounterStore, UpdateStorage};
+use ota_core::time::Instant;
+use ota_core::wire::WakeBudget;
 
 /// A small xorshift generator: fast, seedable, good enough for fault injection.
 #[derive(Debug, Clone)]
@@ -322,7 +322,7 @@ pub enum SimError<E: core::fmt::Debug> {
 #[derive(Debug, Default)]
 pub struct SimClock(pub core::cell::Cell<u64>);
 
-impl crate::runtime::Clock for SimClock {
+impl ota_core::runtime::Clock for SimClock {
     fn now(&self) -> Instant {
         Instant(self.0.get())
     }
@@ -335,7 +335,7 @@ impl crate::runtime::Clock for SimClock {
 /// Receives before a simulated wake is declared stuck (a state-machine bug).
 const MAX_RECEIVES: usize = 1_000_000;
 
-/// The simulated link as a [`crate::runtime::Link`]: requests cross `up` to the host handler at
+/// The simulated link as a [`ota_core::runtime::Link`]: requests cross `up` to the host handler at
 /// their arrival times, replies cross `down`; a receive advances simulated time to the next
 /// arrival or its deadline.
 pub struct SimLink<'a, D, I> {
@@ -437,7 +437,8 @@ impl<D: DesiredState, I: ImageSource> Session for &mut SimLink<'_, D, I> {
             }
             let now = self.clock.0.get();
             for req in self.up.due(now) {
-                if let Ok(Some(reply)) = self.handler.handle(&req, crate::host::Peer::Anonymous) {
+                if let Ok(Some(reply)) = self.handler.handle(&req, ota_core::host::Peer::Anonymous)
+                {
                     self.down.send(now, &reply, self.profile, self.rng);
                 }
             }
@@ -456,7 +457,7 @@ impl<D: DesiredState, I: ImageSource> Session for &mut SimLink<'_, D, I> {
 }
 
 /// Runs one wake of `dev` against `handler` over `up`/`down` through the device runtime
-/// ([`crate::runtime::run_wake`], restoring from `storage` first), starting at `*now` ms and
+/// ([`ota_core::runtime::run_wake`], restoring from `storage` first), starting at `*now` ms and
 /// advancing it. Messages still in flight to the device when it sleeps are lost.
 #[allow(clippy::too_many_arguments)]
 pub fn run_wake<V, const C: usize, S, D, I>(
@@ -479,7 +480,7 @@ where
     let start = *now;
     let clock = SimClock(core::cell::Cell::new(*now));
     let mut sim = SimLink::new(handler, link, up, down, rng, &clock);
-    let end = block_on(crate::runtime::run_wake(
+    let end = block_on(ota_core::runtime::run_wake(
         dev,
         &mut sim,
         &mut Blocking(storage),

@@ -8,12 +8,12 @@
 //! (Jain's fairness index over their goodputs: 1 when equal, `1/n` when one device takes all).
 
 use super::{LinkProfile, Pipe, PipeStats, SimError, SimRng};
-use crate::device::{Device, Event};
-use crate::host::{DesiredState, Handler, ImageSource, Peer};
-use crate::manifest::Verifier;
-use crate::storage::UpdateStorage;
-use crate::time::Instant;
-use crate::wire::WakeBudget;
+use ota_core::device::{Device, Event};
+use ota_core::host::{DesiredState, Handler, ImageSource, Peer};
+use ota_core::manifest::Verifier;
+use ota_core::storage::UpdateStorage;
+use ota_core::time::Instant;
+use ota_core::wire::WakeBudget;
 
 /// The shared link and how the fleet uses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,7 +226,7 @@ where
             .filter(|m| {
                 m.dev
                     .resume_state()
-                    .is_some_and(|s| s.phase == crate::resume::ResumePhase::Staged)
+                    .is_some_and(|s| s.phase == ota_core::resume::ResumePhase::Staged)
             })
             .count() as u32,
     })

@@ -1,4 +1,5 @@
-//! A simulated NOR flash with power-cut injection (feature `std`).
+//! A simulated NOR flash with power-cut injection ([`SimFlash`]), and a NOR flash backed by a
+//! file ([`FileFlash`]).
 //!
 //! NOR semantics: erase sets a whole sector to `0xFF`; a write can only clear bits (the result is
 //! `old & new`, so rewriting the same data is harmless: [`MultiwriteNorFlash`]); writes and
@@ -8,6 +9,10 @@
 //! operation is left half done — a write lands in part, its last unit with only some bits
 //! cleared; an erase resets only part of the sector — and every later operation fails with
 //! [`SimError::PowerLoss`] until [`SimFlash::power_on`], which models the reboot.
+
+mod file;
+
+pub use file::{FileFlash, FileFlashError};
 
 use embedded_storage::nor_flash::{
     ErrorType, MultiwriteNorFlash, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,

@@ -1,5 +1,5 @@
-//! A NOR flash backed by a file (feature `std`), so a simulated device keeps its flash across
-//! process restarts. Same semantics as [`crate::sim::SimFlash`], without power cuts.
+//! A NOR flash backed by a file, so a simulated device keeps its flash across process restarts.
+//! Same semantics as [`super::SimFlash`], without power cuts.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
