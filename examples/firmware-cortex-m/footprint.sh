@@ -28,10 +28,14 @@ stack() {
 }
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-cargo build --release -q --no-default-features
-s1=$(stack --no-default-features --bin firmware-cortex-m)
+cargo build --release -q --no-default-features --features delta
+s1=$(stack --no-default-features --features delta --bin firmware-cortex-m)
 r1=$(row "CoAP, without Ed25519")
 share1=$(python3 share.py "$elf" --minus-rodata "$image_bytes" --label "CoAP, without Ed25519")
+cargo build --release -q --no-default-features
+s0=$(stack --no-default-features --bin firmware-cortex-m)
+r0=$(row "  the same, without patches")
+share0=$(python3 share.py "$elf" --minus-rodata "$image_bytes" --label "CoAP, without Ed25519 or patches")
 cargo build --release -q
 s2=$(stack --bin firmware-cortex-m)
 r2=$(row "CoAP, with Ed25519")
@@ -47,6 +51,7 @@ r3=$(row "MQTT, with Ed25519")
 echo
 printf "%-28s %9s %9s %9s\n" "firmware (thumbv7em, z, LTO)" "flash B" "RAM B" "stack B"
 printf "%s %9s\n" "$r1" "$s1"
+printf "%s %9s\n" "$r0" "$s0"
 printf "%s %9s\n" "$r2" "$s2"
 printf "%s %9s\n" "$r4" "$s4"
 printf "%s %9s\n" "$r3" "$s3"
@@ -57,5 +62,8 @@ echo " so mostly the in-memory peer, which lives in a static; stack: the high-wa
 echo " QEMU, where the device keeps all its OTA state: state machine, storage, transport buffers, MQTT session)"
 echo " The embassy firmware keeps its tasks in statics, so its OTA state is in RAM, not stack; it prints"
 echo " that state above (OTA RAM), measured with size_of_val."
+echo " Without patches: ota-storage's \`delta\` feature off (no applier; a patch is refused at Begin and the"
+echo " server sends the whole image)."
 echo "$share1"
+echo "$share0"
 echo "$share5"

@@ -7,7 +7,7 @@
 //! | [`record`] | the journal's record format |
 //! | [`state`] | the update state, download to confirm or revert |
 //! | [`storage`] | [`AsyncFlashStorage`]: the state machine's storage over the DFU slot, async, multiwrite or write-once |
-//! | [`patch`] | patch downloads: the patch in the slot's tail, the image rebuilt in its head |
+//! | [`patch`] | patch downloads: the patch in the slot's tail, the image rebuilt in its head (the rebuild with feature `delta`, on by default) |
 //! | [`install`] | the swap, trial boot, confirm and rollback |
 //! | [`blocking`] | [`FlashStorage`]: the same over a blocking flash driver, `ota_core::UpdateStorage` |
 //! | [`flash`] | [`flash::BlockingFlash`]: a blocking driver seen as an async one |

@@ -96,6 +96,10 @@ pub enum StorageError<E> {
     /// The staged patch does not rebuild the image.
     #[error("the patch does not apply: {0}")]
     Patch(#[from] PatchError),
+    /// A patch download, in a build without the `delta` feature (no applier): refused at
+    /// `Begin`, before anything is fetched.
+    #[error("this build cannot apply patches (ota-storage's `delta` feature is off)")]
+    PatchUnsupported,
 }
 
 impl<E> StorageError<E> {
@@ -107,7 +111,9 @@ impl<E> StorageError<E> {
         match self {
             StorageError::PatchSource => StorageFailure::PatchSource,
             StorageError::Patch(_) => StorageFailure::Patch,
-            StorageError::PatchTooLarge { .. } => StorageFailure::Patch,
+            StorageError::PatchTooLarge { .. } | StorageError::PatchUnsupported => {
+                StorageFailure::Patch
+            }
             _ => StorageFailure::Io,
         }
     }
@@ -251,6 +257,7 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
     }
 
     /// The patch of the download in progress and where it is staged, if it is a patch.
+    #[cfg(feature = "delta")]
     pub(crate) fn patch_place(&self) -> Option<PatchPlace> {
         let m = self.download_manifest()?;
         PatchPlace::new(self.slot_room(), Self::erase_size(), m.patch?, m.image_size)
@@ -450,6 +457,11 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
                 });
             }
         }
+        #[cfg(not(feature = "delta"))]
+        if decoded.patch.is_some() {
+            return Err(StorageError::PatchUnsupported);
+        }
+        #[cfg(feature = "delta")]
         if let Some(patch) = decoded.patch {
             // Before anything is fetched: room for the image and the patch side by side, and
             // the running image is the patch's source.
