@@ -220,6 +220,10 @@ pub fn fec_rows(rows: &mut Vec<(String, String)>) {
             .unwrap_or(64);
         // Responses carried for them, against the group / keep that asking again carries.
         let extra = (n as f64 * keep - group as f64 / keep).max(0.0) * resp;
+        // Issue 14's anchor for the demo: the image at link rate over what gets through, and
+        // the wakes that takes at 20 s each, plus one.
+        let ideal_s = IMAGE as f64 * 8.0 / 26_000.0 / keep;
+        let ideal_wakes = (ideal_s / 20.0).ceil() + 1.0;
         rows.push((
             format!(
                 "repair chunks, {loss} % loss, 26 kbit/s, 20 s wakes: awake, link busy, bytes/min"
@@ -231,6 +235,13 @@ pub fn fec_rows(rows: &mut Vec<(String, String)>) {
                 100.0 * busy_ms / awake,
                 radio / minimum
             ),
+        ));
+        rows.push((
+            format!(
+                "  {loss} % loss: awake / ideal {ideal_s:.1} s{}, wakes (ceil(ideal / 20 s) + 1 = {ideal_wakes:.0})",
+                if loss == 15 { " (goal 1.15x)" } else { "" }
+            ),
+            format!("{:.2}x, {:.1}", awake / 1000.0 / ideal_s, wakes),
         ));
         rows.push((
             format!(

@@ -357,10 +357,11 @@ fn main() {
         return load_table(std::env::args().nth(2).as_deref() == Some("--sqlite-only"));
     }
     if std::env::args().nth(1).as_deref() == Some("loss") {
-        // `loss`: the goodput rows alone (simulated time, a fraction of a second), to tune the
-        // congestion control against.
+        // `loss`: the goodput and demo-link rows alone (simulated time, a second or two), to
+        // tune the congestion control against.
         let mut rows = Vec::new();
         loss::goodput_rows(&mut rows);
+        loss::fec_rows(&mut rows);
         for (figure, value) in rows {
             println!("{figure:<82} {value}");
         }
