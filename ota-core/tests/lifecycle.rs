@@ -78,6 +78,35 @@ fn the_staging_capacity_comes_from_storage() {
     assert_eq!(storage.staged(img.len()), img);
 }
 
+#[test]
+fn a_device_built_for_a_small_window_caps_the_configured_one() {
+    // `WINDOW` sizes the window's RAM; a configured window above it would ask for requests
+    // the device has no room to track.
+    let mut config = bare_config();
+    config.window = 8;
+    let mut dev: Device<_, 1024, 2> = Device::new(config, verifier());
+    assert_eq!(dev.config().window, 2);
+    let img = image(20_000, 2);
+    let handler = handler(&img, 1024);
+    let mut storage = MemStorage::new(32 * 1024);
+    let (mut up, mut down, mut rng, mut now) =
+        (Pipe::default(), Pipe::default(), SimRng::new(5), 0);
+    let out = run_wake(
+        &mut dev,
+        &mut storage,
+        &handler,
+        &LinkProfile::ideal(50),
+        &mut up,
+        &mut down,
+        &mut rng,
+        &mut now,
+        WakeBudget::default(),
+    )
+    .unwrap();
+    assert_eq!(out.reason, SleepReason::Staged);
+    assert_eq!(storage.staged(img.len()), img);
+}
+
 /// Records the last outcome each check-in carried.
 struct Recording(SingleRelease, Mutex<Vec<LastOutcome>>);
 

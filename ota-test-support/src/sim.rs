@@ -460,8 +460,8 @@ impl<D: DesiredState, I: ImageSource> Session for &mut SimLink<'_, D, I> {
 /// ([`ota_core::runtime::run_wake`], restoring from `storage` first), starting at `*now` ms and
 /// advancing it. Messages still in flight to the device when it sleeps are lost.
 #[allow(clippy::too_many_arguments)]
-pub fn run_wake<V, const C: usize, S, D, I>(
-    dev: &mut Device<V, C>,
+pub fn run_wake<V, const C: usize, const W: usize, S, D, I>(
+    dev: &mut Device<V, C, W>,
     storage: &mut S,
     handler: &Handler<D, I>,
     link: &LinkProfile,

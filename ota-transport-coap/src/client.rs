@@ -6,7 +6,7 @@
 //! trips are measured the timeout follows them (as CoCoA does), and the number of requests in
 //! flight is the device's window (RFC 7252's NSTART, raised by configuration).
 
-use ota_core::device::{Device, DeviceConfig};
+use ota_core::device::{Device, DeviceConfig, MAX_WINDOW};
 use ota_core::manifest::Verifier;
 use ota_core::time::Instant;
 
@@ -21,13 +21,13 @@ pub fn rfc7252_timers(config: &mut DeviceConfig, seed: u32) {
 }
 
 /// An `ota-core` device speaking CoAP.
-pub struct CoapClient<V, const CHUNK: usize = 1024> {
-    dev: Device<V, CHUNK>,
+pub struct CoapClient<V, const CHUNK: usize = 1024, const WINDOW: usize = MAX_WINDOW> {
+    dev: Device<V, CHUNK, WINDOW>,
     framing: CoapFraming,
     scratch: [u8; 256],
 }
 
-impl<V: Verifier, const CHUNK: usize> CoapClient<V, CHUNK> {
+impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> CoapClient<V, CHUNK, WINDOW> {
     /// A client around a new device. `seed` should differ per device and boot (a hardware
     /// random number); it picks the first message id and token and the random factor of the
     /// first timeout.
@@ -64,12 +64,12 @@ impl<V: Verifier, const CHUNK: usize> CoapClient<V, CHUNK> {
     }
 
     /// The state machine.
-    pub fn device(&self) -> &Device<V, CHUNK> {
+    pub fn device(&self) -> &Device<V, CHUNK, WINDOW> {
         &self.dev
     }
 
     /// The state machine, for restore, wake, timeouts, storage and events.
-    pub fn device_mut(&mut self) -> &mut Device<V, CHUNK> {
+    pub fn device_mut(&mut self) -> &mut Device<V, CHUNK, WINDOW> {
         &mut self.dev
     }
 

@@ -212,8 +212,8 @@ impl<S: AsyncDatagram, C: ota_core::runtime::Clock> Session for &mut CoapLink<S,
 /// One wake over a blocking socket, clock and storage: [`run_wake`] run by
 /// [`block_on`]. Keep `link` across wakes (in RAM that survives sleep) or make one per wake.
 #[allow(clippy::type_complexity)]
-pub fn run_wake_blocking<V, const N: usize, T, K, St>(
-    dev: &mut Device<V, N>,
+pub fn run_wake_blocking<V, const N: usize, const W: usize, T, K, St>(
+    dev: &mut Device<V, N, W>,
     link: &mut CoapLink<BlockingSocket<'_, T>, BusyClock<'_, K>>,
     clock: &K,
     storage: &mut St,

@@ -501,10 +501,10 @@ impl<IO: Io> runtime::Session for MqttSession<'_, '_, IO> {
 /// ([`ota_core::runtime::run_wake`]): `prefix` and `id` name the topics (see
 /// [`crate::topics`]), `storage` holds the download. Events go to `on_event`.
 #[allow(clippy::too_many_arguments)]
-pub async fn run_wake<C, V, S, const N: usize>(
+pub async fn run_wake<C, V, S, const N: usize, const W: usize>(
     session: &mut Session<'_>,
     connector: &mut C,
-    dev: &mut Device<V, N>,
+    dev: &mut Device<V, N, W>,
     storage: &mut S,
     prefix: &str,
     id: &str,

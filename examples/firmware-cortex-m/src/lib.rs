@@ -110,11 +110,15 @@ pub fn oscore_context(device: bool) -> ota_oscore::SecurityContext {
     }
 }
 
+/// Chunk requests the device keeps outstanding: its `Device`'s `WINDOW` (the window's RAM)
+/// and its configured window.
+pub const WINDOW: usize = 4;
+
 /// The device's configuration for one wake.
 pub fn config(running: RunningFirmware) -> DeviceConfig {
     let mut config =
         DeviceConfig::new(b"m4-demo", 1, 0xC0FFEE, running).expect("a valid device id");
-    config.window = 4;
+    config.window = WINDOW as u8;
     config
 }
 

@@ -19,7 +19,9 @@ use cortex_m_semihosting::{debug, hprintln};
 use embedded_storage::nor_flash::ReadNorFlash;
 use firmware_cortex_m::ram_flash::RamFlash;
 use firmware_cortex_m::stack::{paint_stack, stack_high_water};
-use firmware_cortex_m::{config, fail, fixture, verifier, BUDGET, FACTORY, FLASH_BYTES, LAYOUT};
+use firmware_cortex_m::{
+    config, fail, fixture, verifier, BUDGET, FACTORY, FLASH_BYTES, LAYOUT, WINDOW,
+};
 use ota_core::device::{Event, SleepReason};
 #[cfg(not(feature = "mqtt"))]
 use ota_core::runtime::block::BusyClock;
@@ -54,7 +56,8 @@ where
     let mut retransmissions = 0u32;
     for wakes in 1..=50u32 {
         let seed = 0x1234_5678 ^ wakes;
-        let mut dev: Device<_, 512> = Device::new(coap_config(config(running), seed), verifier());
+        let mut dev: Device<_, 512, WINDOW> =
+            Device::new(coap_config(config(running), seed), verifier());
         let link = CoapLink::new(BlockingSocket(&mut *peer), BusyClock(clock), seed);
         #[cfg(feature = "oscore")]
         let link = link.secure(firmware_cortex_m::oscore_context(true));
@@ -121,7 +124,7 @@ where
     let options = WakeOptions::default();
     let mut retransmissions = 0u32;
     for wakes in 1..=50u32 {
-        let mut dev: Device<_, 512> = Device::new(config(running), verifier());
+        let mut dev: Device<_, 512, WINDOW> = Device::new(config(running), verifier());
         let mut staged = false;
         let mut blocking = ota_core::runtime::Blocking(&mut *storage);
         let wake = run_wake(

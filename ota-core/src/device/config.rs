@@ -28,7 +28,8 @@ pub struct DeviceConfig {
     pub max_chunk: u16,
     /// Only chunk sizes that are powers of two (set from the link's limits: CoAP Block2).
     pub pow2_chunks: bool,
-    /// Chunk requests kept outstanding, 1 (stop-and-wait) to [`MAX_WINDOW`].
+    /// Chunk requests kept outstanding, 1 (stop-and-wait) to [`MAX_WINDOW`], capped at the
+    /// `WINDOW` of the [`Device`](super::Device) it configures.
     pub window: u8,
     /// First retransmission timeout before any round trip was measured, ms (RFC 7252's
     /// ACK_TIMEOUT is 2000).

@@ -356,7 +356,12 @@ impl Controller {
 
     /// True if a request whose timer has expired at `now` has been sent as often as the path
     /// allows: the wake gives up on the link.
-    pub fn exhausted(&self, window: &Window, now: Instant, config: &DeviceConfig) -> bool {
+    pub fn exhausted<const W: usize>(
+        &self,
+        window: &Window<W>,
+        now: Instant,
+        config: &DeviceConfig,
+    ) -> bool {
         let oldest = window.oldest_sent();
         window
             .items
@@ -419,12 +424,12 @@ impl Controller {
 
     /// The chunk for `item` arrived intact at `now` and `item` left `window`: samples the
     /// round trip, grows or shrinks the window, and finds the requests lost before it.
-    pub fn on_chunk(
+    pub fn on_chunk<const W: usize>(
         &mut self,
         now: Instant,
         item: &Outstanding,
         rtt: &mut RttEstimator,
-        window: &mut Window,
+        window: &mut Window<W>,
     ) {
         if let (Some(prev), Some(sent)) = (self.last_accepted, item.sent_at) {
             if sent < prev {
@@ -481,7 +486,7 @@ impl Controller {
     /// its timer is brought forward to then. Requests sent close together (within an eighth
     /// of the minimum) may swap on the way up, which puts one reply a whole chunk spacing
     /// behind the other: the window covers that too.
-    fn detect_losses(&self, window: &mut Window) {
+    fn detect_losses<const W: usize>(&self, window: &mut Window<W>) {
         let (Some((newest, at, rtt)), Some(base)) = (self.rack, self.min_rtt) else {
             return;
         };

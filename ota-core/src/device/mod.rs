@@ -224,8 +224,10 @@ struct Wake {
 }
 
 /// The device-side state machine; `CHUNK` is the size of its one chunk buffer (the largest
-/// chunk it can take).
-pub struct Device<V, const CHUNK: usize = 1024> {
+/// chunk it can take), `WINDOW` the most chunk requests it can keep outstanding (1 to
+/// [`MAX_WINDOW`]; 32 bytes of RAM each, so a device configured for a window of 8 saves 768
+/// bytes with `WINDOW = 8`). [`DeviceConfig::window`] is capped at `WINDOW`.
+pub struct Device<V, const CHUNK: usize = 1024, const WINDOW: usize = MAX_WINDOW> {
     config: DeviceConfig,
     verifier: V,
     state: State,
@@ -235,7 +237,7 @@ pub struct Device<V, const CHUNK: usize = 1024> {
     checkin_sent: Option<Instant>,
     checkin_due: Instant,
     checkin_attempts: u8,
-    window: Window,
+    window: Window<WINDOW>,
     /// Congestion control: requests allowed in flight now (1..=`config.window`) and the
     /// retransmission timers, as [`DeviceConfig::congestion`] chooses.
     cc: Controller,
@@ -252,12 +254,18 @@ pub struct Device<V, const CHUNK: usize = 1024> {
     stats: Stats,
 }
 
-impl<V: Verifier, const CHUNK: usize> Device<V, CHUNK> {
+impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WINDOW> {
     /// A device that has not woken yet.
     pub fn new(mut config: DeviceConfig, verifier: V) -> Self {
+        const {
+            assert!(
+                WINDOW >= 1 && WINDOW <= MAX_WINDOW,
+                "WINDOW must be 1 to MAX_WINDOW"
+            )
+        };
         let cap = u16::try_from(CHUNK).unwrap_or(u16::MAX);
         config.max_chunk = config.max_chunk.min(cap);
-        config.window = config.window.clamp(1, MAX_WINDOW as u8);
+        config.window = config.window.clamp(1, WINDOW as u8);
         config.max_attempts = config.max_attempts.max(1);
         Self {
             cc: Controller::new(&config),

@@ -2,7 +2,6 @@
 
 use heapless::Vec;
 
-use super::config::MAX_WINDOW;
 use crate::time::Instant;
 
 /// One chunk requested and not yet received.
@@ -26,13 +25,13 @@ pub(crate) struct Outstanding {
     pub order: u32,
 }
 
-/// Requests in flight, at most [`MAX_WINDOW`].
+/// Requests in flight, at most `W` (the device's `WINDOW`, at most [`super::MAX_WINDOW`]).
 #[derive(Debug, Default)]
-pub(crate) struct Window {
-    pub items: Vec<Outstanding, MAX_WINDOW>,
+pub(crate) struct Window<const W: usize> {
+    pub items: Vec<Outstanding, W>,
 }
 
-impl Window {
+impl<const W: usize> Window<W> {
     pub fn len(&self) -> usize {
         self.items.len()
     }

@@ -74,8 +74,8 @@ enum Step<E> {
 /// operation, hands every event to `on_event` (the sleep event last), closes the session and
 /// stores the link's counter. Every byte the link carried is counted into the device's
 /// statistics and byte budget.
-pub async fn run_wake<V, const N: usize, L, S, C>(
-    dev: &mut Device<V, N>,
+pub async fn run_wake<V, const N: usize, const W: usize, L, S, C>(
+    dev: &mut Device<V, N, W>,
     link: &mut L,
     storage: &mut S,
     clock: &C,
@@ -215,9 +215,9 @@ struct Wake {
 
 impl Wake {
     /// Wakes the state machine with what is left of the time budget.
-    fn start_talking<V: Verifier, const N: usize, C: Clock>(
+    fn start_talking<V: Verifier, const N: usize, const W: usize, C: Clock>(
         &mut self,
-        dev: &mut Device<V, N>,
+        dev: &mut Device<V, N, W>,
         clock: &C,
     ) {
         if self.talking {
@@ -236,8 +236,8 @@ impl Wake {
 
     /// Carries out the state machine's storage operations one at a time (yielding between
     /// them) and hands over its events; `Some` once it says sleep.
-    async fn service<V: Verifier, const N: usize, S: Storage>(
-        dev: &mut Device<V, N>,
+    async fn service<V: Verifier, const N: usize, const W: usize, S: Storage>(
+        dev: &mut Device<V, N, W>,
         storage: &mut S,
         on_event: &mut impl FnMut(&Event),
     ) -> Result<Option<(u32, SleepReason)>, S::Error> {
@@ -263,10 +263,10 @@ impl Wake {
         Ok(None)
     }
 
-    async fn connected<V, const N: usize, T, S, C, LE>(
+    async fn connected<V, const N: usize, const W: usize, T, S, C, LE>(
         &mut self,
         session: &mut T,
-        dev: &mut Device<V, N>,
+        dev: &mut Device<V, N, W>,
         storage: &mut S,
         clock: &C,
         on_event: &mut impl FnMut(&Event),
@@ -343,9 +343,9 @@ impl Wake {
 
     /// Keeps the state machine's clock running while no session is up, until `redial`; what
     /// it sends meanwhile is lost, as on a dead radio link. `Some` if the wake ended.
-    async fn offline<V, const N: usize, S, C, LE>(
+    async fn offline<V, const N: usize, const W: usize, S, C, LE>(
         &mut self,
-        dev: &mut Device<V, N>,
+        dev: &mut Device<V, N, W>,
         storage: &mut S,
         clock: &C,
         redial: Instant,

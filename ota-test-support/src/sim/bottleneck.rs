@@ -66,8 +66,8 @@ pub fn jain(xs: &[f64]) -> f64 {
     }
 }
 
-struct Member<V: Verifier, const C: usize, S> {
-    dev: Device<V, C>,
+struct Member<V: Verifier, const C: usize, const W: usize, S> {
+    dev: Device<V, C, W>,
     storage: S,
     wakes_at: u64,
     awake: bool,
@@ -78,10 +78,10 @@ struct Member<V: Verifier, const C: usize, S> {
 /// Runs `scenario`: device `i` is `make(i)` (a device and its storage, restored or fresh),
 /// woken once with no budget at a random moment, and served by `handler` through the shared
 /// link until `duration_ms`.
-pub fn run<V, const C: usize, S, D, I>(
+pub fn run<V, const C: usize, const W: usize, S, D, I>(
     scenario: &Bottleneck,
     handler: &Handler<D, I>,
-    mut make: impl FnMut(u32) -> (Device<V, C>, S),
+    mut make: impl FnMut(u32) -> (Device<V, C, W>, S),
 ) -> Result<BottleneckReport, SimError<S::Error>>
 where
     V: Verifier,
@@ -90,7 +90,7 @@ where
     I: ImageSource,
 {
     let mut rng = SimRng::new(scenario.seed);
-    let mut members: Vec<Member<V, C, S>> = (0..scenario.devices)
+    let mut members: Vec<Member<V, C, W, S>> = (0..scenario.devices)
         .map(|i| {
             let (dev, storage) = make(i);
             Member {

@@ -15,7 +15,9 @@ use embassy_executor::Spawner;
 use embassy_time::{Instant, Timer};
 use embedded_storage_async::nor_flash::ReadNorFlash as _;
 use firmware_cortex_m::stack::{paint_stack, stack_high_water};
-use firmware_cortex_m::{config, fail, fixture, verifier, BUDGET, FACTORY, FLASH_BYTES, LAYOUT};
+use firmware_cortex_m::{
+    config, fail, fixture, verifier, BUDGET, FACTORY, FLASH_BYTES, LAYOUT, WINDOW,
+};
 use ota_core::device::{Event, SleepReason};
 use ota_core::runtime::{run_wake, EmbassyClock, WakeOptions};
 use ota_core::Device;
@@ -73,7 +75,8 @@ async fn main(spawner: Spawner) {
             fail("the update did not complete in 50 wakes");
         }
         let seed = 0x1234_5678 ^ wakes;
-        let mut dev: Device<_, CHUNK> = Device::new(coap_config(config(running), seed), verifier());
+        let mut dev: Device<_, CHUNK, WINDOW> =
+            Device::new(coap_config(config(running), seed), verifier());
         let link = CoapLink::new(radio::Radio, EmbassyClock, seed);
         #[cfg(feature = "oscore")]
         let link = link.secure(firmware_cortex_m::oscore_context(true));
