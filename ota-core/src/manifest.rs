@@ -402,10 +402,14 @@ impl StoredManifest {
 }
 
 /// Ed25519 verification with `ed25519-dalek` (strict: rejects malleable and small-order forms).
+///
+/// It keeps the 32-byte compressed key, checked once by [`Ed25519Verifier::from_bytes`], and
+/// decompresses it for each verification (one per offered manifest): a decompressed key would
+/// take 160 bytes more of every device's RAM for the whole wake.
 #[cfg(feature = "ed25519")]
 #[derive(Debug, Clone)]
 pub struct Ed25519Verifier {
-    key: ed25519_dalek::VerifyingKey,
+    key: [u8; 32],
 }
 
 #[cfg(feature = "ed25519")]
@@ -414,7 +418,7 @@ impl Ed25519Verifier {
     pub fn from_bytes(public_key: &[u8; 32]) -> Option<Self> {
         ed25519_dalek::VerifyingKey::from_bytes(public_key)
             .ok()
-            .map(|key| Self { key })
+            .map(|_| Self { key: *public_key })
     }
 }
 
@@ -422,8 +426,8 @@ impl Ed25519Verifier {
 impl Verifier for Ed25519Verifier {
     fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), SignatureError> {
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        self.key
-            .verify_strict(message, &sig)
-            .map_err(|_| SignatureError)
+        // Checked in `from_bytes`, so this cannot fail; if it did, nothing verifies.
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.key).map_err(|_| SignatureError)?;
+        key.verify_strict(message, &sig).map_err(|_| SignatureError)
     }
 }

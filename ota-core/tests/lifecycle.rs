@@ -204,3 +204,37 @@ fn blocks_from_memory_images_share_the_image() {
     assert!(std::sync::Arc::ptr_eq(&first.bytes, &later.bytes));
     assert_eq!(&*first.bytes, &image[..]);
 }
+
+#[test]
+fn a_receive_buffer_sized_for_the_device_narrows_the_chunks_it_asks_for() {
+    use ota_core::runtime::block::block_on;
+    use ota_core::runtime::{run_wake_in, Blocking, WakeOptions, WIRE_CHUNK_OVERHEAD};
+    use ota_test_support::sim::{SimClock, SimLink};
+
+    // A device with room for 1 KiB chunks but a 600-byte receive buffer: a 1 KiB chunk
+    // message would not fit, so it must never invite one.
+    let mut dev: Device<_, 1024> = Device::new(bare_config(), verifier());
+    let img = image(6_000, 2);
+    let handler = handler(&img, 512);
+    let mut storage = MemStorage::new(16 * 1024);
+    let (mut up, mut down, mut rng) = (Pipe::default(), Pipe::default(), SimRng::new(5));
+    let clock = SimClock(std::cell::Cell::new(0));
+    let profile = LinkProfile::ideal(50);
+    let mut link = SimLink::new(&handler, &profile, &mut up, &mut down, &mut rng, &clock);
+    let mut rx = [0u8; 600];
+    let end = block_on(run_wake_in(
+        &mut dev,
+        &mut link,
+        &mut Blocking(&mut storage),
+        &clock,
+        WakeBudget::default(),
+        &WakeOptions::default(),
+        &mut rx,
+        |_| {},
+    ))
+    .unwrap();
+    assert_eq!(dev.config().max_chunk, 600 - WIRE_CHUNK_OVERHEAD);
+    // Chunks of 512 bytes fit, and the image stages through the small buffer.
+    assert_eq!(end.reason, SleepReason::Staged);
+    assert_eq!(storage.staged(img.len()), img);
+}

@@ -72,26 +72,34 @@ impl Snapshot {
         Some((s, m))
     }
 
-    /// The records that rebuild this snapshot.
-    fn records(&self) -> impl Iterator<Item = Record> + '_ {
-        let begin = self.download.map(|(mut state, manifest)| {
-            let (image, next_offset, ahead) = (state.image, state.next_offset, state.ahead);
-            state.next_offset = 0;
-            state.ahead = 0;
-            [
-                Record::Begin { state, manifest },
-                Record::Progress {
-                    image,
-                    next_offset,
-                    ahead,
-                },
-            ]
-        });
-        begin
-            .into_iter()
-            .flatten()
-            .chain(core::iter::once(Record::State(self.state)))
-            .chain((self.counter > 0).then_some(Record::Counter(self.counter)))
+    /// How many records [`Snapshot::record`] may return (some of them `None`).
+    const RECORDS: usize = 4;
+
+    /// Record `i` of those that rebuild this snapshot, if this snapshot has one there. By
+    /// index rather than as an iterator, so a rotation holds one record at a time, not all of
+    /// them, across its flash writes (an iterator over them took 2 KB of every storage
+    /// future).
+    fn record(&self, i: usize) -> Option<Record> {
+        match i {
+            0 | 1 => {
+                let (mut state, manifest) = self.download?;
+                let (image, next_offset, ahead) = (state.image, state.next_offset, state.ahead);
+                state.next_offset = 0;
+                state.ahead = 0;
+                Some(if i == 0 {
+                    Record::Begin { state, manifest }
+                } else {
+                    Record::Progress {
+                        image,
+                        next_offset,
+                        ahead,
+                    }
+                })
+            }
+            2 => Some(Record::State(self.state)),
+            3 => (self.counter > 0).then_some(Record::Counter(self.counter)),
+            _ => None,
+        }
     }
 }
 
@@ -190,13 +198,27 @@ impl Journal {
         after: &Snapshot,
     ) -> Result<(), JournalError<F::Error>> {
         let mut buf = [0u8; MAX_RECORD];
-        let len = rec_size::<F>(rec.encode(&mut buf));
-        if self.rotate || self.append + len > self.sector_size {
-            return self.rotate(flash, after).await;
+        let n = rec.encode(&mut buf);
+        self.commit_encoded(flash, &mut buf, n, after).await
+    }
+
+    /// [`Journal::commit`] of a record already encoded: its `len` bytes in `buf`. A caller that
+    /// encodes before it awaits keeps no [`Record`] in its future. A rotation encodes the
+    /// snapshot's records in `buf` (the record is among them), so no second buffer is needed.
+    pub async fn commit_encoded<F: NorFlash>(
+        &mut self,
+        flash: &mut F,
+        buf: &mut [u8; MAX_RECORD],
+        len: usize,
+        after: &Snapshot,
+    ) -> Result<(), JournalError<F::Error>> {
+        let size = rec_size::<F>(len);
+        if self.rotate || self.append + size > self.sector_size {
+            return self.rotate(flash, after, buf).await;
         }
         let at = self.base + self.current * self.sector_size + self.append;
-        write_padded::<F>(flash, at, &mut buf, rec).await?;
-        self.append += len;
+        program::<F>(flash, at, buf, len).await?;
+        self.append += size;
         Ok(())
     }
 
@@ -204,6 +226,7 @@ impl Journal {
         &mut self,
         flash: &mut F,
         snap: &Snapshot,
+        buf: &mut [u8; MAX_RECORD],
     ) -> Result<(), JournalError<F::Error>> {
         // Never the current sector: its records stay readable until the new header lands.
         let next = (self.current + 1) % self.sectors;
@@ -212,18 +235,23 @@ impl Journal {
             .erase(start, start + self.sector_size)
             .await
             .map_err(JournalError::Flash)?;
-        let mut buf = [0u8; MAX_RECORD];
+        // One encoded record at a time is all that lives across a write.
         let mut at = start + rec_size::<F>(14);
-        for rec in snap.records() {
-            let len = rec_size::<F>(rec.encode(&mut buf));
+        for i in 0..Snapshot::RECORDS {
+            let n = match snap.record(i) {
+                Some(rec) => rec.encode(buf),
+                None => continue,
+            };
+            let len = rec_size::<F>(n);
             if at + len > start + self.sector_size {
                 return Err(JournalError::SectorTooSmall);
             }
-            write_padded::<F>(flash, at, &mut buf, &rec).await?;
+            program::<F>(flash, at, buf, n).await?;
             at += len;
         }
         let seq = self.seq.wrapping_add(1);
-        write_padded::<F>(flash, start, &mut buf, &Record::Header { seq }).await?;
+        let n = Record::Header { seq }.encode(buf);
+        program::<F>(flash, start, buf, n).await?;
         self.current = next;
         self.seq = seq;
         self.append = at - start;
@@ -237,13 +265,13 @@ impl Journal {
     }
 }
 
-async fn write_padded<F: NorFlash>(
+/// Programs the `len` encoded bytes of `buf` at `at`, padded to the write size.
+async fn program<F: NorFlash>(
     flash: &mut F,
     at: u32,
-    buf: &mut [u8; MAX_RECORD],
-    rec: &Record,
+    buf: &[u8; MAX_RECORD],
+    len: usize,
 ) -> Result<(), JournalError<F::Error>> {
-    let len = rec.encode(buf);
     let total = padded(len, F::WRITE_SIZE);
     // Pad with the erased value so the padding programs nothing.
     let mut unit = [0xFFu8; 64];

@@ -34,7 +34,7 @@ use ota_core::wire::LastOutcome;
 use crate::journal::{Journal, JournalError, Snapshot};
 use crate::layout::{Layout, LayoutError};
 use crate::patch::{PatchError, PatchPlace};
-use crate::record::Record;
+use crate::record::{Record, MAX_RECORD};
 use crate::state::UpdateState;
 
 /// Errors of the storage.
@@ -226,12 +226,25 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
         self.flash
     }
 
-    pub(crate) async fn commit(&mut self, rec: Record) -> Result<(), StorageError<F::Error>> {
+    /// Journals `rec`. Not an `async fn`: the record is applied and encoded before the
+    /// future exists, so the future (and every storage future that awaits it) holds the
+    /// encoded bytes once rather than the record twice (an `async fn` keeps its argument and
+    /// a copy of it).
+    pub(crate) fn commit(
+        &mut self,
+        rec: Record,
+    ) -> impl core::future::Future<Output = Result<(), StorageError<F::Error>>> + '_ {
         let mut after = self.snap;
         after.apply(&rec);
-        self.journal.commit(&mut self.flash, &rec, &after).await?;
-        self.snap = after;
-        Ok(())
+        let mut buf = [0u8; MAX_RECORD];
+        let len = rec.encode(&mut buf);
+        async move {
+            self.journal
+                .commit_encoded(&mut self.flash, &mut buf, len, &after)
+                .await?;
+            self.snap = after;
+            Ok(())
+        }
     }
 
     pub(crate) async fn set_state(

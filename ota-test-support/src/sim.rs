@@ -386,6 +386,7 @@ impl<D: DesiredState, I: ImageSource> Link for SimLink<'_, D, I> {
         LinkLimits {
             max_chunk: u16::MAX,
             pow2_chunks: false,
+            overhead: ota_core::runtime::WIRE_CHUNK_OVERHEAD,
         }
     }
 

@@ -21,8 +21,13 @@ use crate::client_security::Security;
 use crate::resources::{self, code, opt};
 use crate::udp::{self, Datagram, Item, MsgType, UdpError};
 
-/// Most exchanges remembered for matching responses and retransmitting with the same id.
-const EXCHANGES: usize = 40;
+/// Exchanges a [`CoapFraming`] remembers by default, for matching responses and retransmitting
+/// with the same id: room for the largest window (`ota_core::device::MAX_WINDOW`, 32) with a
+/// check-in or report and late responses besides.
+pub const EXCHANGES: usize = 40;
+
+/// No OSCORE sequence number yet (sequence numbers are at most 40 bits, RFC 8613 section 3.3).
+const NO_SEQ: u64 = u64::MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Key {
@@ -36,8 +41,9 @@ struct Exchange {
     key: Key,
     mid: u16,
     token: [u8; 2],
-    /// The OSCORE sequence number of its latest transmission.
-    seq: Option<u64>,
+    /// The OSCORE sequence number of its latest transmission, or [`NO_SEQ`] (not an `Option`:
+    /// that would take 8 bytes more of every exchange).
+    seq: u64,
 }
 
 /// Why a datagram was not used.
@@ -131,10 +137,15 @@ impl Request<'_> {
 
 /// A device's CoAP state: message ids, tokens, exchanges in flight, acknowledgements owed,
 /// the ETag of the image, OSCORE.
-pub struct CoapFraming {
+///
+/// `X` is how many exchanges it remembers (24 bytes each). When they are all in use the
+/// oldest is forgotten, and a late response to it is dropped as unmatched (the state machine
+/// fetches that chunk again). Give it at least the device's window plus two; twice the
+/// window leaves room for late responses. The default, [`EXCHANGES`], serves any window.
+pub struct CoapFraming<const X: usize = EXCHANGES> {
     next_mid: u16,
     next_token: u16,
-    exchanges: Vec<Exchange, EXCHANGES>,
+    exchanges: Vec<Exchange, X>,
     acks: Deque<u16, 8>,
     /// The ETag of the image being fetched, as first seen: a later block with another ETag
     /// means the resource changed under the download (RFC 7959 section 2.4).
@@ -145,8 +156,21 @@ pub struct CoapFraming {
 
 impl CoapFraming {
     /// `seed` should differ per device and boot (a hardware random number): it picks the first
-    /// message id and token.
+    /// message id and token. It remembers [`EXCHANGES`] exchanges, enough for any window.
     pub fn new(seed: u32) -> Self {
+        Self::with_exchanges(seed)
+    }
+}
+
+impl<const X: usize> CoapFraming<X> {
+    /// [`CoapFraming::new`] remembering `X` exchanges.
+    pub fn with_exchanges(seed: u32) -> Self {
+        const {
+            assert!(
+                X >= 2,
+                "a CoapFraming needs room for at least two exchanges"
+            )
+        };
         Self {
             next_mid: seed as u16,
             next_token: (seed >> 16) as u16,
@@ -271,7 +295,7 @@ impl CoapFraming {
             Some(sec) => {
                 let (seq, built) = sec.seal(buf, (ex.mid, &ex.token), |m| request.write(m))?;
                 if let Some(e) = self.exchanges.iter_mut().find(|e| e.key == key) {
-                    e.seq = Some(seq);
+                    e.seq = seq;
                 }
                 built
             }
@@ -322,17 +346,19 @@ impl CoapFraming {
         let token_at = 4..4 + d.token.len();
         // Where the message to act on is: the datagram itself, or its decrypted inner message.
         let (code, body) = match (ex.seq, self.security.as_ref()) {
-            (Some(seq), Some(sec)) => match crate::client_security::outer(&d, datagram.len())? {
-                Some(p) => sec.open(seq, p, datagram)?,
-                None => {
-                    if outer_code >> 5 != 2 {
-                        // OSCORE errors come back unprotected (no context, replay).
-                        self.exchanges.swap_remove(pos);
-                        return Err(ClientError::Response(outer_code));
+            (seq, Some(sec)) if seq != NO_SEQ => {
+                match crate::client_security::outer(&d, datagram.len())? {
+                    Some(p) => sec.open(seq, p, datagram)?,
+                    None => {
+                        if outer_code >> 5 != 2 {
+                            // OSCORE errors come back unprotected (no context, replay).
+                            self.exchanges.swap_remove(pos);
+                            return Err(ClientError::Response(outer_code));
+                        }
+                        return Err(ClientError::Unprotected);
                     }
-                    return Err(ClientError::Unprotected);
                 }
-            },
+            }
             _ => (outer_code, token_at.end..datagram.len()),
         };
         let datagram: &'a [u8] = datagram;
@@ -393,8 +419,8 @@ impl CoapFraming {
 
 /// The exchange for `key`: for a plain retransmission the same message id and token; a new
 /// message id (same token) for a protected one, which is sealed anew; a new exchange otherwise.
-fn exchange_for(
-    exchanges: &mut Vec<Exchange, EXCHANGES>,
+fn exchange_for<const X: usize>(
+    exchanges: &mut Vec<Exchange, X>,
     next_mid: &mut u16,
     next_token: &mut u16,
     key: Key,
@@ -413,7 +439,7 @@ fn exchange_for(
         key,
         mid: *next_mid,
         token: next_token.to_be_bytes(),
-        seq: None,
+        seq: NO_SEQ,
     };
     if exchanges.is_full() {
         exchanges.remove(0);

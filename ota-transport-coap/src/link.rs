@@ -15,13 +15,23 @@ use ota_core::storage::{CounterStore, UpdateStorage};
 use ota_core::time::Instant;
 use ota_core::wire::WakeBudget;
 
-use crate::framing::{CoapFraming, Parsed};
+use crate::framing::{CoapFraming, Parsed, EXCHANGES};
 
 /// What CoAP allows: Block2 sizes are powers of two from 16 to 1024.
 pub const LIMITS: LinkLimits = LinkLimits {
     max_chunk: 1024,
     pow2_chunks: true,
+    overhead: OVERHEAD,
 };
+
+/// The largest request: the largest message the wake loop hands over (256 bytes; a check-in
+/// is under 100) and its CoAP and OSCORE framing.
+const TX: usize = 256 + OVERHEAD as usize;
+
+/// Most bytes a block response carries besides the block: header, token, options (ETag,
+/// Block2, Size2, Max-Age, Content-Format) and OSCORE's option, inner header and tag come to
+/// under 80; the rest is margin for a server that adds more.
+pub const OVERHEAD: u16 = 128;
 
 /// A connected datagram socket, async: embassy-net's UDP socket, tokio's, or a blocking one
 /// through [`BlockingSocket`].
@@ -63,24 +73,35 @@ impl<T: DatagramSocket> AsyncDatagram for BlockingSocket<'_, T> {
     }
 }
 
-/// CoAP over `socket`, with the clock `recv` deadlines are measured on.
-pub struct CoapLink<S, C> {
+/// CoAP over `socket`, with the clock `recv` deadlines are measured on, remembering `X`
+/// exchanges (see [`CoapFraming`]: at least the device's window plus two; the default serves
+/// any window, a small firmware sets it from its window to save RAM).
+pub struct CoapLink<S, C, const X: usize = EXCHANGES> {
     socket: S,
     clock: C,
-    framing: CoapFraming,
-    tx: [u8; 512],
+    framing: CoapFraming<X>,
+    tx: [u8; TX],
     /// Bytes counted by the framing when the loop last asked.
     reported: (u64, u64),
 }
 
 impl<S: AsyncDatagram, C: ota_core::runtime::Clock> CoapLink<S, C> {
     /// A link over `socket`; `seed` should differ per device and boot (see [`CoapFraming::new`]).
+    /// It remembers [`EXCHANGES`] exchanges, enough for any window.
     pub fn new(socket: S, clock: C, seed: u32) -> Self {
+        Self::with_exchanges(socket, clock, seed)
+    }
+}
+
+impl<S: AsyncDatagram, C: ota_core::runtime::Clock, const X: usize> CoapLink<S, C, X> {
+    /// [`CoapLink::new`] remembering `X` exchanges (the type says how many: `let link:
+    /// CoapLink<_, _, 8> = CoapLink::with_exchanges(…)`).
+    pub fn with_exchanges(socket: S, clock: C, seed: u32) -> Self {
         Self {
             socket,
             clock,
-            framing: CoapFraming::new(seed),
-            tx: [0; 512],
+            framing: CoapFraming::with_exchanges(seed),
+            tx: [0; TX],
             reported: (0, 0),
         }
     }
@@ -93,7 +114,7 @@ impl<S: AsyncDatagram, C: ota_core::runtime::Clock> CoapLink<S, C> {
     }
 
     /// The CoAP state and its counters.
-    pub fn framing(&self) -> &CoapFraming {
+    pub fn framing(&self) -> &CoapFraming<X> {
         &self.framing
     }
 
@@ -117,7 +138,7 @@ impl<S: AsyncDatagram, C: ota_core::runtime::Clock> CoapLink<S, C> {
     }
 }
 
-impl<S: AsyncDatagram, C: ota_core::runtime::Clock> Link for CoapLink<S, C> {
+impl<S: AsyncDatagram, C: ota_core::runtime::Clock, const X: usize> Link for CoapLink<S, C, X> {
     type Error = S::Error;
     type Session<'a>
         = &'a mut Self
@@ -149,7 +170,9 @@ impl<S: AsyncDatagram, C: ota_core::runtime::Clock> Link for CoapLink<S, C> {
     }
 }
 
-impl<S: AsyncDatagram, C: ota_core::runtime::Clock> Session for &mut CoapLink<S, C> {
+impl<S: AsyncDatagram, C: ota_core::runtime::Clock, const X: usize> Session
+    for &mut CoapLink<S, C, X>
+{
     type Error = S::Error;
 
     async fn send(&mut self, what: Sent, msg: &[u8]) -> Result<(), LinkError<S::Error>> {
@@ -212,9 +235,9 @@ impl<S: AsyncDatagram, C: ota_core::runtime::Clock> Session for &mut CoapLink<S,
 /// One wake over a blocking socket, clock and storage: [`run_wake`] run by
 /// [`block_on`]. Keep `link` across wakes (in RAM that survives sleep) or make one per wake.
 #[allow(clippy::type_complexity)]
-pub fn run_wake_blocking<V, const N: usize, const W: usize, T, K, St>(
+pub fn run_wake_blocking<V, const N: usize, const W: usize, const X: usize, T, K, St>(
     dev: &mut Device<V, N, W>,
-    link: &mut CoapLink<BlockingSocket<'_, T>, BusyClock<'_, K>>,
+    link: &mut CoapLink<BlockingSocket<'_, T>, BusyClock<'_, K>, X>,
     clock: &K,
     storage: &mut St,
     budget: WakeBudget,

@@ -294,6 +294,7 @@ impl<'l, 'b, C: Connector> Link for MqttLink<'l, 'b, C> {
         LinkLimits {
             max_chunk: 1024,
             pow2_chunks: false,
+            overhead: ota_core::runtime::WIRE_CHUNK_OVERHEAD,
         }
     }
 

@@ -114,6 +114,10 @@ pub fn oscore_context(device: bool) -> ota_oscore::SecurityContext {
 /// and its configured window.
 pub const WINDOW: usize = 4;
 
+/// CoAP exchanges the link remembers (`CoapLink`'s `X`): twice the window, so a late response
+/// still finds its request (24 bytes each; the default, 40, serves the largest window).
+pub const EXCHANGES: usize = 2 * WINDOW;
+
 /// The device's configuration for one wake.
 pub fn config(running: RunningFirmware) -> DeviceConfig {
     let mut config =

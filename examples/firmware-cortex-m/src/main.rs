@@ -19,6 +19,8 @@ use cortex_m_semihosting::{debug, hprintln};
 use embedded_storage::nor_flash::ReadNorFlash;
 use firmware_cortex_m::ram_flash::RamFlash;
 use firmware_cortex_m::stack::{paint_stack, stack_high_water};
+#[cfg(not(feature = "mqtt"))]
+use firmware_cortex_m::EXCHANGES;
 use firmware_cortex_m::{
     config, fail, fixture, verifier, BUDGET, FACTORY, FLASH_BYTES, LAYOUT, WINDOW,
 };
@@ -58,7 +60,8 @@ where
         let seed = 0x1234_5678 ^ wakes;
         let mut dev: Device<_, 512, WINDOW> =
             Device::new(coap_config(config(running), seed), verifier());
-        let link = CoapLink::new(BlockingSocket(&mut *peer), BusyClock(clock), seed);
+        let link: CoapLink<_, _, EXCHANGES> =
+            CoapLink::with_exchanges(BlockingSocket(&mut *peer), BusyClock(clock), seed);
         #[cfg(feature = "oscore")]
         let link = link.secure(firmware_cortex_m::oscore_context(true));
         let mut link = link;

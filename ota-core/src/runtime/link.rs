@@ -6,6 +6,10 @@ use crate::device::Sent;
 use crate::time::Instant;
 use crate::wire::{Chunk, DigestPrefix};
 
+/// Most bytes an `ota-core` chunk message carries besides its payload (kind, image, offset,
+/// length, CRC), for links that carry the wire messages as they are.
+pub const WIRE_CHUNK_OVERHEAD: u16 = 32;
+
 /// What a link allows, so the device never accepts an offer it cannot fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkLimits {
@@ -13,6 +17,10 @@ pub struct LinkLimits {
     pub max_chunk: u16,
     /// Chunk sizes must be powers of two (CoAP Block2: 16 to 1024).
     pub pow2_chunks: bool,
+    /// Most bytes a received message carries besides a chunk's payload (headers, options,
+    /// tags): a receive buffer of `max_chunk + overhead` bytes holds any chunk message, and a
+    /// smaller one narrows the chunks the device asks for ([`LinkLimits::apply_within`]).
+    pub overhead: u16,
 }
 
 impl LinkLimits {
@@ -20,7 +28,16 @@ impl LinkLimits {
     /// links that need powers of two the largest power of two within it, so the check-in never
     /// invites an offer the link cannot fetch.
     pub fn apply(&self, config: &mut crate::device::DeviceConfig) {
-        config.max_chunk = config.max_chunk.min(self.max_chunk).max(1);
+        self.apply_within(config, usize::MAX);
+    }
+
+    /// [`LinkLimits::apply`] for a device whose messages arrive in a buffer of `rx` bytes: the
+    /// largest chunk it offers to take also leaves room for the link's overhead, so a chunk
+    /// that would not fit the buffer is never invited.
+    pub fn apply_within(&self, config: &mut crate::device::DeviceConfig, rx: usize) {
+        let room = rx.saturating_sub(usize::from(self.overhead));
+        let room = u16::try_from(room).unwrap_or(u16::MAX);
+        config.max_chunk = config.max_chunk.min(self.max_chunk).min(room).max(1);
         if self.pow2_chunks {
             config.pow2_chunks = true;
             config.max_chunk = 1 << (15 - config.max_chunk.leading_zeros());

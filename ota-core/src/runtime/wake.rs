@@ -73,7 +73,8 @@ enum Step<E> {
 /// the link loses it), checks in and downloads within `budget`, carries out every storage
 /// operation, hands every event to `on_event` (the sleep event last), closes the session and
 /// stores the link's counter. Every byte the link carried is counted into the device's
-/// statistics and byte budget.
+/// statistics and byte budget. Messages arrive in a buffer of [`RX`] bytes inside the wake's
+/// future, room for 1 KiB chunks; [`run_wake_in`] takes one sized for the device.
 pub async fn run_wake<V, const N: usize, const W: usize, L, S, C>(
     dev: &mut Device<V, N, W>,
     link: &mut L,
@@ -81,7 +82,7 @@ pub async fn run_wake<V, const N: usize, const W: usize, L, S, C>(
     clock: &C,
     budget: WakeBudget,
     options: &WakeOptions,
-    mut on_event: impl FnMut(&Event),
+    on_event: impl FnMut(&Event),
 ) -> Result<WakeEnd, WakeError<L::Error, S::Error>>
 where
     V: Verifier,
@@ -89,75 +90,152 @@ where
     S: Storage,
     C: Clock,
 {
-    let persisted = storage.load().await.map_err(WakeError::Storage)?;
-    dev.restore(persisted);
-    link.limits().apply(dev.config_mut());
-    link.restore_counter(storage.load_counter().await.map_err(WakeError::Storage)?);
-    let end = budget.millis.map(|ms| clock.now() + u64::from(ms));
-    let bound = |t: Instant| end.map_or(t, |e| t.min(e));
-    let mut w = Wake {
-        talking: false,
-        sessions: 0,
-        budget,
-        end,
-        pending: None,
-        tx: [0; TX],
-        rx: [0; RX],
-    };
-    loop {
-        let ctx = OpenContext {
-            running: dev.config().running.digest,
-            idle: dev.resume_state().is_none() && dev.config().last_outcome == LastOutcome::None,
-            deadline: end,
-        };
-        let deadline = bound(clock.now() + u64::from(options.open_timeout_ms));
-        // The session borrows the link: it is closed and dropped inside this block.
-        let attempt = {
-            let opened = with_deadline(clock, deadline, link.open(ctx)).await;
-            match opened {
-                Ok(Ok(Opened::Settled { sleep_secs })) if !w.talking => {
-                    Attempt::Settled(sleep_secs)
-                }
-                Ok(Ok(Opened::Settled { .. })) => Attempt::Again,
-                Ok(Ok(Opened::Session(mut session))) => {
-                    w.sessions += 1;
-                    w.start_talking(dev, clock);
-                    match w
-                        .connected(&mut session, dev, storage, clock, &mut on_event)
-                        .await
-                    {
-                        Step::Done(sleep_secs, reason) => {
-                            let cut_short = matches!(
-                                reason,
-                                SleepReason::BudgetExhausted | SleepReason::LinkLost
-                            );
-                            session.close(cut_short).await;
-                            Attempt::Ended(sleep_secs, reason)
-                        }
-                        Step::Fatal(e) => return Err(e),
-                        Step::Lost => Attempt::Again,
+    let mut rx = [0u8; RX];
+    let mut wake = Wake::new(budget, clock, &mut rx);
+    wake.run(dev, link, storage, clock, options, on_event).await
+}
+
+/// [`run_wake`] with messages received into `rx`, which a small device sizes for its chunks:
+/// the link's overhead ([`LinkLimits::overhead`](super::LinkLimits)) on top of the device's
+/// chunk buffer. The device then never asks for a chunk that would not fit: its largest chunk
+/// is narrowed to `rx` less that overhead.
+// The eight arguments are run_wake's seven and the buffer.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_wake_in<V, const N: usize, const W: usize, L, S, C>(
+    dev: &mut Device<V, N, W>,
+    link: &mut L,
+    storage: &mut S,
+    clock: &C,
+    budget: WakeBudget,
+    options: &WakeOptions,
+    rx: &mut [u8],
+    on_event: impl FnMut(&Event),
+) -> Result<WakeEnd, WakeError<L::Error, S::Error>>
+where
+    V: Verifier,
+    L: Link,
+    S: Storage,
+    C: Clock,
+{
+    // The wake's state lives here and `run` borrows it: an `async fn` taking it by value
+    // would keep it twice (the argument and its copy).
+    let mut wake = Wake::new(budget, clock, rx);
+    wake.run(dev, link, storage, clock, options, on_event).await
+}
+
+impl<'r> Wake<'r> {
+    fn new<C: Clock>(budget: WakeBudget, clock: &C, rx: &'r mut [u8]) -> Self {
+        let end = budget.millis.map(|ms| clock.now() + u64::from(ms));
+        Wake {
+            talking: false,
+            sessions: 0,
+            budget,
+            end,
+            pending: None,
+            tx: [0; TX],
+            rx,
+        }
+    }
+
+    async fn run<V, const N: usize, const W: usize, L, S, C>(
+        &mut self,
+        dev: &mut Device<V, N, W>,
+        link: &mut L,
+        storage: &mut S,
+        clock: &C,
+        options: &WakeOptions,
+        mut on_event: impl FnMut(&Event),
+    ) -> Result<WakeEnd, WakeError<L::Error, S::Error>>
+    where
+        V: Verifier,
+        L: Link,
+        S: Storage,
+        C: Clock,
+    {
+        let w = self;
+        let persisted = storage.load().await.map_err(WakeError::Storage)?;
+        dev.restore(persisted);
+        link.limits().apply_within(dev.config_mut(), w.rx.len());
+        link.restore_counter(storage.load_counter().await.map_err(WakeError::Storage)?);
+        let end = w.end;
+        let bound = |t: Instant| end.map_or(t, |e| t.min(e));
+        loop {
+            let ctx = OpenContext {
+                running: dev.config().running.digest,
+                idle: dev.resume_state().is_none()
+                    && dev.config().last_outcome == LastOutcome::None,
+                deadline: end,
+            };
+            let deadline = bound(clock.now() + u64::from(options.open_timeout_ms));
+            // The session borrows the link: it is closed and dropped inside this block.
+            let attempt = {
+                let opened = with_deadline(clock, deadline, link.open(ctx)).await;
+                match opened {
+                    Ok(Ok(Opened::Settled { sleep_secs })) if !w.talking => {
+                        Attempt::Settled(sleep_secs)
                     }
+                    Ok(Ok(Opened::Settled { .. })) => Attempt::Again,
+                    Ok(Ok(Opened::Session(mut session))) => {
+                        w.sessions += 1;
+                        w.start_talking(dev, clock);
+                        match w
+                            .connected(&mut session, dev, storage, clock, &mut on_event)
+                            .await
+                        {
+                            Step::Done(sleep_secs, reason) => {
+                                let cut_short = matches!(
+                                    reason,
+                                    SleepReason::BudgetExhausted | SleepReason::LinkLost
+                                );
+                                session.close(cut_short).await;
+                                Attempt::Ended(sleep_secs, reason)
+                            }
+                            Step::Fatal(e) => return Err(e),
+                            Step::Lost => Attempt::Again,
+                        }
+                    }
+                    Ok(Err(LinkError::Fatal(e))) => return Err(WakeError::Link(e)),
+                    Ok(Err(_)) | Err(_) => Attempt::Again,
                 }
-                Ok(Err(LinkError::Fatal(e))) => return Err(WakeError::Link(e)),
-                Ok(Err(_)) | Err(_) => Attempt::Again,
+            };
+            let (sent, received) = link.take_link_bytes();
+            dev.link_bytes(sent, received);
+            match attempt {
+                Attempt::Settled(sleep_secs) => {
+                    on_event(&Event::Sleep {
+                        secs: sleep_secs,
+                        reason: SleepReason::UpToDate,
+                    });
+                    return Ok(WakeEnd {
+                        sleep_secs,
+                        reason: SleepReason::UpToDate,
+                        checked_in: false,
+                        sessions: w.sessions + 1,
+                    });
+                }
+                Attempt::Ended(sleep_secs, reason) => {
+                    if let Some(next) = link.settle_counter() {
+                        storage
+                            .store_counter(next)
+                            .await
+                            .map_err(WakeError::Storage)?;
+                    }
+                    return Ok(WakeEnd {
+                        sleep_secs,
+                        reason,
+                        checked_in: true,
+                        sessions: w.sessions,
+                    });
+                }
+                Attempt::Again => {}
             }
-        };
-        let (sent, received) = link.take_link_bytes();
-        dev.link_bytes(sent, received);
-        match attempt {
-            Attempt::Settled(sleep_secs) => {
-                on_event(&Event::Sleep {
-                    secs: sleep_secs,
-                    reason: SleepReason::UpToDate,
-                });
-                return Ok(WakeEnd {
-                    sleep_secs,
-                    reason: SleepReason::UpToDate,
-                    checked_in: false,
-                    sessions: w.sessions + 1,
-                });
-            }
-            Attempt::Ended(sleep_secs, reason) => {
+            // No session: the state machine's clock keeps running until the next attempt.
+            w.start_talking(dev, clock);
+            let redial = clock.now() + u64::from(options.reconnect_delay_ms);
+            if let Some((sleep_secs, reason)) = w
+                .offline(dev, storage, clock, redial, &mut on_event)
+                .await?
+            {
                 if let Some(next) = link.settle_counter() {
                     storage
                         .store_counter(next)
@@ -167,41 +245,20 @@ where
                 return Ok(WakeEnd {
                     sleep_secs,
                     reason,
-                    checked_in: true,
+                    checked_in: w.sessions > 0,
                     sessions: w.sessions,
                 });
             }
-            Attempt::Again => {}
-        }
-        // No session: the state machine's clock keeps running until the next attempt.
-        w.start_talking(dev, clock);
-        let redial = clock.now() + u64::from(options.reconnect_delay_ms);
-        if let Some((sleep_secs, reason)) = w
-            .offline(dev, storage, clock, redial, &mut on_event)
-            .await?
-        {
-            if let Some(next) = link.settle_counter() {
-                storage
-                    .store_counter(next)
-                    .await
-                    .map_err(WakeError::Storage)?;
-            }
-            return Ok(WakeEnd {
-                sleep_secs,
-                reason,
-                checked_in: w.sessions > 0,
-                sessions: w.sessions,
-            });
         }
     }
 }
 
 /// Largest message a device sends (a check-in is under 100 bytes).
 const TX: usize = 256;
-/// Largest message a device receives: a 1 KiB chunk and its framing.
-const RX: usize = 1280;
+/// The receive buffer [`run_wake`] keeps: a 1 KiB chunk and its framing.
+pub const RX: usize = 1280;
 
-struct Wake {
+struct Wake<'r> {
     /// Past any settled state: the state machine is awake.
     talking: bool,
     sessions: u32,
@@ -210,10 +267,10 @@ struct Wake {
     /// A message the link could not take yet (`LinkError::Busy`).
     pending: Option<(crate::device::Sent, usize)>,
     tx: [u8; TX],
-    rx: [u8; RX],
+    rx: &'r mut [u8],
 }
 
-impl Wake {
+impl Wake<'_> {
     /// Wakes the state machine with what is left of the time budget.
     fn start_talking<V: Verifier, const N: usize, const W: usize, C: Clock>(
         &mut self,
@@ -318,7 +375,7 @@ impl Wake {
             if self.pending.is_some() {
                 wake_at = wake_at.min(now + 20);
             }
-            let got = session.recv(&mut self.rx, wake_at).await;
+            let got = session.recv(self.rx, wake_at).await;
             let (tx, rx) = session.take_link_bytes();
             dev.link_bytes(tx, rx);
             match got {

@@ -9,7 +9,7 @@ use ota_core::runtime::block::block_on;
 use ota_delta::{Applier, ApplyError, NewImage, OldImage, Source};
 use sha2::{Digest as _, Sha256};
 
-use super::PatchError;
+use super::{PatchError, PatchPlace};
 use crate::state::UpdateState;
 use crate::storage::{AsyncFlashStorage, StorageError};
 
@@ -217,12 +217,27 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
         Ok(digest == patch.source_digest.0)
     }
 
-    /// [`AsyncFlashStorage::rebuild`] with the applier built in.
+    /// [`AsyncFlashStorage::rebuild`] with the applier built in: the checks, then the
+    /// rebuild. Two futures one after the other rather than one function: in one, what the
+    /// rebuild keeps across its writes (the applier, 360 bytes and more) would sit beside the
+    /// checks' hashing, and every storage future would be that much larger.
     pub(super) async fn rebuild_image(
         &mut self,
         patch: &PatchInfo,
         image_size: u32,
     ) -> Result<(), StorageError<F::Error>> {
+        let (place, head) = self.check_patch(patch, image_size).await?;
+        self.apply_patch(patch, image_size, place, head).await
+    }
+
+    /// Checks that `patch` is staged whole and that the device runs its source, then erases
+    /// the head of the slot the image is rebuilt into: where the patch lies and where the
+    /// rebuild starts.
+    async fn check_patch(
+        &mut self,
+        patch: &PatchInfo,
+        image_size: u32,
+    ) -> Result<(PatchPlace, u32), StorageError<F::Error>> {
         if self.snap.state != UpdateState::Downloading {
             return Err(StorageError::WrongState(self.snap.state));
         }
@@ -248,7 +263,18 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
                 .map_err(StorageError::Flash)?;
             at += e;
         }
+        Ok((place, head))
+    }
 
+    /// Feeds the staged patch through the applier, writing the image from the slot's start.
+    async fn apply_patch(
+        &mut self,
+        patch: &PatchInfo,
+        image_size: u32,
+        place: PatchPlace,
+        head: u32,
+    ) -> Result<(), StorageError<F::Error>> {
+        let slot = self.layout.dfu.offset;
         let source = Source {
             len: patch.source_size,
             sha256: patch.source_digest.0,

@@ -1,6 +1,6 @@
 //! The same update as the blocking firmware, the way an embassy application runs it: an
 //! `embassy-executor` with a SysTick time driver of its own, the device as one task running
-//! `ota_core::runtime::run_wake` over the CoAP link (real embassy-time timers for its
+//! `ota_core::runtime::run_wake_in` over the CoAP link (real embassy-time timers for its
 //! retransmissions), the server and the radio as other tasks, and the storage in write-once mode
 //! on an async flash that refuses a second program of an 8-byte unit, as ECC flash does. Run it
 //! under QEMU with `cargo run --release --bin firmware-embassy`.
@@ -16,10 +16,10 @@ use embassy_time::{Instant, Timer};
 use embedded_storage_async::nor_flash::ReadNorFlash as _;
 use firmware_cortex_m::stack::{paint_stack, stack_high_water};
 use firmware_cortex_m::{
-    config, fail, fixture, verifier, BUDGET, FACTORY, FLASH_BYTES, LAYOUT, WINDOW,
+    config, fail, fixture, verifier, BUDGET, EXCHANGES, FACTORY, FLASH_BYTES, LAYOUT, WINDOW,
 };
 use ota_core::device::{Event, SleepReason};
-use ota_core::runtime::{run_wake, EmbassyClock, WakeOptions};
+use ota_core::runtime::{run_wake_in, EmbassyClock, WakeOptions};
 use ota_core::Device;
 use ota_storage::{AsyncFlashStorage, BootOutcome};
 use ota_transport_coap::link::coap_config;
@@ -31,12 +31,17 @@ use ecc_flash::EccFlash;
 /// The chunk buffer the device keeps (the manifest's chunk size).
 const CHUNK: usize = 512;
 
+/// The receive buffer: one chunk and what CoAP and OSCORE wrap around it. The wake narrows the
+/// chunks the device asks for to what fits.
+const RX: usize = CHUNK + ota_transport_coap::link::OVERHEAD as usize;
+
 /// What the OTA code keeps in RAM during a wake, measured with `size_of_val`.
 #[derive(Default)]
 struct Ram {
     device: usize,
     link: usize,
     storage: usize,
+    rx: usize,
     wake: usize,
 }
 
@@ -77,7 +82,8 @@ async fn main(spawner: Spawner) {
         let seed = 0x1234_5678 ^ wakes;
         let mut dev: Device<_, CHUNK, WINDOW> =
             Device::new(coap_config(config(running), seed), verifier());
-        let link = CoapLink::new(radio::Radio, EmbassyClock, seed);
+        let link: CoapLink<_, _, EXCHANGES> =
+            CoapLink::with_exchanges(radio::Radio, EmbassyClock, seed);
         #[cfg(feature = "oscore")]
         let link = link.secure(firmware_cortex_m::oscore_context(true));
         let mut link = link;
@@ -86,13 +92,16 @@ async fn main(spawner: Spawner) {
         ram.device = core::mem::size_of_val(&dev);
         ram.link = core::mem::size_of_val(&link);
         ram.storage = core::mem::size_of_val(&storage);
-        let wake = run_wake(
+        let mut rx = [0u8; RX];
+        ram.rx = core::mem::size_of_val(&rx);
+        let wake = run_wake_in(
             &mut dev,
             &mut link,
             &mut storage,
             &EmbassyClock,
             BUDGET,
             &options,
+            &mut rx,
             |e| {
                 if let Event::Staged { .. } = e {
                     staged = true;
@@ -160,12 +169,14 @@ async fn main(spawner: Spawner) {
         running.sequence
     );
     cortex_m_semihosting::hprintln!(
-        "OTA RAM: device {} B (of which the {} B chunk buffer), CoAP link {} B, storage {} B, wake future {} B",
+        "OTA RAM: device {} B (of which the {} B chunk buffer), CoAP link {} B, storage {} B, receive buffer {} B, wake future {} B; {} B beyond the chunk buffer (target 4096)",
         ram.device,
         CHUNK,
         ram.link,
         ram.storage,
-        ram.wake
+        ram.rx,
+        ram.wake,
+        ram.device + ram.link + ram.storage + ram.rx + ram.wake - CHUNK
     );
     cortex_m_semihosting::hprintln!("stack high-water: {} bytes", stack_high_water());
     cortex_m_semihosting::debug::exit(cortex_m_semihosting::debug::EXIT_SUCCESS);
