@@ -215,6 +215,58 @@ impl Download {
     }
 }
 
+/// The download the device holds: one restored from storage and not yet offered again, or
+/// the one in progress. Never both, so one slot rather than two fields (256 bytes of RAM).
+#[derive(Debug, Clone, Copy)]
+enum Held {
+    Nothing,
+    Restored(ResumeState, StoredManifest),
+    Active(Download),
+}
+
+impl Held {
+    fn dl(&self) -> Option<&Download> {
+        match self {
+            Held::Active(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    fn dl_mut(&mut self) -> Option<&mut Download> {
+        match self {
+            Held::Active(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The download in progress, leaving nothing.
+    fn take_dl(&mut self) -> Option<Download> {
+        match *self {
+            Held::Active(d) => {
+                *self = Held::Nothing;
+                Some(d)
+            }
+            _ => None,
+        }
+    }
+
+    fn restored(&self) -> Option<(ResumeState, StoredManifest)> {
+        match *self {
+            Held::Restored(s, m) => Some((s, m)),
+            _ => None,
+        }
+    }
+
+    /// The restored download, leaving nothing.
+    fn take_restored(&mut self) -> Option<(ResumeState, StoredManifest)> {
+        let r = self.restored();
+        if r.is_some() {
+            *self = Held::Nothing;
+        }
+        r
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Wake {
     deadline: Option<Instant>,
@@ -232,8 +284,7 @@ pub struct Device<V, const CHUNK: usize = 1024, const WINDOW: usize = MAX_WINDOW
     verifier: V,
     state: State,
     wake: Wake,
-    restored: Option<(ResumeState, StoredManifest)>,
-    dl: Option<Download>,
+    held: Held,
     checkin_sent: Option<Instant>,
     checkin_due: Instant,
     checkin_attempts: u8,
@@ -278,8 +329,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
                 budget: None,
                 bytes_at_start: 0,
             },
-            restored: None,
-            dl: None,
+            held: Held::Nothing,
             checkin_sent: None,
             checkin_due: Instant(0),
             checkin_attempts: 0,
@@ -315,7 +365,11 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
 
     /// The persisted download this device resumes, as restored or as progressed since.
     pub fn resume_state(&self) -> Option<ResumeState> {
-        self.dl.map(|d| d.state).or(self.restored.map(|(s, _)| s))
+        match &self.held {
+            Held::Active(d) => Some(d.state),
+            Held::Restored(s, _) => Some(*s),
+            Held::Nothing => None,
+        }
     }
 
     /// True once the wake has ended.
@@ -329,8 +383,10 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     pub fn restore(&mut self, persisted: Persisted) {
         self.config.staging_capacity = persisted.capacity;
         self.config.last_outcome = persisted.outcome;
-        self.restored = persisted.download;
-        self.dl = None;
+        self.held = match persisted.download {
+            Some((state, manifest)) => Held::Restored(state, manifest),
+            None => Held::Nothing,
+        };
     }
 
     /// [`Device::restore`] from a blocking storage.
@@ -343,9 +399,9 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     /// Starts a wake at `now` with the given budget: the next [`Device::poll_transmit`] yields
     /// the check-in.
     pub fn wake(&mut self, now: Instant, budget: WakeBudget) {
-        if let Some(dl) = self.dl.take() {
+        if let Some(dl) = self.held.take_dl() {
             // Carry the progress of this process's earlier wakes.
-            self.restored = Some((dl.state, dl.stored));
+            self.held = Held::Restored(dl.state, dl.stored);
         }
         self.state = State::CheckingIn;
         self.wake = Wake {
@@ -391,7 +447,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         if self.pending_sleep.is_none() {
             self.pending_sleep = Some((secs, reason));
         }
-        if let Some(dl) = self.dl.as_mut() {
+        if let Some(dl) = self.held.dl_mut() {
             dl.stopping = true;
         }
         if self.state != State::Staged {
@@ -490,7 +546,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         if self.past_deadline(now) {
             return None;
         }
-        let (image, chunk_size) = self.dl.as_ref().map(|d| (d.image, d.manifest.chunk_size))?;
+        let (image, chunk_size) = self.held.dl().map(|d| (d.image, d.manifest.chunk_size))?;
         // Retransmissions first, then new requests while the window and the budget allow.
         self.drop_late_resends(now);
         let oldest = self.window.oldest_sent();
@@ -548,7 +604,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             }
         }
         if dropped {
-            if let Some(dl) = self.dl.as_mut() {
+            if let Some(dl) = self.held.dl_mut() {
                 dl.stopping = true;
             }
             self.maybe_finish_stopped();
@@ -560,7 +616,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         if !self.cc.allows_new(self.window.len()) {
             return None;
         }
-        let dl = self.dl.as_mut()?;
+        let dl = self.held.dl_mut()?;
         if dl.stopping {
             return None;
         }
@@ -579,13 +635,13 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             return None;
         }
         if !self.budget_allows(now, len) {
-            if let Some(dl) = self.dl.as_mut() {
+            if let Some(dl) = self.held.dl_mut() {
                 dl.stopping = true;
             }
             self.maybe_finish_stopped();
             return None;
         }
-        let dl = self.dl.as_mut()?;
+        let dl = self.held.dl_mut()?;
         dl.next_request = offset.saturating_add(u32::from(len));
         let due = self.cc.first_send(now, &self.rtt, &self.config);
         if !self.window.push(offset, len, now, due) {
@@ -627,7 +683,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
 
     /// Ends the wake once a download that stopped asking has nothing left in flight.
     fn maybe_finish_stopped(&mut self) {
-        let stopped = self.dl.is_some_and(|d| d.stopping);
+        let stopped = self.held.dl().is_some_and(|d| d.stopping);
         if self.state == State::Downloading && stopped && self.window.is_empty() {
             self.finish(self.next_check_in, SleepReason::BudgetExhausted);
         }
@@ -663,9 +719,8 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         }
         match reply {
             CheckInReply::UpToDate { next_check_in } => {
-                if self.restored.is_some() {
+                if self.held.take_restored().is_some() {
                     self.push_op(OpKind::Abandon);
-                    self.restored = None;
                 }
                 self.finish(next_check_in, SleepReason::UpToDate);
             }
@@ -676,7 +731,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
                 self.finish(retry_after, SleepReason::Deferred(reason));
             }
             CheckInReply::Cancel { next_check_in } => {
-                if let Some((state, _)) = self.restored.take() {
+                if let Some((state, _)) = self.held.take_restored() {
                     self.push_op(OpKind::Abandon);
                     self.report = Some((state.image, Phase::Failed, ResultCode::CANCELLED));
                 }
@@ -690,9 +745,9 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
                 next_check_in,
             } => {
                 self.next_check_in = next_check_in;
-                let stored = match (manifest, &self.restored) {
+                let stored = match (manifest, self.held.restored()) {
                     (Some(m), _) => StoredManifest::from_signed(&m),
-                    (None, Some((_, stored))) => Some(*stored),
+                    (None, Some((_, stored))) => Some(stored),
                     (None, None) => None,
                 };
                 let Some(stored) = stored else {
@@ -723,7 +778,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             }
         };
         let digest = signed.digest();
-        let state = match self.restored.take() {
+        let state = match self.held.take_restored() {
             Some((mut state, _)) if state.manifest == digest => {
                 state.image = image;
                 state
@@ -744,7 +799,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             urgency,
         });
         self.window.clear();
-        self.dl = Some(Download {
+        self.held = Held::Active(Download {
             image,
             manifest,
             stored,
@@ -782,18 +837,18 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
 
     /// The chunk size of the download in progress.
     pub fn chunk_size(&self) -> Option<u16> {
-        self.dl.as_ref().map(|d| d.manifest.chunk_size)
+        self.held.dl().map(|d| d.manifest.chunk_size)
     }
 
     /// The image digest of the download in progress (transports check cache validators such
     /// as a CoAP ETag against it).
     pub fn image_digest(&self) -> Option<Digest> {
-        self.dl.as_ref().map(|d| d.manifest.digest)
+        self.held.dl().map(|d| d.manifest.digest)
     }
 
     fn on_chunk(&mut self, now: Instant, chunk: &Chunk<'_>) -> Result<(), RecvError> {
         self.cc.on_heard(now);
-        let Some(dl) = self.dl.as_ref() else {
+        let Some(dl) = self.held.dl() else {
             return Err(RecvError::Unexpected);
         };
         if self.state != State::Downloading || chunk.image != dl.image {
@@ -892,7 +947,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         }
         let kind = self.ops.pop_front()?;
         self.op_in_flight = Some(kind);
-        let dl = self.dl.as_ref();
+        let dl = self.held.dl();
         Some(match kind {
             OpKind::Begin => {
                 let dl = dl?;
@@ -935,14 +990,17 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         match kind {
             OpKind::Write { offset, .. } => {
                 self.buf_busy = false;
-                if let Some(dl) = self.dl.as_mut() {
+                if let Some(dl) = self.held.dl_mut() {
                     let (chunk, size) = (dl.chunk(), dl.size());
                     dl.state.mark(offset, chunk, size);
                 }
                 self.push_op(OpKind::Persist);
             }
             OpKind::Persist => {
-                let complete = self.dl.is_some_and(|d| d.state.is_complete(d.size()));
+                let complete = self
+                    .held
+                    .dl()
+                    .is_some_and(|d| d.state.is_complete(d.size()));
                 if complete && self.state == State::Downloading && self.ops.is_empty() {
                     self.downloaded();
                 } else {
@@ -972,11 +1030,11 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         };
         self.push_event(Event::DownloadFailed(code));
         if failure.ends_wake() {
-            if let Some(dl) = self.dl.as_ref() {
+            if let Some(dl) = self.held.dl() {
                 self.report = Some((dl.image, Phase::Failed, code));
             }
             self.finish(self.config.fallback_sleep_secs, SleepReason::Failed);
-        } else if let Some(dl) = self.dl.take() {
+        } else if let Some(dl) = self.held.take_dl() {
             // This patch cannot be used: persisted, so the next check-in tells the server even
             // after a reset, and the server offers the whole image instead.
             self.fail_download(dl.image, dl.manifest.sequence, code);
@@ -1015,7 +1073,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     /// Every chunk is staged: a patch rebuilds the image first (again after a reset that cut a
     /// rebuild short), then the image's digest is checked from storage.
     fn downloaded(&mut self) {
-        if self.dl.is_some_and(|d| d.manifest.patch.is_some()) {
+        if self.held.dl().is_some_and(|d| d.manifest.patch.is_some()) {
             self.state = State::Verifying;
             self.window.clear();
             self.push_op(OpKind::Rebuild);
@@ -1032,7 +1090,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     }
 
     fn verify_next(&mut self, offset: u32) {
-        let Some(dl) = self.dl.as_ref() else {
+        let Some(dl) = self.held.dl() else {
             return;
         };
         let size = dl.manifest.image_size;
@@ -1051,7 +1109,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         let digest = Digest(hasher.finalize().into());
         let (image, manifest) = (dl.image, dl.manifest);
         if digest == manifest.digest {
-            if let Some(dl) = self.dl.as_mut() {
+            if let Some(dl) = self.held.dl_mut() {
                 dl.state.phase = ResumePhase::Staged;
             }
             self.push_op(OpKind::MarkStaged);
@@ -1071,7 +1129,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             } else {
                 ResultCode::INTEGRITY_FAILURE
             };
-            self.dl = None;
+            self.held.take_dl();
             self.push_event(Event::DownloadFailed(reason));
             self.fail_download(image, manifest.sequence, reason);
         }
