@@ -72,6 +72,25 @@ impl Snapshot {
         Some((s, m))
     }
 
+    /// The record of `kind` that, applied last, leaves this snapshot as it is: what a commit
+    /// of such a record wrote, derived again from the snapshot after it (`None` for a header,
+    /// or for progress with no download, which changes nothing).
+    pub fn last(&self, kind: RecordKind) -> Option<Record> {
+        match kind {
+            RecordKind::Header => None,
+            RecordKind::Begin => self
+                .download
+                .map(|(state, manifest)| Record::Begin { state, manifest }),
+            RecordKind::Progress => self.download.map(|(s, _)| Record::Progress {
+                image: s.image,
+                next_offset: s.next_offset,
+                ahead: s.ahead,
+            }),
+            RecordKind::State => Some(Record::State(self.state)),
+            RecordKind::Counter => Some(Record::Counter(self.counter)),
+        }
+    }
+
     /// How many records [`Snapshot::record`] may return (some of them `None`).
     const RECORDS: usize = 4;
 
@@ -99,6 +118,34 @@ impl Snapshot {
             2 => Some(Record::State(self.state)),
             3 => (self.counter > 0).then_some(Record::Counter(self.counter)),
             _ => None,
+        }
+    }
+}
+
+/// What a record is, without its contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// [`Record::Header`].
+    Header,
+    /// [`Record::Begin`].
+    Begin,
+    /// [`Record::Progress`].
+    Progress,
+    /// [`Record::State`].
+    State,
+    /// [`Record::Counter`].
+    Counter,
+}
+
+impl RecordKind {
+    /// `rec`'s kind.
+    pub fn of(rec: &Record) -> Self {
+        match rec {
+            Record::Header { .. } => Self::Header,
+            Record::Begin { .. } => Self::Begin,
+            Record::Progress { .. } => Self::Progress,
+            Record::State(_) => Self::State,
+            Record::Counter(_) => Self::Counter,
         }
     }
 }
@@ -197,27 +244,37 @@ impl Journal {
         rec: &Record,
         after: &Snapshot,
     ) -> Result<(), JournalError<F::Error>> {
-        let mut buf = [0u8; MAX_RECORD];
-        let n = rec.encode(&mut buf);
-        self.commit_encoded(flash, &mut buf, n, after).await
+        self.append(flash, after, &|b: &mut [u8; MAX_RECORD]| rec.encode(b))
+            .await
     }
 
-    /// [`Journal::commit`] of a record already encoded: its `len` bytes in `buf`. A caller that
-    /// encodes before it awaits keeps no [`Record`] in its future. A rotation encodes the
-    /// snapshot's records in `buf` (the record is among them), so no second buffer is needed.
-    pub async fn commit_encoded<F: NorFlash>(
+    /// [`Journal::commit`] of the record of `kind` that `after` ends with
+    /// ([`Snapshot::last`]), for a caller that keeps only the snapshot: records are encoded
+    /// again for each piece programmed, so no record and no encode buffer is kept across a
+    /// flash write (they took 512 bytes of every storage future).
+    pub async fn commit_last<F: NorFlash>(
         &mut self,
         flash: &mut F,
-        buf: &mut [u8; MAX_RECORD],
-        len: usize,
         after: &Snapshot,
+        kind: RecordKind,
     ) -> Result<(), JournalError<F::Error>> {
-        let size = rec_size::<F>(len);
+        let encode = |b: &mut [u8; MAX_RECORD]| after.last(kind).map_or(0, |r| r.encode(b));
+        self.append(flash, after, &encode).await
+    }
+
+    /// Appends what `encode` encodes, or rotates to a sector holding `after` whole.
+    async fn append<F: NorFlash, E: Fn(&mut [u8; MAX_RECORD]) -> usize>(
+        &mut self,
+        flash: &mut F,
+        after: &Snapshot,
+        encode: &E,
+    ) -> Result<(), JournalError<F::Error>> {
+        let size = rec_size::<F>(encoded_len(encode));
         if self.rotate || self.append + size > self.sector_size {
-            return self.rotate(flash, after, buf).await;
+            return self.rotate(flash, after).await;
         }
         let at = self.base + self.current * self.sector_size + self.append;
-        program::<F>(flash, at, buf, len).await?;
+        program::<F, E>(flash, at, encode).await?;
         self.append += size;
         Ok(())
     }
@@ -226,7 +283,6 @@ impl Journal {
         &mut self,
         flash: &mut F,
         snap: &Snapshot,
-        buf: &mut [u8; MAX_RECORD],
     ) -> Result<(), JournalError<F::Error>> {
         // Never the current sector: its records stay readable until the new header lands.
         let next = (self.current + 1) % self.sectors;
@@ -235,23 +291,23 @@ impl Journal {
             .erase(start, start + self.sector_size)
             .await
             .map_err(JournalError::Flash)?;
-        // One encoded record at a time is all that lives across a write.
         let mut at = start + rec_size::<F>(14);
         for i in 0..Snapshot::RECORDS {
-            let n = match snap.record(i) {
-                Some(rec) => rec.encode(buf),
-                None => continue,
-            };
+            let encode = |b: &mut [u8; MAX_RECORD]| snap.record(i).map_or(0, |r| r.encode(b));
+            let n = encoded_len(&encode);
+            if n == 0 {
+                continue;
+            }
             let len = rec_size::<F>(n);
             if at + len > start + self.sector_size {
                 return Err(JournalError::SectorTooSmall);
             }
-            program::<F>(flash, at, buf, n).await?;
+            program::<F, _>(flash, at, &encode).await?;
             at += len;
         }
         let seq = self.seq.wrapping_add(1);
-        let n = Record::Header { seq }.encode(buf);
-        program::<F>(flash, start, buf, n).await?;
+        let header = |b: &mut [u8; MAX_RECORD]| Record::Header { seq }.encode(b);
+        program::<F, _>(flash, start, &header).await?;
         self.current = next;
         self.seq = seq;
         self.append = at - start;
@@ -265,33 +321,53 @@ impl Journal {
     }
 }
 
-/// Programs the `len` encoded bytes of `buf` at `at`, padded to the write size.
-async fn program<F: NorFlash>(
+/// Bytes `encode` writes (encoded on this call's stack, not kept in a caller's future).
+fn encoded_len<E: Fn(&mut [u8; MAX_RECORD]) -> usize>(encode: &E) -> usize {
+    let mut buf = [0u8; MAX_RECORD];
+    encode(&mut buf)
+}
+
+/// Fills `unit` with the bytes of what `encode` writes from `from` on, the erased value past
+/// its end (so padding programs nothing); the encoding's padded length.
+fn piece<E: Fn(&mut [u8; MAX_RECORD]) -> usize>(
+    encode: &E,
+    from: usize,
+    unit: &mut [u8],
+    write_size: usize,
+) -> usize {
+    let mut buf = [0u8; MAX_RECORD];
+    let len = encode(&mut buf);
+    for (i, b) in unit.iter_mut().enumerate() {
+        *b = buf
+            .get(from + i)
+            .copied()
+            .filter(|_| from + i < len)
+            .unwrap_or(0xFF);
+    }
+    padded(len, write_size)
+}
+
+/// Programs what `encode` writes at `at`, padded to the write size, 64 bytes at a time, each
+/// piece encoded anew.
+async fn program<F: NorFlash, E: Fn(&mut [u8; MAX_RECORD]) -> usize>(
     flash: &mut F,
     at: u32,
-    buf: &[u8; MAX_RECORD],
-    len: usize,
+    encode: &E,
 ) -> Result<(), JournalError<F::Error>> {
-    let total = padded(len, F::WRITE_SIZE);
-    // Pad with the erased value so the padding programs nothing.
     let mut unit = [0xFFu8; 64];
     let mut done = 0;
-    while done < total {
-        let n = unit.len().min(total - done);
-        for (i, b) in unit.iter_mut().take(n).enumerate() {
-            *b = buf
-                .get(done + i)
-                .copied()
-                .filter(|_| done + i < len)
-                .unwrap_or(0xFF);
+    loop {
+        let total = piece(encode, done, &mut unit, F::WRITE_SIZE);
+        if done >= total {
+            return Ok(());
         }
+        let n = unit.len().min(total - done);
         flash
             .write(at + done as u32, unit.get(..n).unwrap_or(&[]))
             .await
             .map_err(JournalError::Flash)?;
         done += n;
     }
-    Ok(())
 }
 
 /// Reads and decodes the record at `at` (not past `end`): first its length, then exactly its

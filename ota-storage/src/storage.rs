@@ -31,10 +31,10 @@ use ota_core::resume::ResumeState;
 use ota_core::storage::{Persisted, StorageFailure, StorageOp};
 use ota_core::wire::LastOutcome;
 
-use crate::journal::{Journal, JournalError, Snapshot};
+use crate::journal::{Journal, JournalError, RecordKind, Snapshot};
 use crate::layout::{Layout, LayoutError};
 use crate::patch::{PatchError, PatchPlace};
-use crate::record::{Record, MAX_RECORD};
+use crate::record::Record;
 use crate::state::UpdateState;
 
 /// Errors of the storage.
@@ -226,22 +226,24 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
         self.flash
     }
 
-    /// Journals `rec`. Not an `async fn`: the record is applied and encoded before the
-    /// future exists, so the future (and every storage future that awaits it) holds the
-    /// encoded bytes once rather than the record twice (an `async fn` keeps its argument and
-    /// a copy of it).
+    /// Journals `rec`. Not an `async fn`: the record is applied before the future exists, and
+    /// the future keeps only the snapshot after it, from which the journal derives the record
+    /// again as it writes it ([`Journal::commit_last`]). A record that cannot be derived again
+    /// (progress with no download) changes nothing, and nothing is written.
     pub(crate) fn commit(
         &mut self,
         rec: Record,
     ) -> impl core::future::Future<Output = Result<(), StorageError<F::Error>>> + '_ {
         let mut after = self.snap;
         after.apply(&rec);
-        let mut buf = [0u8; MAX_RECORD];
-        let len = rec.encode(&mut buf);
+        let kind = RecordKind::of(&rec);
+        let write = after.last(kind) == Some(rec);
         async move {
-            self.journal
-                .commit_encoded(&mut self.flash, &mut buf, len, &after)
-                .await?;
+            if write {
+                self.journal
+                    .commit_last(&mut self.flash, &after, kind)
+                    .await?;
+            }
             self.snap = after;
             Ok(())
         }
@@ -608,16 +610,24 @@ impl<F: NorFlash> ota_core::runtime::Storage for AsyncFlashStorage<F> {
         Ok(AsyncFlashStorage::load(self))
     }
 
-    async fn apply(&mut self, op: StorageOp<'_>) -> Result<(), Self::Error> {
-        AsyncFlashStorage::apply(self, op).await
+    // The inherent futures themselves, not `async fn`s awaiting them: a wrapper would keep
+    // its own copy of the operation beside theirs.
+    fn apply(
+        &mut self,
+        op: StorageOp<'_>,
+    ) -> impl core::future::Future<Output = Result<(), Self::Error>> {
+        AsyncFlashStorage::apply(self, op)
     }
 
     async fn load_counter(&mut self) -> Result<u64, Self::Error> {
         Ok(AsyncFlashStorage::load_counter(self))
     }
 
-    async fn store_counter(&mut self, value: u64) -> Result<(), Self::Error> {
-        AsyncFlashStorage::store_counter(self, value).await
+    fn store_counter(
+        &mut self,
+        value: u64,
+    ) -> impl core::future::Future<Output = Result<(), Self::Error>> {
+        AsyncFlashStorage::store_counter(self, value)
     }
 
     fn failure(error: &Self::Error) -> StorageFailure {

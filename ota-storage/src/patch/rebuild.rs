@@ -9,7 +9,7 @@ use ota_core::runtime::block::block_on;
 use ota_delta::{Applier, ApplyError, NewImage, OldImage, Source};
 use sha2::{Digest as _, Sha256};
 
-use super::{PatchError, PatchPlace};
+use super::PatchError;
 use crate::state::UpdateState;
 use crate::storage::{AsyncFlashStorage, StorageError};
 
@@ -226,18 +226,18 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
         patch: &PatchInfo,
         image_size: u32,
     ) -> Result<(), StorageError<F::Error>> {
-        let (place, head) = self.check_patch(patch, image_size).await?;
-        self.apply_patch(patch, image_size, place, head).await
+        let (base, head) = self.check_patch(patch, image_size).await?;
+        self.apply_patch(patch, image_size, base, head).await
     }
 
     /// Checks that `patch` is staged whole and that the device runs its source, then erases
-    /// the head of the slot the image is rebuilt into: where the patch lies and where the
-    /// rebuild starts.
+    /// the head of the slot the image is rebuilt into: where in the slot the patch lies, and
+    /// where the erased head ends.
     async fn check_patch(
         &mut self,
         patch: &PatchInfo,
         image_size: u32,
-    ) -> Result<(PatchPlace, u32), StorageError<F::Error>> {
+    ) -> Result<(u32, u32), StorageError<F::Error>> {
         if self.snap.state != UpdateState::Downloading {
             return Err(StorageError::WrongState(self.snap.state));
         }
@@ -263,15 +263,16 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
                 .map_err(StorageError::Flash)?;
             at += e;
         }
-        Ok((place, head))
+        Ok((place.base, head))
     }
 
-    /// Feeds the staged patch through the applier, writing the image from the slot's start.
+    /// Feeds the staged patch (at `base` in the slot) through the applier, writing the image
+    /// from the slot's start.
     async fn apply_patch(
         &mut self,
         patch: &PatchInfo,
         image_size: u32,
-        place: PatchPlace,
+        base: u32,
         head: u32,
     ) -> Result<(), StorageError<F::Error>> {
         let slot = self.layout.dfu.offset;
@@ -293,7 +294,7 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
             let n = (patch.size - fed).min(piece.len() as u32);
             let chunk = piece.get_mut(..n as usize).unwrap_or(&mut []);
             self.flash
-                .read(slot + place.base + fed, chunk)
+                .read(slot + base + fed, chunk)
                 .await
                 .map_err(StorageError::Flash)?;
             let flash = RefCell::new(&mut self.flash);
