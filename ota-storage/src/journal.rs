@@ -263,18 +263,18 @@ impl Journal {
     }
 
     /// Appends what `encode` encodes, or rotates to a sector holding `after` whole.
-    async fn append<F: NorFlash, E: Fn(&mut [u8; MAX_RECORD]) -> usize>(
+    async fn append<F: NorFlash>(
         &mut self,
         flash: &mut F,
         after: &Snapshot,
-        encode: &E,
+        encode: Encode<'_>,
     ) -> Result<(), JournalError<F::Error>> {
         let size = rec_size::<F>(encoded_len(encode));
         if self.rotate || self.append + size > self.sector_size {
             return self.rotate(flash, after).await;
         }
         let at = self.base + self.current * self.sector_size + self.append;
-        program::<F, E>(flash, at, encode).await?;
+        program::<F>(flash, at, encode).await?;
         self.append += size;
         Ok(())
     }
@@ -302,12 +302,12 @@ impl Journal {
             if at + len > start + self.sector_size {
                 return Err(JournalError::SectorTooSmall);
             }
-            program::<F, _>(flash, at, &encode).await?;
+            program::<F>(flash, at, &encode).await?;
             at += len;
         }
         let seq = self.seq.wrapping_add(1);
         let header = |b: &mut [u8; MAX_RECORD]| Record::Header { seq }.encode(b);
-        program::<F, _>(flash, start, &header).await?;
+        program::<F>(flash, start, &header).await?;
         self.current = next;
         self.seq = seq;
         self.append = at - start;
@@ -321,20 +321,20 @@ impl Journal {
     }
 }
 
+/// Encodes a record into the buffer, returning its length (0: no record). A trait object, not
+/// a type parameter: one copy of the programming code serves every record, where a parameter
+/// made one per caller (2.6 KB of flash).
+type Encode<'a> = &'a dyn Fn(&mut [u8; MAX_RECORD]) -> usize;
+
 /// Bytes `encode` writes (encoded on this call's stack, not kept in a caller's future).
-fn encoded_len<E: Fn(&mut [u8; MAX_RECORD]) -> usize>(encode: &E) -> usize {
+fn encoded_len(encode: Encode<'_>) -> usize {
     let mut buf = [0u8; MAX_RECORD];
     encode(&mut buf)
 }
 
 /// Fills `unit` with the bytes of what `encode` writes from `from` on, the erased value past
 /// its end (so padding programs nothing); the encoding's padded length.
-fn piece<E: Fn(&mut [u8; MAX_RECORD]) -> usize>(
-    encode: &E,
-    from: usize,
-    unit: &mut [u8],
-    write_size: usize,
-) -> usize {
+fn piece(encode: Encode<'_>, from: usize, unit: &mut [u8], write_size: usize) -> usize {
     let mut buf = [0u8; MAX_RECORD];
     let len = encode(&mut buf);
     for (i, b) in unit.iter_mut().enumerate() {
@@ -349,10 +349,10 @@ fn piece<E: Fn(&mut [u8; MAX_RECORD]) -> usize>(
 
 /// Programs what `encode` writes at `at`, padded to the write size, 64 bytes at a time, each
 /// piece encoded anew.
-async fn program<F: NorFlash, E: Fn(&mut [u8; MAX_RECORD]) -> usize>(
+async fn program<F: NorFlash>(
     flash: &mut F,
     at: u32,
-    encode: &E,
+    encode: Encode<'_>,
 ) -> Result<(), JournalError<F::Error>> {
     let mut unit = [0xFFu8; 64];
     let mut done = 0;
