@@ -215,58 +215,6 @@ impl Download {
     }
 }
 
-/// The download the device holds: one restored from storage and not yet offered again, or
-/// the one in progress. Never both, so one slot rather than two fields (256 bytes of RAM).
-#[derive(Debug, Clone, Copy)]
-enum Held {
-    Nothing,
-    Restored(ResumeState, StoredManifest),
-    Active(Download),
-}
-
-impl Held {
-    fn dl(&self) -> Option<&Download> {
-        match self {
-            Held::Active(d) => Some(d),
-            _ => None,
-        }
-    }
-
-    fn dl_mut(&mut self) -> Option<&mut Download> {
-        match self {
-            Held::Active(d) => Some(d),
-            _ => None,
-        }
-    }
-
-    /// The download in progress, leaving nothing.
-    fn take_dl(&mut self) -> Option<Download> {
-        match *self {
-            Held::Active(d) => {
-                *self = Held::Nothing;
-                Some(d)
-            }
-            _ => None,
-        }
-    }
-
-    fn restored(&self) -> Option<(ResumeState, StoredManifest)> {
-        match *self {
-            Held::Restored(s, m) => Some((s, m)),
-            _ => None,
-        }
-    }
-
-    /// The restored download, leaving nothing.
-    fn take_restored(&mut self) -> Option<(ResumeState, StoredManifest)> {
-        let r = self.restored();
-        if r.is_some() {
-            *self = Held::Nothing;
-        }
-        r
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Wake {
     deadline: Option<Instant>,
@@ -284,7 +232,8 @@ pub struct Device<V, const CHUNK: usize = 1024, const WINDOW: usize = MAX_WINDOW
     verifier: V,
     state: State,
     wake: Wake,
-    held: Held,
+    restored: Option<(ResumeState, StoredManifest)>,
+    dl: Option<Download>,
     checkin_sent: Option<Instant>,
     checkin_due: Instant,
     checkin_attempts: u8,
@@ -329,7 +278,8 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
                 budget: None,
                 bytes_at_start: 0,
             },
-            held: Held::Nothing,
+            restored: None,
+            dl: None,
             checkin_sent: None,
             checkin_due: Instant(0),
             checkin_attempts: 0,
@@ -365,11 +315,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
 
     /// The persisted download this device resumes, as restored or as progressed since.
     pub fn resume_state(&self) -> Option<ResumeState> {
-        match &self.held {
-            Held::Active(d) => Some(d.state),
-            Held::Restored(s, _) => Some(*s),
-            Held::Nothing => None,
-        }
+        self.dl.map(|d| d.state).or(self.restored.map(|(s, _)| s))
     }
 
     /// True once the wake has ended.
@@ -383,10 +329,8 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     pub fn restore(&mut self, persisted: Persisted) {
         self.config.staging_capacity = persisted.capacity;
         self.config.last_outcome = persisted.outcome;
-        self.held = match persisted.download {
-            Some((state, manifest)) => Held::Restored(state, manifest),
-            None => Held::Nothing,
-        };
+        self.restored = persisted.download;
+        self.dl = None;
     }
 
     /// [`Device::restore`] from a blocking storage.
@@ -399,9 +343,9 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     /// Starts a wake at `now` with the given budget: the next [`Device::poll_transmit`] yields
     /// the check-in.
     pub fn wake(&mut self, now: Instant, budget: WakeBudget) {
-        if let Some(dl) = self.held.take_dl() {
+        if let Some(dl) = self.dl.take() {
             // Carry the progress of this process's earlier wakes.
-            self.held = Held::Restored(dl.state, dl.stored);
+            self.restored = Some((dl.state, dl.stored));
         }
         self.state = State::CheckingIn;
         self.wake = Wake {
@@ -447,7 +391,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         if self.pending_sleep.is_none() {
             self.pending_sleep = Some((secs, reason));
         }
-        if let Some(dl) = self.held.dl_mut() {
+        if let Some(dl) = self.dl.as_mut() {
             dl.stopping = true;
         }
         if self.state != State::Staged {
@@ -546,7 +490,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         if self.past_deadline(now) {
             return None;
         }
-        let (image, chunk_size) = self.held.dl().map(|d| (d.image, d.manifest.chunk_size))?;
+        let (image, chunk_size) = self.dl.as_ref().map(|d| (d.image, d.manifest.chunk_size))?;
         // Retransmissions first, then new requests while the window and the budget allow.
         self.drop_late_resends(now);
         let oldest = self.window.oldest_sent();
@@ -604,7 +548,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             }
         }
         if dropped {
-            if let Some(dl) = self.held.dl_mut() {
+            if let Some(dl) = self.dl.as_mut() {
                 dl.stopping = true;
             }
             self.maybe_finish_stopped();
@@ -616,7 +560,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         if !self.cc.allows_new(self.window.len()) {
             return None;
         }
-        let dl = self.held.dl_mut()?;
+        let dl = self.dl.as_mut()?;
         if dl.stopping {
             return None;
         }
@@ -635,13 +579,13 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             return None;
         }
         if !self.budget_allows(now, len) {
-            if let Some(dl) = self.held.dl_mut() {
+            if let Some(dl) = self.dl.as_mut() {
                 dl.stopping = true;
             }
             self.maybe_finish_stopped();
             return None;
         }
-        let dl = self.held.dl_mut()?;
+        let dl = self.dl.as_mut()?;
         dl.next_request = offset.saturating_add(u32::from(len));
         let due = self.cc.first_send(now, &self.rtt, &self.config);
         if !self.window.push(offset, len, now, due) {
@@ -683,7 +627,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
 
     /// Ends the wake once a download that stopped asking has nothing left in flight.
     fn maybe_finish_stopped(&mut self) {
-        let stopped = self.held.dl().is_some_and(|d| d.stopping);
+        let stopped = self.dl.is_some_and(|d| d.stopping);
         if self.state == State::Downloading && stopped && self.window.is_empty() {
             self.finish(self.next_check_in, SleepReason::BudgetExhausted);
         }
@@ -719,8 +663,9 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         }
         match reply {
             CheckInReply::UpToDate { next_check_in } => {
-                if self.held.take_restored().is_some() {
+                if self.restored.is_some() {
                     self.push_op(OpKind::Abandon);
+                    self.restored = None;
                 }
                 self.finish(next_check_in, SleepReason::UpToDate);
             }
@@ -731,7 +676,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
                 self.finish(retry_after, SleepReason::Deferred(reason));
             }
             CheckInReply::Cancel { next_check_in } => {
-                if let Some((state, _)) = self.held.take_restored() {
+                if let Some((state, _)) = self.restored.take() {
                     self.push_op(OpKind::Abandon);
                     self.report = Some((state.image, Phase::Failed, ResultCode::CANCELLED));
                 }
@@ -745,9 +690,9 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
                 next_check_in,
             } => {
                 self.next_check_in = next_check_in;
-                let stored = match (manifest, self.held.restored()) {
+                let stored = match (manifest, &self.restored) {
                     (Some(m), _) => StoredManifest::from_signed(&m),
-                    (None, Some((_, stored))) => Some(stored),
+                    (None, Some((_, stored))) => Some(*stored),
                     (None, None) => None,
                 };
                 let Some(stored) = stored else {
@@ -778,7 +723,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             }
         };
         let digest = signed.digest();
-        let state = match self.held.take_restored() {
+        let state = match self.restored.take() {
             Some((mut state, _)) if state.manifest == digest => {
                 state.image = image;
                 state
@@ -799,7 +744,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             urgency,
         });
         self.window.clear();
-        self.held = Held::Active(Download {
+        self.dl = Some(Download {
             image,
             manifest,
             stored,
@@ -837,18 +782,18 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
 
     /// The chunk size of the download in progress.
     pub fn chunk_size(&self) -> Option<u16> {
-        self.held.dl().map(|d| d.manifest.chunk_size)
+        self.dl.as_ref().map(|d| d.manifest.chunk_size)
     }
 
     /// The image digest of the download in progress (transports check cache validators such
     /// as a CoAP ETag against it).
     pub fn image_digest(&self) -> Option<Digest> {
-        self.held.dl().map(|d| d.manifest.digest)
+        self.dl.as_ref().map(|d| d.manifest.digest)
     }
 
     fn on_chunk(&mut self, now: Instant, chunk: &Chunk<'_>) -> Result<(), RecvError> {
         self.cc.on_heard(now);
-        let Some(dl) = self.held.dl() else {
+        let Some(dl) = self.dl.as_ref() else {
             return Err(RecvError::Unexpected);
         };
         if self.state != State::Downloading || chunk.image != dl.image {
@@ -947,7 +892,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         }
         let kind = self.ops.pop_front()?;
         self.op_in_flight = Some(kind);
-        let dl = self.held.dl();
+        let dl = self.dl.as_ref();
         Some(match kind {
             OpKind::Begin => {
                 let dl = dl?;
@@ -990,17 +935,14 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         match kind {
             OpKind::Write { offset, .. } => {
                 self.buf_busy = false;
-                if let Some(dl) = self.held.dl_mut() {
+                if let Some(dl) = self.dl.as_mut() {
                     let (chunk, size) = (dl.chunk(), dl.size());
                     dl.state.mark(offset, chunk, size);
                 }
                 self.push_op(OpKind::Persist);
             }
             OpKind::Persist => {
-                let complete = self
-                    .held
-                    .dl()
-                    .is_some_and(|d| d.state.is_complete(d.size()));
+                let complete = self.dl.is_some_and(|d| d.state.is_complete(d.size()));
                 if complete && self.state == State::Downloading && self.ops.is_empty() {
                     self.downloaded();
                 } else {
@@ -1030,11 +972,11 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         };
         self.push_event(Event::DownloadFailed(code));
         if failure.ends_wake() {
-            if let Some(dl) = self.held.dl() {
+            if let Some(dl) = self.dl.as_ref() {
                 self.report = Some((dl.image, Phase::Failed, code));
             }
             self.finish(self.config.fallback_sleep_secs, SleepReason::Failed);
-        } else if let Some(dl) = self.held.take_dl() {
+        } else if let Some(dl) = self.dl.take() {
             // This patch cannot be used: persisted, so the next check-in tells the server even
             // after a reset, and the server offers the whole image instead.
             self.fail_download(dl.image, dl.manifest.sequence, code);
@@ -1073,7 +1015,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     /// Every chunk is staged: a patch rebuilds the image first (again after a reset that cut a
     /// rebuild short), then the image's digest is checked from storage.
     fn downloaded(&mut self) {
-        if self.held.dl().is_some_and(|d| d.manifest.patch.is_some()) {
+        if self.dl.is_some_and(|d| d.manifest.patch.is_some()) {
             self.state = State::Verifying;
             self.window.clear();
             self.push_op(OpKind::Rebuild);
@@ -1090,7 +1032,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     }
 
     fn verify_next(&mut self, offset: u32) {
-        let Some(dl) = self.held.dl() else {
+        let Some(dl) = self.dl.as_ref() else {
             return;
         };
         let size = dl.manifest.image_size;
@@ -1109,7 +1051,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         let digest = Digest(hasher.finalize().into());
         let (image, manifest) = (dl.image, dl.manifest);
         if digest == manifest.digest {
-            if let Some(dl) = self.held.dl_mut() {
+            if let Some(dl) = self.dl.as_mut() {
                 dl.state.phase = ResumePhase::Staged;
             }
             self.push_op(OpKind::MarkStaged);
@@ -1129,7 +1071,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             } else {
                 ResultCode::INTEGRITY_FAILURE
             };
-            self.held.take_dl();
+            self.dl = None;
             self.push_event(Event::DownloadFailed(reason));
             self.fail_download(image, manifest.sequence, reason);
         }
