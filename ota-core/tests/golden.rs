@@ -218,3 +218,21 @@ fn stored_manifest_and_resume_state_layouts() {
     );
     assert_eq!(ResumeState::from_bytes(&state.to_bytes()), Ok(state));
 }
+
+#[test]
+fn the_longest_check_in_reply_is_max_reply_len() {
+    use ota_core::manifest::{SignedManifest, MAX_MANIFEST_BODY};
+    let body = [0xffu8; MAX_MANIFEST_BODY];
+    let offer = Message::CheckInReply(CheckInReply::Update {
+        image: ImageId(u32::MAX),
+        manifest: Some(SignedManifest {
+            body: &body,
+            signature: Signature([0xff; 64]),
+        }),
+        resume_from: u32::MAX,
+        urgency: Urgency::Forced,
+        next_check_in: u32::MAX,
+    });
+    let mut buf = [0u8; 512];
+    assert_eq!(encode(&offer, &mut buf).unwrap(), MAX_REPLY_LEN);
+}

@@ -238,3 +238,57 @@ fn a_receive_buffer_sized_for_the_device_narrows_the_chunks_it_asks_for() {
     assert_eq!(end.reason, SleepReason::Staged);
     assert_eq!(storage.staged(img.len()), img);
 }
+
+#[test]
+fn a_receive_buffer_too_small_for_an_offer_is_refused_before_anything_is_done() {
+    use ota_core::runtime::block::block_on;
+    use ota_core::runtime::{run_wake_in, Blocking, WakeError, WakeOptions, WIRE_CHUNK_OVERHEAD};
+    use ota_core::wire::MAX_REPLY_LEN;
+    use ota_test_support::sim::{SimClock, SimLink};
+
+    // Room for 128-byte chunks, but not for a check-in reply carrying a manifest.
+    let mut dev: Device<_, 128> = Device::new(bare_config(), verifier());
+    let img = image(2_000, 2);
+    let handler = handler(&img, 128);
+    let mut storage = MemStorage::new(16 * 1024);
+    let (mut up, mut down, mut rng) = (Pipe::default(), Pipe::default(), SimRng::new(5));
+    let clock = SimClock(std::cell::Cell::new(0));
+    let profile = LinkProfile::ideal(50);
+    let mut link = SimLink::new(&handler, &profile, &mut up, &mut down, &mut rng, &clock);
+    let mut rx = [0u8; 200];
+    let end = block_on(run_wake_in(
+        &mut dev,
+        &mut link,
+        &mut Blocking(&mut storage),
+        &clock,
+        WakeBudget::default(),
+        &WakeOptions::default(),
+        &mut rx,
+        |_| {},
+    ));
+    let need = MAX_REPLY_LEN + usize::from(WIRE_CHUNK_OVERHEAD);
+    assert!(matches!(end, Err(WakeError::ReceiveBuffer { len: 200, need: n }) if n == need));
+    // Nothing went out.
+    assert_eq!(dev.stats().bytes_sent, 0);
+}
+
+#[test]
+fn a_power_of_two_link_never_narrows_chunks_below_its_smallest_block() {
+    use ota_core::runtime::{LinkLimits, MIN_POW2_CHUNK};
+    let limits = LinkLimits {
+        max_chunk: 1024,
+        pow2_chunks: true,
+        overhead: 128,
+    };
+    let mut config = bare_config();
+    limits.apply_within(&mut config, 130);
+    assert_eq!(config.max_chunk, MIN_POW2_CHUNK);
+    limits.apply_within(&mut config, 128 + 700);
+    assert_eq!(
+        config.max_chunk, MIN_POW2_CHUNK,
+        "never widened past what it was"
+    );
+    let mut config = bare_config();
+    limits.apply_within(&mut config, 128 + 700);
+    assert_eq!(config.max_chunk, 512);
+}

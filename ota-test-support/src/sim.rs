@@ -499,5 +499,7 @@ where
         }),
         Err(WakeError::Storage(e)) => Err(SimError::Storage(e)),
         Err(WakeError::Link(steps)) => Err(SimError::Stuck(steps)),
+        // `run_wake`'s own buffer holds any reply.
+        Err(WakeError::ReceiveBuffer { .. }) => Err(SimError::Stuck(0)),
     }
 }

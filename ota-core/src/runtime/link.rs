@@ -10,12 +10,16 @@ use crate::wire::{Chunk, DigestPrefix};
 /// length, CRC), for links that carry the wire messages as they are.
 pub const WIRE_CHUNK_OVERHEAD: u16 = 32;
 
+/// The smallest chunk a power-of-two link carries (CoAP Block2's 16 bytes).
+pub const MIN_POW2_CHUNK: u16 = 16;
+
 /// What a link allows, so the device never accepts an offer it cannot fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkLimits {
     /// Largest chunk payload the link carries in one message.
     pub max_chunk: u16,
-    /// Chunk sizes must be powers of two (CoAP Block2: 16 to 1024).
+    /// Chunk sizes must be powers of two (CoAP Block2: 16 to 1024); never below
+    /// [`MIN_POW2_CHUNK`].
     pub pow2_chunks: bool,
     /// Most bytes a received message carries besides a chunk's payload (headers, options,
     /// tags): a receive buffer of `max_chunk + overhead` bytes holds any chunk message, and a
@@ -41,6 +45,8 @@ impl LinkLimits {
         if self.pow2_chunks {
             config.pow2_chunks = true;
             config.max_chunk = 1 << (15 - config.max_chunk.leading_zeros());
+            // Block2's smallest block: a device that announced less could fetch nothing.
+            config.max_chunk = config.max_chunk.max(MIN_POW2_CHUNK);
         }
     }
 }

@@ -38,7 +38,8 @@ pub use clock::{with_deadline, yield_now, Clock, TimedOut};
 #[cfg(feature = "embassy-time")]
 pub use embassy_time::EmbassyClock;
 pub use link::{
-    Incoming, Link, LinkError, LinkLimits, OpenContext, Opened, Session, WIRE_CHUNK_OVERHEAD,
+    Incoming, Link, LinkError, LinkLimits, OpenContext, Opened, Session, MIN_POW2_CHUNK,
+    WIRE_CHUNK_OVERHEAD,
 };
 pub use storage::{Blocking, Storage};
 pub use wake::{run_wake, run_wake_in, WakeEnd, WakeError, WakeOptions, RX};

@@ -50,6 +50,17 @@ pub enum WakeError<L: core::fmt::Debug, S: core::fmt::Debug> {
     /// Storage failed (the state machine was told, and reported it where it could).
     #[error("storage: {0:?}")]
     Storage(S),
+    /// The receive buffer given to [`run_wake_in`] cannot hold a check-in reply with its
+    /// manifest over this link; nothing was done.
+    #[error(
+        "a {len}-byte receive buffer cannot hold a check-in reply over this link ({need} bytes)"
+    )]
+    ReceiveBuffer {
+        /// The buffer's length.
+        len: usize,
+        /// [`crate::wire::MAX_REPLY_LEN`] and the link's overhead.
+        need: usize,
+    },
 }
 
 /// How an attempt to open a session went.
@@ -96,9 +107,11 @@ where
 }
 
 /// [`run_wake`] with messages received into `rx`, which a small device sizes for its chunks:
-/// the link's overhead ([`LinkLimits::overhead`](super::LinkLimits)) on top of the device's
-/// chunk buffer. The device then never asks for a chunk that would not fit: its largest chunk
-/// is narrowed to `rx` less that overhead.
+/// the link's overhead ([`LinkLimits::overhead`](super::LinkLimits)) on top of the larger of
+/// its chunk buffer and [`MAX_REPLY_LEN`](crate::wire::MAX_REPLY_LEN), the longest check-in
+/// reply (a smaller buffer ends the wake at once with [`WakeError::ReceiveBuffer`]). The
+/// device then never asks for a chunk that would not fit: its largest chunk is narrowed to
+/// `rx` less that overhead.
 // The eight arguments are run_wake's seven and the buffer.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_wake_in<V, const N: usize, const W: usize, L, S, C>(
@@ -153,6 +166,13 @@ impl<'r> Wake<'r> {
         C: Clock,
     {
         let w = self;
+        let need = crate::wire::MAX_REPLY_LEN + usize::from(link.limits().overhead);
+        if w.rx.len() < need {
+            return Err(WakeError::ReceiveBuffer {
+                len: w.rx.len(),
+                need,
+            });
+        }
         let persisted = storage.load().await.map_err(WakeError::Storage)?;
         dev.restore(persisted);
         link.limits().apply_within(dev.config_mut(), w.rx.len());

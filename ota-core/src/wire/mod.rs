@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 pub use checkin::{Capabilities, CheckIn, LastOutcome, ResumeHint, RunningFirmware, WakeBudget};
 pub use chunk::{Chunk, ChunkRequest, MAX_CHUNK_PAYLOAD};
 pub use device_id::{check_device_id, is_id_byte, DeviceIdError, MAX_DEVICE_ID};
-pub use reply::{CheckInReply, DeferReason, Urgency};
+pub use reply::{CheckInReply, DeferReason, Urgency, MAX_REPLY_LEN};
 pub use report::{Phase, Report};
 pub use types::{Crc32, Digest, DigestPrefix, ImageId, ResultCode, Signature, Version};
 

@@ -5,6 +5,11 @@ use serde::{Deserialize, Serialize};
 use super::types::ImageId;
 use crate::manifest::SignedManifest;
 
+/// The longest check-in reply, encoded: an offer carrying the longest signed manifest
+/// ([`crate::manifest::MAX_MANIFEST_BODY`] and its signature), every number at its longest.
+/// A device's receive buffer holds at least this and its link's framing.
+pub const MAX_REPLY_LEN: usize = 230;
+
 /// Server → device: the one answer to a check-in.
 ///
 /// `UpToDate` with a one-hour next check-in is 9 bytes on the wire, envelope and CRC included.
