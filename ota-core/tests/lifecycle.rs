@@ -205,59 +205,33 @@ fn blocks_from_memory_images_share_the_image() {
     assert_eq!(&*first.bytes, &image[..]);
 }
 
-#[test]
-fn a_receive_buffer_sized_for_the_device_narrows_the_chunks_it_asks_for() {
+/// One wake of `dev` over an ideal simulated link, its messages received into a buffer of
+/// `RX` bytes (`run_wake_in`), against a server of `img` in `chunk`-byte chunks; the wake's end
+/// and what storage staged.
+fn wake_in<const N: usize, const RX: usize>(
+    dev: &mut Device<ota_core::manifest::Ed25519Verifier, N>,
+    img: &[u8],
+    chunk: u16,
+) -> (
+    Result<
+        ota_core::runtime::WakeEnd,
+        ota_core::runtime::WakeError<usize, ota_test_support::mem::MemError>,
+    >,
+    Vec<u8>,
+) {
     use ota_core::runtime::block::block_on;
-    use ota_core::runtime::{run_wake_in, Blocking, WakeOptions, WIRE_CHUNK_OVERHEAD};
+    use ota_core::runtime::{run_wake_in, Blocking, WakeOptions};
     use ota_test_support::sim::{SimClock, SimLink};
 
-    // A device with room for 1 KiB chunks but a 600-byte receive buffer: a 1 KiB chunk
-    // message would not fit, so it must never invite one.
-    let mut dev: Device<_, 1024> = Device::new(bare_config(), verifier());
-    let img = image(6_000, 2);
-    let handler = handler(&img, 512);
+    let handler = handler(img, chunk);
     let mut storage = MemStorage::new(16 * 1024);
     let (mut up, mut down, mut rng) = (Pipe::default(), Pipe::default(), SimRng::new(5));
     let clock = SimClock(std::cell::Cell::new(0));
     let profile = LinkProfile::ideal(50);
     let mut link = SimLink::new(&handler, &profile, &mut up, &mut down, &mut rng, &clock);
-    let mut rx = [0u8; 600];
+    let mut rx = [0u8; RX];
     let end = block_on(run_wake_in(
-        &mut dev,
-        &mut link,
-        &mut Blocking(&mut storage),
-        &clock,
-        WakeBudget::default(),
-        &WakeOptions::default(),
-        &mut rx,
-        |_| {},
-    ))
-    .unwrap();
-    assert_eq!(dev.config().max_chunk, 600 - WIRE_CHUNK_OVERHEAD);
-    // Chunks of 512 bytes fit, and the image stages through the small buffer.
-    assert_eq!(end.reason, SleepReason::Staged);
-    assert_eq!(storage.staged(img.len()), img);
-}
-
-#[test]
-fn a_receive_buffer_too_small_for_an_offer_is_refused_before_anything_is_done() {
-    use ota_core::runtime::block::block_on;
-    use ota_core::runtime::{run_wake_in, Blocking, WakeError, WakeOptions, WIRE_CHUNK_OVERHEAD};
-    use ota_core::wire::MAX_REPLY_LEN;
-    use ota_test_support::sim::{SimClock, SimLink};
-
-    // Room for 128-byte chunks, but not for a check-in reply carrying a manifest.
-    let mut dev: Device<_, 128> = Device::new(bare_config(), verifier());
-    let img = image(2_000, 2);
-    let handler = handler(&img, 128);
-    let mut storage = MemStorage::new(16 * 1024);
-    let (mut up, mut down, mut rng) = (Pipe::default(), Pipe::default(), SimRng::new(5));
-    let clock = SimClock(std::cell::Cell::new(0));
-    let profile = LinkProfile::ideal(50);
-    let mut link = SimLink::new(&handler, &profile, &mut up, &mut down, &mut rng, &clock);
-    let mut rx = [0u8; 200];
-    let end = block_on(run_wake_in(
-        &mut dev,
+        dev,
         &mut link,
         &mut Blocking(&mut storage),
         &clock,
@@ -266,6 +240,33 @@ fn a_receive_buffer_too_small_for_an_offer_is_refused_before_anything_is_done() 
         &mut rx,
         |_| {},
     ));
+    (end, storage.staged(img.len()))
+}
+
+#[test]
+fn a_receive_buffer_sized_for_the_device_narrows_the_chunks_it_asks_for() {
+    // A device with room for 1 KiB chunks but a 600-byte receive buffer: a 1 KiB chunk
+    // message would not fit, so it must never invite one.
+    let mut dev: Device<_, 1024> = Device::new(bare_config(), verifier());
+    let img = image(6_000, 2);
+    let (end, staged) = wake_in::<1024, 600>(&mut dev, &img, 512);
+    assert_eq!(
+        dev.config().max_chunk,
+        600 - ota_core::runtime::WIRE_CHUNK_OVERHEAD
+    );
+    // Chunks of 512 bytes fit, and the image stages through the small buffer.
+    assert_eq!(end.unwrap().reason, SleepReason::Staged);
+    assert_eq!(staged, img);
+}
+
+#[test]
+fn a_receive_buffer_too_small_for_an_offer_is_refused_before_anything_is_done() {
+    use ota_core::runtime::{WakeError, WIRE_CHUNK_OVERHEAD};
+    use ota_core::wire::MAX_REPLY_LEN;
+
+    // Room for 128-byte chunks, but not for a check-in reply carrying a manifest.
+    let mut dev: Device<_, 128> = Device::new(bare_config(), verifier());
+    let (end, _) = wake_in::<128, 200>(&mut dev, &image(2_000, 2), 128);
     let need = MAX_REPLY_LEN + usize::from(WIRE_CHUNK_OVERHEAD);
     assert!(matches!(end, Err(WakeError::ReceiveBuffer { len: 200, need: n }) if n == need));
     // Nothing went out.
