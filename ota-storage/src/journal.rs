@@ -244,8 +244,11 @@ impl Journal {
         rec: &Record,
         after: &Snapshot,
     ) -> Result<(), JournalError<F::Error>> {
-        self.append(flash, after, &|b: &mut [u8; MAX_RECORD]| rec.encode(b))
-            .await
+        let after = |i: Option<usize>, b: &mut [u8; MAX_RECORD]| match i {
+            None => rec.encode(b),
+            Some(i) => after.record(i).map_or(0, |r| r.encode(b)),
+        };
+        self.append(flash, &after).await
     }
 
     /// [`Journal::commit`] of the record of `kind` that `after` ends with
@@ -258,23 +261,58 @@ impl Journal {
         after: &Snapshot,
         kind: RecordKind,
     ) -> Result<(), JournalError<F::Error>> {
-        let encode = |b: &mut [u8; MAX_RECORD]| after.last(kind).map_or(0, |r| r.encode(b));
-        self.append(flash, after, &encode).await
+        let after = |i: Option<usize>, b: &mut [u8; MAX_RECORD]| {
+            let rec = match i {
+                None => after.last(kind),
+                Some(i) => after.record(i),
+            };
+            rec.map_or(0, |r| r.encode(b))
+        };
+        self.append(flash, &after).await
     }
 
-    /// Appends what `encode` encodes, or rotates to a sector holding `after` whole.
+    /// [`Journal::commit`] of the record `make` builds onto `before`, for a caller that keeps
+    /// neither the record nor the snapshot after it: each piece programmed is encoded from
+    /// them again on the stack, so the future holds only the two references (a snapshot and a
+    /// record took 530 bytes of every storage future). The caller applies the record to its
+    /// snapshot once this returns `Ok`.
+    pub async fn commit_onto<F: NorFlash>(
+        &mut self,
+        flash: &mut F,
+        before: &Snapshot,
+        make: &dyn Fn() -> Record,
+    ) -> Result<(), JournalError<F::Error>> {
+        let after = |i: Option<usize>, b: &mut [u8; MAX_RECORD]| {
+            let rec = make();
+            match i {
+                None => rec.encode(b),
+                Some(i) => {
+                    let mut after = *before;
+                    after.apply(&rec);
+                    after.record(i).map_or(0, |r| r.encode(b))
+                }
+            }
+        };
+        self.append(flash, &after).await
+    }
+
+    /// Appends the new record, or rotates to a sector holding the snapshot after it whole.
+    /// After a failed write the next commit rotates: the torn record is never written over.
     async fn append<F: NorFlash>(
         &mut self,
         flash: &mut F,
-        after: &Snapshot,
-        encode: Encode<'_>,
+        after: After<'_>,
     ) -> Result<(), JournalError<F::Error>> {
-        let size = rec_size::<F>(encoded_len(encode));
+        let encode = |b: &mut [u8; MAX_RECORD]| after(None, b);
+        let size = rec_size::<F>(encoded_len(&encode));
         if self.rotate || self.append + size > self.sector_size {
             return self.rotate(flash, after).await;
         }
         let at = self.base + self.current * self.sector_size + self.append;
-        program::<F>(flash, at, encode).await?;
+        if let Err(e) = program::<F>(flash, at, &encode).await {
+            self.rotate = true;
+            return Err(e);
+        }
         self.append += size;
         Ok(())
     }
@@ -282,7 +320,7 @@ impl Journal {
     async fn rotate<F: NorFlash>(
         &mut self,
         flash: &mut F,
-        snap: &Snapshot,
+        after: After<'_>,
     ) -> Result<(), JournalError<F::Error>> {
         // Never the current sector: its records stay readable until the new header lands.
         let next = (self.current + 1) % self.sectors;
@@ -293,7 +331,7 @@ impl Journal {
             .map_err(JournalError::Flash)?;
         let mut at = start + rec_size::<F>(14);
         for i in 0..Snapshot::RECORDS {
-            let encode = |b: &mut [u8; MAX_RECORD]| snap.record(i).map_or(0, |r| r.encode(b));
+            let encode = |b: &mut [u8; MAX_RECORD]| after(Some(i), b);
             let n = encoded_len(&encode);
             if n == 0 {
                 continue;
@@ -325,6 +363,11 @@ impl Journal {
 /// a type parameter: one copy of the programming code serves every record, where a parameter
 /// made one per caller (2.6 KB of flash).
 type Encode<'a> = &'a dyn Fn(&mut [u8; MAX_RECORD]) -> usize;
+
+/// Encodes, from the snapshot after a commit, the commit's record (`None`) or record `i` of
+/// those that rebuild it whole in a rotation (`Some(i)`, [`Snapshot::record`]); its length, 0
+/// if there is none.
+type After<'a> = &'a dyn Fn(Option<usize>, &mut [u8; MAX_RECORD]) -> usize;
 
 /// Bytes `encode` writes (encoded on this call's stack, not kept in a caller's future).
 fn encoded_len(encode: Encode<'_>) -> usize {

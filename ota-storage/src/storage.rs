@@ -226,34 +226,35 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
         self.flash
     }
 
-    /// Journals `rec`. Not an `async fn`: the record is applied before the future exists, and
-    /// the future keeps only the snapshot after it, from which the journal derives the record
-    /// again as it writes it ([`Journal::commit_last`]). A record that cannot be derived again
-    /// (progress with no download) changes nothing, and nothing is written.
-    pub(crate) fn commit(
+    /// Journals the record `make` builds, then applies it to the snapshot (not on error: the
+    /// snapshot stays what the flash is known to hold). The future keeps neither the record
+    /// nor a snapshot: the journal builds them again for each piece it programs
+    /// ([`Journal::commit_onto`]). A record that changes nothing (progress with no download)
+    /// is not written.
+    pub(crate) async fn commit(
         &mut self,
-        rec: Record,
-    ) -> impl core::future::Future<Output = Result<(), StorageError<F::Error>>> + '_ {
-        let mut after = self.snap;
-        after.apply(&rec);
-        let kind = RecordKind::of(&rec);
-        let write = after.last(kind) == Some(rec);
-        async move {
-            if write {
-                self.journal
-                    .commit_last(&mut self.flash, &after, kind)
-                    .await?;
-            }
-            self.snap = after;
-            Ok(())
+        make: &dyn Fn() -> Record,
+    ) -> Result<(), StorageError<F::Error>> {
+        let changes = {
+            let rec = make();
+            let mut after = self.snap;
+            after.apply(&rec);
+            after.last(RecordKind::of(&rec)) == Some(rec)
+        };
+        if changes {
+            self.journal
+                .commit_onto(&mut self.flash, &self.snap, make)
+                .await?;
         }
+        self.snap.apply(&make());
+        Ok(())
     }
 
     pub(crate) async fn set_state(
         &mut self,
         state: UpdateState,
     ) -> Result<(), StorageError<F::Error>> {
-        self.commit(Record::State(state)).await
+        self.commit(&|| Record::State(state)).await
     }
 
     fn erase_size() -> u32 {
@@ -345,7 +346,7 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
                     rolled = forget_sector(rolled, chunk, sector, e);
                     sector += e;
                 }
-                self.commit(Record::Progress {
+                self.commit(&|| Record::Progress {
                     image: rolled.image,
                     next_offset: rolled.next_offset,
                     ahead: rolled.ahead,
@@ -492,7 +493,7 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
                 return Err(StorageError::PatchSource);
             }
         }
-        self.commit(Record::Begin {
+        self.commit(&|| Record::Begin {
             state: *state,
             manifest: *manifest,
         })
@@ -523,7 +524,7 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
 
     /// See `ota_core::storage::StorageOp::Persist`.
     pub async fn persist(&mut self, state: &ResumeState) -> Result<(), StorageError<F::Error>> {
-        self.commit(Record::Progress {
+        self.commit(&|| Record::Progress {
             image: state.image,
             next_offset: state.next_offset,
             ahead: state.ahead,
@@ -584,7 +585,7 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
             StorageOp::MarkStaged(state) => self.mark_staged(&state).await,
             StorageOp::Abandon => self.abandon().await,
             StorageOp::SetOutcome(o) => self.set_outcome(o).await,
-            StorageOp::Rebuild { patch, image_size } => self.rebuild(&patch, image_size).await,
+            StorageOp::Rebuild { patch, image_size } => self.rebuild(patch, image_size).await,
         }
     }
 
@@ -596,7 +597,7 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
     /// See `ota_core::storage::CounterStore::store_counter`.
     pub async fn store_counter(&mut self, value: u64) -> Result<(), StorageError<F::Error>> {
         if value != self.snap.counter {
-            self.commit(Record::Counter(value)).await?;
+            self.commit(&|| Record::Counter(value)).await?;
         }
         Ok(())
     }
