@@ -65,8 +65,9 @@ pub enum StorageOp<'a> {
     /// it must start over and end the same. Failures: [`StorageFailure::PatchSource`],
     /// [`StorageFailure::Patch`].
     Rebuild {
-        /// The patch, from the verified manifest.
-        patch: PatchInfo,
+        /// The patch, from the verified manifest (borrowed, as the manifest of
+        /// [`StorageOp::Begin`] is: an operation is carried out while the device waits).
+        patch: &'a PatchInfo,
         /// Size of the image it rebuilds.
         image_size: u32,
     },
@@ -147,7 +148,7 @@ pub trait UpdateStorage {
             StorageOp::MarkStaged(state) => self.mark_staged(&state),
             StorageOp::Abandon => self.abandon(),
             StorageOp::SetOutcome(o) => self.set_outcome(o),
-            StorageOp::Rebuild { patch, image_size } => self.rebuild(&patch, image_size),
+            StorageOp::Rebuild { patch, image_size } => self.rebuild(patch, image_size),
         }
     }
 }

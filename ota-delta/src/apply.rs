@@ -154,9 +154,39 @@ impl Applier {
         Ok(self.progress())
     }
 
+    /// [`Applier::feed`] for a caller that keeps only the [`State`] between chunks, as an async
+    /// rebuild does across its flash reads: the work buffer is on the stack for this call
+    /// alone, not kept beside the state. On error `state` stays as it was.
+    pub fn feed_state<O, N>(
+        state: &mut State,
+        source: Source,
+        capacity: u32,
+        chunk: &[u8],
+        old: &mut O,
+        new: &mut N,
+    ) -> Result<Progress, ApplyError<O::Error>>
+    where
+        O: OldImage + ?Sized,
+        N: NewImage<Error = O::Error> + ?Sized,
+    {
+        let mut applier = Applier {
+            state: *state,
+            source,
+            capacity,
+            buf: [0; BUF_LEN],
+        };
+        let progress = applier.feed(chunk, old, new)?;
+        *state = applier.state;
+        Ok(progress)
+    }
+
     /// Checks that the whole patch was fed and NEW's CRC-32 is the header's; returns NEW's size.
     pub fn finish<E>(&self) -> Result<u32, ApplyError<E>> {
-        let s = &self.state;
+        Self::finish_state(&self.state)
+    }
+
+    /// [`Applier::finish`] of a patch fed with [`Applier::feed_state`].
+    pub fn finish_state<E>(s: &State) -> Result<u32, ApplyError<E>> {
         if s.phase != Phase::Done {
             return Err(ApplyError::Truncated {
                 consumed: s.consumed,

@@ -290,7 +290,7 @@ mod patch {
         assert_eq!(s.state(), UpdateState::Downloading);
         let before = s.flash().ops();
         s.apply(StorageOp::Rebuild {
-            patch: p,
+            patch: &p,
             image_size: new.len() as u32,
         })
         .unwrap();
@@ -373,7 +373,7 @@ mod patch {
             download(&mut s, &manifest(&new, pb, 64), &bad, 64);
             let e = s
                 .apply(StorageOp::Rebuild {
-                    patch: pb,
+                    patch: &pb,
                     image_size: new.len() as u32,
                 })
                 .unwrap_err();

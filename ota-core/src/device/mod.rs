@@ -916,7 +916,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             OpKind::Rebuild => {
                 let dl = dl?;
                 StorageOp::Rebuild {
-                    patch: dl.manifest.patch?,
+                    patch: dl.manifest.patch.as_ref()?,
                     image_size: dl.manifest.image_size,
                 }
             }

@@ -184,7 +184,8 @@ async fn digest_of<F: NorFlash>(
     len: u32,
 ) -> Result<[u8; 32], StorageError<F::Error>> {
     let mut hasher = Sha256::new();
-    let mut buf = [0u8; 128];
+    // As small as the journal's pieces: it sits in every storage future that hashes.
+    let mut buf = [0u8; 64];
     let mut done = 0u32;
     while done < len {
         let n = (len - done).min(buf.len() as u32);
@@ -241,20 +242,20 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
         if self.snap.state != UpdateState::Downloading {
             return Err(StorageError::WrongState(self.snap.state));
         }
-        let place = match self.patch_place() {
-            Some(p) if p.info == *patch && p.image_size == image_size => p,
+        let e = F::ERASE_SIZE as u32;
+        // Where the patch lies and where the image will end, not the whole place: only these
+        // two numbers are kept across the reads below.
+        let (base, head) = match self.patch_place() {
+            Some(p) if p.info == *patch && p.image_size == image_size => (p.base, p.head_end(e)),
             _ => return Err(StorageError::Patch(PatchError::NotStaged)),
         };
         let slot = self.layout.dfu.offset;
-        let staged = digest_of(&mut self.flash, slot + place.base, patch.size).await?;
-        if staged != patch.digest.0 {
+        if digest_of(&mut self.flash, slot + base, patch.size).await? != patch.digest.0 {
             return Err(StorageError::Patch(PatchError::Digest));
         }
         if !self.runs_source_of(patch).await? {
             return Err(StorageError::PatchSource);
         }
-        let e = F::ERASE_SIZE as u32;
-        let head = place.head_end(e);
         let mut at = 0;
         while at < head {
             self.flash
@@ -263,7 +264,7 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
                 .map_err(StorageError::Flash)?;
             at += e;
         }
-        Ok((place.base, head))
+        Ok((base, head))
     }
 
     /// Feeds the staged patch (at `base` in the slot) through the applier, writing the image
@@ -276,11 +277,13 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
         head: u32,
     ) -> Result<(), StorageError<F::Error>> {
         let slot = self.layout.dfu.offset;
-        let source = Source {
+        let source = || Source {
             len: patch.source_size,
             sha256: patch.source_digest.0,
         };
-        let mut applier = Applier::new(source, image_size);
+        // Only the applier's state lives across the flash reads: its work buffer is scratch
+        // within one piece, on the stack ([`Applier::feed_state`]), not in this future.
+        let mut state = Applier::new(source(), image_size).state();
         let mut new = NewState {
             base: slot,
             limit: head,
@@ -307,8 +310,7 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
                 flash: &flash,
                 st: &mut new,
             };
-            applier
-                .feed(chunk, &mut old, &mut new)
+            Applier::feed_state(&mut state, source(), image_size, chunk, &mut old, &mut new)
                 .map_err(apply_failure)?;
             fed += n;
         }
@@ -323,7 +325,7 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
                 .await
                 .map_err(StorageError::Flash)?;
         }
-        let rebuilt = applier.finish().map_err(apply_failure)?;
+        let rebuilt = Applier::finish_state(&state).map_err(apply_failure)?;
         if rebuilt != image_size {
             return Err(StorageError::Patch(PatchError::Size {
                 rebuilt,
