@@ -236,3 +236,56 @@ fn the_longest_check_in_reply_is_max_reply_len() {
     let mut buf = [0u8; 512];
     assert_eq!(encode(&offer, &mut buf).unwrap(), MAX_REPLY_LEN);
 }
+
+/// A check-in with every field present and at its longest; nothing a device sends is longer.
+#[test]
+fn the_longest_device_message_is_max_sent_len() {
+    let id = [b'a'; MAX_DEVICE_ID];
+    let longest = Message::CheckIn(CheckIn {
+        device_id: &id,
+        vendor: u32::MAX,
+        class: u32::MAX,
+        running: RunningFirmware {
+            version: Version {
+                major: u16::MAX,
+                minor: u16::MAX,
+                patch: u16::MAX,
+            },
+            digest: DigestPrefix([0xff; 8]),
+            sequence: u32::MAX,
+        },
+        last: LastOutcome::RolledBack {
+            sequence: u32::MAX,
+            reason: ResultCode(u8::MAX),
+        },
+        resume: Some(ResumeHint {
+            manifest: DigestPrefix([0xff; 8]),
+            next_offset: u32::MAX,
+        }),
+        caps: Capabilities {
+            max_chunk: u16::MAX,
+            window: u8::MAX,
+        },
+        budget: Some(WakeBudget {
+            bytes: Some(u32::MAX),
+            millis: Some(u32::MAX),
+        }),
+    });
+    let report = Message::Report(Report {
+        device_id: &id,
+        image: ImageId(u32::MAX),
+        phase: Phase::RolledBack,
+        result: ResultCode(u8::MAX),
+    });
+    let request = Message::ChunkRequest(ChunkRequest {
+        image: ImageId(u32::MAX),
+        offset: u32::MAX,
+        len: u16::MAX,
+    });
+    let mut buf = [0u8; 512];
+    assert_eq!(encode(&longest, &mut buf).unwrap(), MAX_SENT_LEN);
+    assert!(encode(&report, &mut buf).unwrap() < MAX_SENT_LEN);
+    assert!(encode(&request, &mut buf).unwrap() < MAX_SENT_LEN);
+    // The device's own encoder agrees: one byte less and the check-in does not fit.
+    assert!(encode(&longest, &mut buf[..MAX_SENT_LEN - 1]).is_err());
+}

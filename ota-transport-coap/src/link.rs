@@ -13,7 +13,7 @@ use ota_core::runtime::{
 };
 use ota_core::storage::{CounterStore, UpdateStorage};
 use ota_core::time::Instant;
-use ota_core::wire::WakeBudget;
+use ota_core::wire::{WakeBudget, MAX_SENT_LEN};
 
 use crate::framing::{CoapFraming, Parsed, EXCHANGES};
 
@@ -24,9 +24,9 @@ pub const LIMITS: LinkLimits = LinkLimits {
     overhead: OVERHEAD,
 };
 
-/// The largest request: the largest message the wake loop hands over (256 bytes; a check-in
-/// is under 100) and its CoAP and OSCORE framing.
-const TX: usize = 256 + OVERHEAD as usize;
+/// The largest request: the largest message a device sends ([`MAX_SENT_LEN`]) and its CoAP
+/// and OSCORE framing (`tests/overhead.rs` frames it with a 5-byte OSCORE sequence number).
+const TX: usize = MAX_SENT_LEN + OVERHEAD as usize;
 
 /// Most bytes a block response carries besides the block: header, token, options (ETag,
 /// Block2, Size2, Max-Age, Content-Format) and OSCORE's option, inner header and tag come to

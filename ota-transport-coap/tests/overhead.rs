@@ -176,3 +176,42 @@ fn oscore_block_exchange_overhead() {
     assert!(sealed.0 - plain.0 <= 16, "request overhead");
     assert!(sealed.1 - plain.1 <= 11, "response overhead");
 }
+
+/// The link's send buffer holds the longest message a device sends with its CoAP framing, in
+/// plain CoAP and with OSCORE at a 5-byte sequence number (the longest partial IV).
+#[test]
+fn the_longest_request_fits_the_links_send_buffer() {
+    use ota_core::device::Sent;
+    use ota_core::wire::MAX_SENT_LEN;
+    use ota_oscore::SecurityContext;
+    use ota_transport_coap::link::OVERHEAD;
+    use ota_transport_coap::CoapFraming;
+    let msg = [0xa5u8; MAX_SENT_LEN];
+    let mut lens = Vec::new();
+    for secure in [false, true] {
+        let mut framing = CoapFraming::new(0xffff_ffff);
+        if secure {
+            let ctx = SecurityContext::derive(&[3; 16], &[4; 8], &[0x01, 0x2c], &[]).unwrap();
+            framing = framing.secure(ctx);
+            let late = (1u64 << 40) - 100_000;
+            framing.restore_sequence(late);
+            framing.sequence_reserved(late + 50_000);
+        }
+        let mut buf = [0u8; 1024];
+        let n = framing
+            .frame(Sent::CheckIn, &msg, &mut buf)
+            .expect("the check-in is framed");
+        lens.push(n);
+    }
+    println!(
+        "longest request: {} B payload, {} B plain, {} B with OSCORE; room {} B",
+        MAX_SENT_LEN,
+        lens[0],
+        lens[1],
+        MAX_SENT_LEN + usize::from(OVERHEAD)
+    );
+    assert!(lens[1] > lens[0], "OSCORE adds bytes");
+    assert!(lens
+        .iter()
+        .all(|&n| n <= MAX_SENT_LEN + usize::from(OVERHEAD)));
+}

@@ -273,8 +273,8 @@ impl<'r> Wake<'r> {
     }
 }
 
-/// Largest message a device sends (a check-in is under 100 bytes).
-const TX: usize = 256;
+/// Largest message a device sends.
+const TX: usize = crate::wire::MAX_SENT_LEN;
 /// The receive buffer [`run_wake`] keeps: a 1 KiB chunk and its framing.
 pub const RX: usize = 1280;
 

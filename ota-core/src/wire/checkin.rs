@@ -4,6 +4,11 @@ use serde::{Deserialize, Serialize};
 
 use super::types::{DigestPrefix, ResultCode, Version};
 
+/// The longest message a device sends, encoded: a check-in with a [`super::MAX_DEVICE_ID`]-byte
+/// id, an outcome, a resume hint and a budget, every number at its longest (a report is 46
+/// bytes, a chunk request 19). A device's send buffer holds this.
+pub const MAX_SENT_LEN: usize = 109;
+
 /// Device → server: "this is what I run; is anything waiting for me?"
 ///
 /// A typical check-in (8-byte id, no download in progress, no budget) is 35 bytes on the wire,

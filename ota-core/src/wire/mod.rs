@@ -31,7 +31,9 @@ mod types;
 
 use serde::{Deserialize, Serialize};
 
-pub use checkin::{Capabilities, CheckIn, LastOutcome, ResumeHint, RunningFirmware, WakeBudget};
+pub use checkin::{
+    Capabilities, CheckIn, LastOutcome, ResumeHint, RunningFirmware, WakeBudget, MAX_SENT_LEN,
+};
 pub use chunk::{Chunk, ChunkRequest, MAX_CHUNK_PAYLOAD};
 pub use device_id::{check_device_id, is_id_byte, DeviceIdError, MAX_DEVICE_ID};
 pub use reply::{CheckInReply, DeferReason, Urgency, MAX_REPLY_LEN};
