@@ -12,8 +12,11 @@ use embassy_time::{with_timeout, Duration, Instant, Timer};
 use heapless::Vec;
 use ota_transport_coap::link::AsyncDatagram;
 
+/// The largest datagram the radio carries.
+const MTU: usize = 640;
+
 /// One datagram in flight.
-type Datagram = Vec<u8, 640>;
+type Datagram = Vec<u8, MTU>;
 
 /// Requests in flight to the server, each with the time it arrives.
 static UP: Channel<CriticalSectionRawMutex, (Instant, Datagram), 8> = Channel::new();
@@ -65,10 +68,17 @@ pub struct TooLong;
 impl AsyncDatagram for Radio {
     type Error = TooLong;
 
+    // As embassy-net's `UdpSocket::send_to`: wait for room, then copy the datagram in. A
+    // future that built the datagram first would hold its 640 bytes while it waits.
     async fn send(&mut self, datagram: &[u8]) -> Result<(), TooLong> {
+        if datagram.len() > MTU {
+            return Err(TooLong);
+        }
+        core::future::poll_fn(|cx| UP.poll_ready_to_send(cx)).await;
         let d = Vec::from_slice(datagram).map_err(|_| TooLong)?;
-        UP.send((Instant::now() + ONE_WAY, d)).await;
-        Ok(())
+        // The device task is the one sender: the room it waited for is still there.
+        UP.try_send((Instant::now() + ONE_WAY, d))
+            .map_err(|_| TooLong)
     }
 
     async fn recv(&mut self, buf: &mut [u8], timeout_ms: u32) -> Result<Option<usize>, TooLong> {
