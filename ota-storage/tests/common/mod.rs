@@ -69,6 +69,9 @@ pub struct LifeStats {
     pub wakes: u32,
     pub accepted_payload: u64,
     pub cut_happened: bool,
+    /// The outcome the application saw and went on to report: once the storage forgets it
+    /// (`outcome_reported`), the server has seen it, and the life is over.
+    pub outcome: Option<End>,
 }
 
 pub fn layout(erase: u32, image_sectors: u32) -> Layout {
@@ -214,6 +217,18 @@ pub fn live<const W: usize, const E: usize>(
             (BootOutcome::Reverted { .. }, other) => panic!("revert left {other:?}"),
             (BootOutcome::Normal, _) => {}
         }
+        if let (Some(end), UpdateState::Idle) = (stats.outcome, storage.state()) {
+            // A cut hit the write that forgets the reported outcome, and that write landed: the
+            // server saw the outcome (that is when a device forgets it), and a real one would
+            // not offer the same release again. This harness's server would, so the life ends
+            // here, as it would have without the cut.
+            let which = active_image(storage.flash(), s);
+            match end {
+                End::Updated => assert_eq!(which, Some(true)),
+                End::RolledBack(_) => assert_eq!(which, Some(false)),
+            }
+            return (end, stats, storage.into_flash());
+        }
         match run_app(s, &mut storage, &handler, outcome, &mut stats, &mut now) {
             Ok(Some(end)) => {
                 let which = active_image(storage.flash(), s);
@@ -265,10 +280,12 @@ fn run_app<const W: usize, const E: usize>(
     loop {
         match storage.state() {
             UpdateState::Confirmed { .. } => {
+                stats.outcome = Some(End::Updated);
                 storage.outcome_reported().map_err(|_| ())?;
                 return Ok(Some(End::Updated));
             }
             UpdateState::Reverted { reason, .. } => {
+                stats.outcome = Some(End::RolledBack(reason));
                 storage.outcome_reported().map_err(|_| ())?;
                 return Ok(Some(End::RolledBack(reason)));
             }
