@@ -31,7 +31,7 @@ use ota_core::resume::ResumeState;
 use ota_core::storage::{Persisted, StorageFailure, StorageOp};
 use ota_core::wire::LastOutcome;
 
-use crate::journal::{Journal, JournalError, RecordKind, Snapshot};
+use crate::journal::{Journal, JournalError, Snapshot};
 use crate::layout::{Layout, LayoutError};
 use crate::patch::{PatchError, PatchPlace};
 use crate::record::Record;
@@ -229,18 +229,13 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
     /// Journals the record `make` builds, then applies it to the snapshot (not on error: the
     /// snapshot stays what the flash is known to hold). The future keeps neither the record
     /// nor a snapshot: the journal builds them again for each piece it programs
-    /// ([`Journal::commit_onto`]). A record that changes nothing (progress with no download)
-    /// is not written.
+    /// ([`Journal::commit_onto`]). The one record that changes nothing, progress with no
+    /// download, is not written.
     pub(crate) async fn commit(
         &mut self,
         make: &dyn Fn() -> Record,
     ) -> Result<(), StorageError<F::Error>> {
-        let changes = {
-            let rec = make();
-            let mut after = self.snap;
-            after.apply(&rec);
-            after.last(RecordKind::of(&rec)) == Some(rec)
-        };
+        let changes = self.snap.download.is_some() || !matches!(make(), Record::Progress { .. });
         if changes {
             self.journal
                 .commit_onto(&mut self.flash, &self.snap, make)
