@@ -500,7 +500,10 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
                 self.stats.retransmissions += 1;
                 (o.offset, o.len)
             }
-            _ => self.new_request(now)?,
+            _ => match self.new_request(now) {
+                Some(request) => request,
+                None => self.copy_request(now)?,
+            },
         };
         let n = wire::encode(
             &Message::ChunkRequest(ChunkRequest { image, offset, len }),
@@ -557,7 +560,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
 
     /// Opens a new request if the window, the image and the budget allow one.
     fn new_request(&mut self, now: Instant) -> Option<(u32, u16)> {
-        if !self.cc.allows_new(self.window.len()) {
+        if !self.cc.allows_new(self.window.in_flight()) {
             return None;
         }
         let dl = self.dl.as_mut()?;
@@ -594,6 +597,26 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         Some((offset, len))
     }
 
+    /// A copy of an outstanding request, for a slot of the window that nothing new may fill
+    /// (the image's last chunks are all asked for, or the resume bitmap's reach is): see
+    /// `Controller::on_copy`.
+    fn copy_request(&mut self, now: Instant) -> Option<(u32, u16)> {
+        if !self.cc.copies_allowed()
+            || !self.cc.allows_new(self.window.in_flight())
+            || self.dl.as_ref().is_none_or(|dl| dl.stopping)
+        {
+            return None;
+        }
+        let len = self.window.copy_candidate()?.len;
+        if !self.budget_allows(now, len) {
+            return None;
+        }
+        let o = self.window.copy_candidate()?;
+        self.cc.on_copy(now, o, &self.rtt, &self.config);
+        self.stats.retransmissions += 1;
+        Some((o.offset, o.len))
+    }
+
     /// Estimated radio bytes for one chunk request and its reply.
     fn exchange_cost(len: u16) -> u64 {
         // Request: envelope 2 + image 5 + offset 5 + len 3; reply: envelope 2 + image 5 +
@@ -612,7 +635,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
                 .window
                 .items
                 .iter()
-                .map(|o| Self::exchange_cost(o.len))
+                .map(|o| Self::exchange_cost(o.len) * (1 + u64::from(o.copies)))
                 .sum();
             if self.used_bytes() + in_flight + Self::exchange_cost(len) > u64::from(budget) {
                 return false;

@@ -23,6 +23,9 @@ pub(crate) struct Outstanding {
     pub corrupt: bool,
     /// Order of its latest send among all sends of the wake.
     pub order: u32,
+    /// Earlier sends still believed in flight beside the latest: 1 after a copy sent before
+    /// any sign of loss (see `Controller::on_copy`), 0 once a send is found lost.
+    pub copies: u8,
 }
 
 /// Requests in flight, at most `W` (the device's `WINDOW`, at most [`super::MAX_WINDOW`]).
@@ -32,8 +35,18 @@ pub(crate) struct Window<const W: usize> {
 }
 
 impl<const W: usize> Window<W> {
-    pub fn len(&self) -> usize {
-        self.items.len()
+    /// Sends believed in flight: one per request, and its copies.
+    pub fn in_flight(&self) -> usize {
+        self.items.iter().map(|o| 1 + usize::from(o.copies)).sum()
+    }
+
+    /// The request to copy when a slot would otherwise stay empty: the one sent longest ago
+    /// among those with no copy in flight.
+    pub fn copy_candidate(&mut self) -> Option<&mut Outstanding> {
+        self.items
+            .iter_mut()
+            .filter(|o| o.copies == 0)
+            .min_by_key(|o| o.order)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -63,6 +76,7 @@ impl<const W: usize> Window<W> {
                 backoff: 0,
                 corrupt: false,
                 order,
+                copies: 0,
             })
             .is_ok()
     }
