@@ -63,7 +63,7 @@
 //! | 600 ms | 0 % | 96 % | 96 % | 31 % |
 //! | 600 ms | 5 % | 97 % | 92 % | 27 % |
 //! | 600 ms | 15 % | 90 % | 38 % | 20 % |
-//! | 600 ms | 30 % | 78 % | 11 % | 14 % |
+//! | 600 ms | 30 % | 78 % | 11 % | 11 % |
 //! | 1200 ms | 0 % | 93 % | 93 % | 18 % |
 //! | 1200 ms | 5 % | 92 % | 80 % | 16 % |
 //! | 1200 ms | 15 % | 83 % | 21 % | 12 % |
@@ -71,6 +71,7 @@
 //!
 //! The copies of the tail moved 600 ms / 15 % from 89 to 90 %, 30 % from 76 to 78 %, and at
 //! 1200 ms 15 % from 82 to 83 %, 30 % from 60 to 62 %; 1200 ms / 5 % fell from 93 to 92 %.
+//! Stop-and-wait at 600 ms / 30 % fell from 14 to 11 % with the early resume; not looked into.
 //!
 //! What is left at 15-30 %, read from traces of single runs at 30 %:
 //! - **the check-in**: one request, nothing else to tell loss from silence, so its retries back
@@ -100,26 +101,26 @@
 //!
 //! | loss | awake | link busy | bytes / loss-adjusted minimum | final-group tail | best saving | its byte cost |
 //! |---|---|---|---|---|---|---|
-//! | 15 % | 125 s (6.8 wakes) | 78 % | 1.014 | 7.2 s | 3.6 s (2.8 %) | +5.1 KiB (+1.6 %) |
-//! | 30 % | 219 s (11.4 wakes) | 54 % | 1.015 | 5.2 s | 1.0 s (0.4 %) | +8.3 KiB (+2.2 %) |
+//! | 15 % | 115 s (6.2 wakes) | 85 % | 1.013 | 5.6 s | 2.0 s (1.7 %) | +5.1 KiB (+1.6 %) |
+//! | 30 % | 185 s (9.6 wakes) | 63 % | 1.008 | 10.3 s | 6.0 s (3.2 %) | +8.3 KiB (+2.2 %) |
 //!
-//! (Before the copies of the tail: 130 s, 8.8 s of tail, 5.2 s to save at 15 %; 222 s, 8.6 s,
-//! 4.3 s at 30 %. The copies took most of what repair chunks could have.)
+//! (Before the copies of the tail and the early resume (`Device`'s module docs): 130 s, 8.8 s
+//! of tail, 5.2 s to save at 15 %; 222 s, 8.6 s, 4.3 s at 30 %.)
 //!
 //! - **Bytes:** asking again already carries no more than the minimum any scheme needs (each
-//!   block's request repeated until request and response both get through): 1.014 and 1.015.
+//!   block's request repeated until request and response both get through): 1.013 and 1.008.
 //!   Repair chunks sent ahead are never all used, so they can only add.
 //! - **Awake time:** in a pull protocol every repair chunk needs a request, and a lost request
 //!   holds its window slot exactly as a lost chunk request does; a repair chunk in place of a
 //!   resent chunk is the same exchange. What repair chunks sent ahead can remove is the wait
 //!   for chunks lost at the very end of the image, when no later reply shows them lost: the
-//!   "best saving" column, the final group's time above its time at link rate, at most 3 % of
+//!   "best saving" column, the final group's time above its time at link rate, at most 3.2 % of
 //!   the awake time now that free slots in the tail carry copies, for the cost of enough repair chunks (`n` exchanges for the last 8
 //!   chunks, 99 % sure) to skip it. The idle link at 30 % is the check-ins' retries and the
 //!   window, neither of which repair chunks change.
 //! - **And the device:** decoding needs the group's chunks in RAM or read back from flash,
 //!   repair chunks a place in the staging slot and in the resume record, the server an encoder
-//!   per request. Not worth 0.4-3 % of the awake time.
+//!   per request. Not worth 2-3 % of the awake time.
 //!
 //! [`DeviceConfig::window`]: super::DeviceConfig::window
 

@@ -20,7 +20,7 @@
 //!
 //! | state | leaves on | to |
 //! |---|---|---|
-//! | idle | `wake` | checking in |
+//! | idle | `wake` | checking in (a restored download asks for chunks meanwhile) |
 //! | checking in | reply `UpToDate`/`Defer`/`Cancel`, link lost | asleep |
 //! | checking in | reply `Update`, manifest verified | downloading |
 //! | downloading | last chunk staged | verifying |
@@ -251,6 +251,9 @@ pub struct Device<V, const CHUNK: usize = 1024, const WINDOW: usize = MAX_WINDOW
     report: Option<(ImageId, Phase, ResultCode)>,
     events: Deque<Event, 8>,
     pending_sleep: Option<(u32, SleepReason)>,
+    /// Chunk writes still queued or running for a download the check-in reply did not confirm
+    /// (see [`Device::resume_early`]): their completions mark and persist nothing.
+    stale_writes: u8,
     stats: Stats,
 }
 
@@ -294,6 +297,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             report: None,
             events: Deque::new(),
             pending_sleep: None,
+            stale_writes: 0,
             stats: Stats::default(),
         }
     }
@@ -364,6 +368,75 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         self.op_in_flight = None;
         self.buf_busy = false;
         self.report = None;
+        self.stale_writes = 0;
+        self.window.clear();
+        self.resume_early();
+    }
+
+    /// A download left unfinished by an earlier wake goes on at once: its chunk requests go
+    /// out right after the check-in instead of a round trip later, and keep going while a lost
+    /// check-in is asked again. The stored manifest was verified before it was stored; it is
+    /// decoded here, checked against what this device takes, and verified in full when the
+    /// reply confirms the download (an offer of the same manifest), as any offer is. Any other
+    /// reply ends the download as it would have without this (see [`Device::on_reply`]). At most the chunks asked for before the reply are fetched for a
+    /// release the server no longer offers. Only under [`Congestion::LossTolerant`]; `Aimd`
+    /// keeps the earlier behaviour.
+    fn resume_early(&mut self) {
+        if self.config.congestion != Congestion::LossTolerant {
+            return;
+        }
+        let Some((state, stored)) = self.restored else {
+            return;
+        };
+        if state.phase != ResumePhase::Downloading {
+            return;
+        }
+        let Ok(manifest) = stored.as_signed().decode_verified() else {
+            return;
+        };
+        // What this build of the device can take (the full check runs at the reply).
+        let c = &self.config;
+        let fits = manifest.chunk_size > 0
+            && manifest.chunk_size <= c.max_chunk
+            && (!c.pow2_chunks || manifest.chunk_size.is_power_of_two())
+            && manifest.image_size <= c.staging_capacity;
+        if !fits || state.is_complete(manifest.transfer_size()) {
+            return;
+        }
+        self.dl = Some(Download {
+            image: state.image,
+            manifest,
+            stored,
+            state,
+            next_request: state.next_offset,
+            stopping: false,
+        });
+    }
+
+    /// The check-in reply did not confirm the download resumed early: forget it as this wake
+    /// knows it, keeping what storage holds as the download restored.
+    fn drop_early(&mut self) {
+        let Some(dl) = self.dl.take() else {
+            return;
+        };
+        self.window.clear();
+        self.restored = Some((dl.state, dl.stored));
+        let mut stale = u8::from(matches!(self.op_in_flight, Some(OpKind::Write { .. })));
+        for _ in 0..self.ops.len() {
+            if let Some(op) = self.ops.pop_front() {
+                match op {
+                    OpKind::Persist => {}
+                    OpKind::Write { .. } => {
+                        stale += 1;
+                        let _ = self.ops.push_back(op);
+                    }
+                    _ => {
+                        let _ = self.ops.push_back(op);
+                    }
+                }
+            }
+        }
+        self.stale_writes = stale;
     }
 
     fn profile(&self) -> DeviceProfile {
@@ -438,7 +511,12 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             });
         }
         match self.state {
-            State::CheckingIn => self.transmit_checkin(now, buf),
+            State::CheckingIn => match self.transmit_checkin(now, buf) {
+                Some(t) => Some(t),
+                // A download resumed early asks for chunks while the check-in is answered.
+                None if self.dl.is_some() => self.transmit_request(now, buf),
+                None => None,
+            },
             State::Downloading => self.transmit_request(now, buf),
             _ => None,
         }
@@ -684,6 +762,31 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             self.config.last_outcome = LastOutcome::None;
             self.push_op(OpKind::SetOutcome(LastOutcome::None));
         }
+        if let Some(early) = self.dl.as_ref().map(|d| d.state.manifest) {
+            // A download resumed early: an offer of the same manifest confirms it.
+            let confirms = match &reply {
+                CheckInReply::Update {
+                    manifest: Some(m), ..
+                } => m.digest() == early,
+                CheckInReply::Update { manifest: None, .. } => true,
+                _ => false,
+            };
+            // Verified again as any offer is; a manifest that no longer passes ends the
+            // download through the offer's own path, which reports why.
+            let verified = confirms && self.early_passes();
+            match reply {
+                CheckInReply::Update {
+                    image,
+                    urgency,
+                    next_check_in,
+                    ..
+                } if verified => {
+                    self.confirm_early(image, urgency, next_check_in);
+                    return Ok(());
+                }
+                _ => self.drop_early(),
+            }
+        }
         match reply {
             CheckInReply::UpToDate { next_check_in } => {
                 if self.restored.is_some() {
@@ -726,6 +829,50 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             }
         }
         Ok(())
+    }
+
+    /// True if the manifest of the download resumed early passes every check of an offer.
+    fn early_passes(&self) -> bool {
+        self.dl.as_ref().is_some_and(|d| {
+            d.stored
+                .as_signed()
+                .verify(&self.verifier, &self.profile())
+                .is_ok()
+        })
+    }
+
+    /// The reply offered the download resumed early: it goes on, as the download of this wake.
+    fn confirm_early(&mut self, image: ImageId, urgency: Urgency, next_check_in: u32) {
+        self.next_check_in = next_check_in;
+        self.restored = None;
+        let Some(dl) = self.dl.as_mut() else {
+            return;
+        };
+        if dl.image != image {
+            // The same image under another id: ask again under this one.
+            dl.image = image;
+            dl.state.image = image;
+            dl.next_request = dl.state.next_offset;
+            self.window.clear();
+        }
+        let (chunk, size) = (dl.chunk(), dl.size());
+        let complete = dl.state.is_complete(size);
+        let (version, resume_from) = (dl.manifest.version, dl.state.staged_bytes(chunk, size));
+        self.push_event(Event::UpdateOffered {
+            version,
+            size,
+            resume_from,
+            urgency,
+        });
+        self.state = State::Downloading;
+        if complete {
+            // Every chunk is written (marking follows the write); its reads queue behind
+            // whatever is still pending.
+            self.downloaded();
+        } else {
+            // The budget may have stopped new requests while the check-in was answered.
+            self.maybe_finish_stopped();
+        }
     }
 
     fn accept_offer(
@@ -819,7 +966,8 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         let Some(dl) = self.dl.as_ref() else {
             return Err(RecvError::Unexpected);
         };
-        if self.state != State::Downloading || chunk.image != dl.image {
+        let early = self.state == State::CheckingIn;
+        if !(self.state == State::Downloading || early) || chunk.image != dl.image {
             self.stats.duplicate_chunks += 1;
             return Err(RecvError::Unexpected);
         }
@@ -864,7 +1012,13 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     /// When [`Device::handle_timeout`] should next be called, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer = match self.state {
-            State::CheckingIn => self.checkin_sent.map(|_| self.checkin_due),
+            State::CheckingIn => {
+                let checkin = self.checkin_sent.map(|_| self.checkin_due);
+                match (checkin, self.window.earliest_due()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
             State::Downloading => self.window.earliest_due(),
             _ => None,
         };
@@ -958,6 +1112,11 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         match kind {
             OpKind::Write { offset, .. } => {
                 self.buf_busy = false;
+                if self.stale_writes > 0 {
+                    // Written for a download the reply did not confirm: not recorded.
+                    self.stale_writes -= 1;
+                    return;
+                }
                 if let Some(dl) = self.dl.as_mut() {
                     let (chunk, size) = (dl.chunk(), dl.size());
                     dl.state.mark(offset, chunk, size);

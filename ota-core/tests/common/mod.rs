@@ -6,6 +6,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod exact;
+
 use ota_core::host::{Handler, MemImages, OwnedManifest, SingleRelease};
 use ota_core::manifest::Manifest;
 use ota_core::wire::{DigestPrefix, ImageId, RunningFirmware, Version};

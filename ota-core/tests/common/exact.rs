@@ -1,0 +1,98 @@
+//! An exact link for tests about timing: every datagram arrives `ONE_WAY_MS` after it left,
+//! with no rate limit, and the link loses only the device's sends a test names.
+
+use ota_core::device::{Event, SleepReason};
+use ota_core::host::{DesiredState, Handler, MemImages, Peer};
+use ota_core::manifest::Ed25519Verifier;
+use ota_core::storage::UpdateStorage;
+use ota_core::wire::{self, Message, WakeBudget};
+use ota_core::{Device, Instant};
+use ota_test_support::MemStorage;
+
+/// One way, ms.
+pub const ONE_WAY_MS: u64 = 300;
+
+/// What the device sent: when, what (a chunk request's offset, or `None` for any other
+/// message), and whether the link lost it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Send {
+    pub at: u64,
+    pub offset: Option<u32>,
+    pub checkin: bool,
+    pub lost: bool,
+}
+
+type InFlight = Vec<(u64, Vec<u8>)>;
+
+/// Runs one wake of `dev` from `*now`; `lose(sends so far, this one)` says whether the link
+/// drops a send. Appends every send to `log`; returns why the wake ended and the replies
+/// still on their way when it did.
+pub fn wake<D: DesiredState>(
+    dev: &mut Device<Ed25519Verifier>,
+    storage: &mut MemStorage,
+    handler: &Handler<D, MemImages>,
+    now: &mut u64,
+    budget: WakeBudget,
+    log: &mut Vec<Send>,
+    lose: &dyn Fn(&[Send], &Send) -> bool,
+) -> SleepReason {
+    dev.restore_from(storage).unwrap();
+    dev.wake(Instant(*now), budget);
+    let (mut up, mut down): (InFlight, InFlight) = (vec![], vec![]);
+    let mut buf = [0u8; 256];
+    let drain = |dev: &mut Device<Ed25519Verifier>, storage: &mut MemStorage| {
+        while let Some(op) = dev.poll_storage() {
+            storage.apply(op).unwrap();
+            dev.storage_done(Ok(()));
+        }
+    };
+    for _ in 0..20_000 {
+        while let Some(t) = dev.poll_transmit(Instant(*now), &mut buf) {
+            let msg = buf[..t.len].to_vec();
+            let decoded = wire::decode(&msg).unwrap();
+            let mut send = Send {
+                at: *now,
+                offset: match decoded {
+                    Message::ChunkRequest(r) => Some(r.offset),
+                    _ => None,
+                },
+                checkin: matches!(decoded, Message::CheckIn(_)),
+                lost: false,
+            };
+            send.lost = lose(log, &send);
+            log.push(send);
+            if !send.lost {
+                up.push((*now + ONE_WAY_MS, msg));
+            }
+        }
+        drain(dev, storage);
+        while let Some(ev) = dev.poll_event() {
+            if let Event::Sleep { reason, .. } = ev {
+                return reason;
+            }
+        }
+        let next = up
+            .iter()
+            .chain(down.iter())
+            .map(|(t, _)| *t)
+            .chain(dev.poll_timeout().map(|t| t.0))
+            .min()
+            .expect("the device waits for something");
+        *now = (*now).max(next);
+        let (due, rest): (InFlight, InFlight) = up.into_iter().partition(|(t, _)| *t <= *now);
+        up = rest;
+        for (_, req) in due {
+            if let Ok(Some(reply)) = handler.handle(&req, Peer::Anonymous) {
+                down.push((*now + ONE_WAY_MS, reply));
+            }
+        }
+        let (due, rest): (InFlight, InFlight) = down.into_iter().partition(|(t, _)| *t <= *now);
+        down = rest;
+        for (_, msg) in due {
+            let _ = dev.handle_message(Instant(*now), &msg);
+            drain(dev, storage);
+        }
+        dev.handle_timeout(Instant(*now));
+    }
+    panic!("the wake did not end");
+}

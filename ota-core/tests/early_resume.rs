@@ -1,0 +1,200 @@
+//! A wake that resumes a download asks for its chunks right after the check-in, not a round
+//! trip later; the reply then confirms the download or ends it as it would have anyway.
+//!
+//! Over the exact link (`common::exact`): the first wake stops partway on its time budget, the
+//! second resumes while the server offers the same release, nothing, or another one.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use common::exact::{self, Send, ONE_WAY_MS};
+use common::*;
+use ota_core::device::{Congestion, SleepReason};
+use ota_core::host::{Decision, DesiredState, Handler, MemImages, SingleRelease};
+use ota_core::manifest::Ed25519Verifier;
+use ota_core::storage::UpdateStorage;
+use ota_core::wire::{CheckIn, DeferReason, ImageId, WakeBudget};
+use ota_core::Device;
+use ota_test_support::MemStorage;
+
+const CHUNK: u16 = 512;
+const LEN: usize = 16 * CHUNK as usize;
+
+/// What the server offers: the first release, nothing, or the second one.
+struct Switch {
+    first: SingleRelease,
+    second: SingleRelease,
+    mode: AtomicU8,
+}
+
+const FIRST: u8 = 0;
+const NOTHING: u8 = 1;
+const SECOND: u8 = 2;
+const BUSY: u8 = 3;
+
+impl DesiredState for Switch {
+    fn decide(&self, c: &CheckIn<'_>) -> Decision {
+        match self.mode.load(Ordering::SeqCst) {
+            FIRST => self.first.decide(c),
+            SECOND => self.second.decide(c),
+            BUSY => Decision::Defer {
+                retry_after: 60,
+                reason: DeferReason::ServerBusy,
+            },
+            _ => Decision::UpToDate {
+                next_check_in: 3600,
+            },
+        }
+    }
+    fn may_fetch(&self, _device: &str, _image: ImageId) -> bool {
+        true
+    }
+}
+
+struct Setup {
+    first: Vec<u8>,
+    second: Vec<u8>,
+    handler: Handler<Switch, MemImages>,
+    storage: MemStorage,
+    now: u64,
+}
+
+/// Two releases served, the first one offered; a first wake that stops partway through it.
+fn after_a_partial_wake(congestion: Congestion) -> Setup {
+    let (first, second) = (image(LEN, 11), image(LEN + 700, 12));
+    let mut second_release = common::handler(&second, CHUNK).desired().clone();
+    second_release.image = ImageId(4);
+    let images = MemImages::new();
+    images.insert(ImageId(3), first.clone());
+    images.insert(ImageId(4), second.clone());
+    let switch = Switch {
+        first: common::handler(&first, CHUNK).desired().clone(),
+        second: second_release,
+        mode: AtomicU8::new(FIRST),
+    };
+    let mut s = Setup {
+        handler: Handler::new(switch, images, 1024),
+        storage: MemStorage::new(2 * LEN as u32 + 4096),
+        first,
+        second,
+        now: 1_000,
+    };
+    let budget = WakeBudget {
+        bytes: None,
+        millis: Some(2_500),
+    };
+    let reason = wake(&mut s, congestion, budget, &mut vec![]);
+    assert_eq!(reason, SleepReason::BudgetExhausted);
+    let (state, _) = s
+        .storage
+        .load()
+        .unwrap()
+        .download
+        .expect("a download to resume");
+    assert!(state.next_offset > 0 && (state.next_offset as usize) < LEN);
+    s
+}
+
+fn wake(
+    s: &mut Setup,
+    congestion: Congestion,
+    budget: WakeBudget,
+    log: &mut Vec<Send>,
+) -> SleepReason {
+    let mut cfg = config(s.storage.capacity(), 8);
+    cfg.congestion = congestion;
+    let mut dev: Device<Ed25519Verifier> = Device::new(cfg, verifier());
+    s.now += 60_000;
+    exact::wake(
+        &mut dev,
+        &mut s.storage,
+        &s.handler,
+        &mut s.now,
+        budget,
+        log,
+        &|_, _| false,
+    )
+}
+
+/// The next wake under the loss-tolerant control, unbounded, with the server offering `mode`:
+/// why it ended and what it sent.
+fn resumed(s: &mut Setup, mode: u8) -> (SleepReason, Vec<Send>) {
+    s.handler.desired().mode.store(mode, Ordering::SeqCst);
+    let mut log = vec![];
+    let reason = wake(s, Congestion::LossTolerant, WakeBudget::default(), &mut log);
+    (reason, log)
+}
+
+/// The chunk requests sent in the same instant as the wake's first check-in.
+fn with_the_check_in(log: &[Send]) -> Vec<u32> {
+    assert!(log[0].checkin);
+    log.iter()
+        .filter(|s| s.at == log[0].at)
+        .filter_map(|s| s.offset)
+        .collect()
+}
+
+#[test]
+fn a_resumed_wake_asks_for_chunks_with_its_check_in() {
+    let mut s = after_a_partial_wake(Congestion::LossTolerant);
+    let (state, _) = s.storage.load().unwrap().download.unwrap();
+    let (reason, log) = resumed(&mut s, FIRST);
+    assert_eq!(reason, SleepReason::Staged);
+    assert_eq!(s.storage.staged(LEN), s.first);
+    let early = with_the_check_in(&log);
+    assert_eq!(early.first(), Some(&state.next_offset), "{log:?}");
+    // Nothing fetched twice: the early requests start where storage stood.
+    let requests: Vec<u32> = log.iter().filter_map(|s| s.offset).collect();
+    let mut unique = requests.clone();
+    unique.dedup();
+    assert_eq!(requests.len(), unique.len());
+}
+
+#[test]
+fn aimd_waits_for_the_reply() {
+    let mut s = after_a_partial_wake(Congestion::Aimd);
+    let mut log = vec![];
+    let reason = wake(&mut s, Congestion::Aimd, WakeBudget::default(), &mut log);
+    assert_eq!(reason, SleepReason::Staged);
+    assert!(with_the_check_in(&log).is_empty());
+    let first_request = log.iter().find(|s| s.offset.is_some()).unwrap();
+    assert_eq!(first_request.at, log[0].at + 2 * ONE_WAY_MS);
+}
+
+#[test]
+fn a_release_withdrawn_meanwhile_ends_the_early_download() {
+    let mut s = after_a_partial_wake(Congestion::LossTolerant);
+    let (reason, log) = resumed(&mut s, NOTHING);
+    assert_eq!(reason, SleepReason::UpToDate);
+    assert_eq!(s.storage.load().unwrap().download, None, "abandoned");
+    // What the withdrawn release cost: the requests of the first round trip, at most the
+    // initial window of two.
+    let requests = log.iter().filter(|s| s.offset.is_some()).count();
+    assert!(requests <= 2, "{log:?}");
+}
+
+#[test]
+fn another_release_offered_meanwhile_starts_afresh() {
+    let mut s = after_a_partial_wake(Congestion::LossTolerant);
+    let (reason, _) = resumed(&mut s, SECOND);
+    assert_eq!(reason, SleepReason::Staged);
+    assert_eq!(s.storage.staged(s.second.len()), s.second);
+}
+
+#[test]
+fn a_deferral_keeps_the_download_and_what_the_early_chunks_brought() {
+    let mut s = after_a_partial_wake(Congestion::LossTolerant);
+    let (before, _) = s.storage.load().unwrap().download.unwrap();
+    let (reason, _) = resumed(&mut s, BUSY);
+    assert!(matches!(reason, SleepReason::Deferred(_)), "{reason:?}");
+    let (after, _) = s.storage.load().unwrap().download.expect("kept");
+    assert_eq!(after.manifest, before.manifest);
+    assert!(after.next_offset >= before.next_offset);
+    // The release is offered again: the download finishes from there.
+    let (reason, log) = resumed(&mut s, FIRST);
+    assert_eq!(reason, SleepReason::Staged);
+    assert_eq!(s.storage.staged(LEN), s.first);
+    assert_eq!(with_the_check_in(&log).first(), Some(&after.next_offset));
+}
