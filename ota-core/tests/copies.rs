@@ -25,10 +25,18 @@ fn download(
     congestion: Congestion,
     lose: &dyn Fn(&[Send], &Send) -> bool,
 ) -> (Vec<Send>, Device<Ed25519Verifier>) {
+    download_in(congestion, 8, lose)
+}
+
+fn download_in(
+    congestion: Congestion,
+    window: u8,
+    lose: &dyn Fn(&[Send], &Send) -> bool,
+) -> (Vec<Send>, Device<Ed25519Verifier>) {
     let img = image((u32::from(CHUNK) * CHUNKS) as usize, 5);
     let handler = handler(&img, CHUNK);
     let mut storage = MemStorage::new(img.len() as u32 + 4096);
-    let mut cfg = config(storage.capacity(), 8);
+    let mut cfg = config(storage.capacity(), window);
     cfg.congestion = congestion;
     let mut dev: Device<Ed25519Verifier> = Device::new(cfg, verifier());
     let (mut now, mut log) = (1_000, vec![]);
@@ -97,4 +105,29 @@ fn aimd_waits_for_the_timer() {
         waited >= 2 * ONE_WAY_MS,
         "second send {waited} ms after the first"
     );
+}
+
+/// Every 4th request's first send lost, over a window of 4.
+fn every_fourth_lost(log: &[Send], send: &Send) -> bool {
+    let first = !log.iter().any(|s| s.offset == send.offset);
+    first && send.offset.is_some_and(|o| (o / u32::from(CHUNK)) % 4 == 0)
+}
+
+#[test]
+fn copies_never_put_more_than_the_window_on_the_link() {
+    let (sends, dev) = download_in(Congestion::LossTolerant, 4, &every_fourth_lost);
+    assert!(
+        dev.stats().retransmissions > 0,
+        "copies or resends were needed"
+    );
+    // On this link a send that got through is on it for exactly one round trip; the device
+    // believes at least those in flight (and the lost ones until it finds them lost).
+    for s in &sends {
+        let on_link = sends
+            .iter()
+            .filter(|o| o.offset.is_some() && !o.lost)
+            .filter(|o| o.at <= s.at && s.at < o.at + 2 * ONE_WAY_MS)
+            .count();
+        assert!(on_link <= 4, "{on_link} sends on the link at {} ms", s.at);
+    }
 }

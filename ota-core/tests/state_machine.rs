@@ -589,7 +589,17 @@ fn silences() -> impl Strategy<Value = Silence> {
 
 /// Runs one wake of `s`; returns how it ended, when, how many messages the device sent once
 /// the link was silent, and the storage.
-fn run_silence(s: &Silence) -> (SleepReason, u64, u32, MemStorage, Device<Ed25519Verifier>) {
+/// Runs `s`: why the wake ended, when (ms after its start), the sends into the silence and the
+/// chunk requests among them (distinct offsets), storage and the device.
+fn run_silence(
+    s: &Silence,
+) -> (
+    SleepReason,
+    u64,
+    (u32, u32),
+    MemStorage,
+    Device<Ed25519Verifier>,
+) {
     let img = image(s.image_len, s.seed);
     let handler = handler(&img, 1024);
     let mut storage = MemStorage::new(s.image_len as u32 + 4096);
@@ -606,6 +616,7 @@ fn run_silence(s: &Silence) -> (SleepReason, u64, u32, MemStorage, Device<Ed2551
     let mut now = start;
     let mut buf = vec![0u8; 2048];
     let mut sent_in_silence = 0u32;
+    let mut requested_in_silence = std::collections::BTreeSet::new();
     dev.wake(
         Instant(now),
         WakeBudget {
@@ -626,13 +637,25 @@ fn run_silence(s: &Silence) -> (SleepReason, u64, u32, MemStorage, Device<Ed2551
         }) {
             if now >= start + s.silent_at {
                 sent_in_silence += 1;
+                if let Ok(ota_core::wire::Message::ChunkRequest(r)) =
+                    ota_core::wire::decode(&buf[..n])
+                {
+                    requested_in_silence.insert(r.offset);
+                }
             }
             up.send(now, &buf[..n], link, &mut rng);
         }
         dev.drive_storage(&mut storage).unwrap();
         while let Some(ev) = dev.poll_event() {
             if let Event::Sleep { reason, .. } = ev {
-                return (reason, now - start, sent_in_silence, storage, dev);
+                let requests = requested_in_silence.len() as u32;
+                return (
+                    reason,
+                    now - start,
+                    (sent_in_silence, requests),
+                    storage,
+                    dev,
+                );
             }
         }
         let next = [
@@ -695,7 +718,7 @@ fn a_link_that_goes_silent_ends_the_wake_with_progress_kept() {
             budget_ms: None,
             seed: 4,
         };
-        let (reason, at, sent, storage, dev) = run_silence(&s);
+        let (reason, at, (sent, _), storage, dev) = run_silence(&s);
         assert_eq!(reason, SleepReason::LinkLost, "{congestion:?}");
         assert_eq!(
             persisted(&storage, 256 * 1024),
@@ -729,7 +752,7 @@ proptest! {
     /// number of sends into the silence.
     #[test]
     fn a_silent_link_ends_the_wake_on_budget_or_as_link_lost(s in silences()) {
-        let (reason, at, sent, storage, dev) = run_silence(&s);
+        let (reason, at, (sent, requests), storage, dev) = run_silence(&s);
         match s.budget_ms {
             Some(ms) => {
                 prop_assert!(at <= u64::from(ms), "ended at {} ms past a {} ms budget", at, ms);
@@ -745,7 +768,15 @@ proptest! {
         }
         let accepted = dev.stats().payload_bytes_accepted;
         prop_assert_eq!(persisted(&storage, s.image_len), accepted, "accepted chunks not all persisted");
-        let bound = u32::from(s.window) * 4 * 5 + 5;
+        // Each request at most `max_attempts` (5) times four; the check-in and a report besides.
+        // The requests are the window's and those opened by replies already on their way when
+        // the link fell silent (a 1 KiB chunk is 273 ms of a 30 kbit/s link).
+        let bound = requests * 4 * 5 + 5;
         prop_assert!(sent <= bound, "{} sends into silence (bound {})", sent, bound);
+        prop_assert!(
+            requests <= 2 * u32::from(s.window),
+            "{} requests opened into silence",
+            requests
+        );
     }
 }

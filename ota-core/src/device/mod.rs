@@ -378,8 +378,9 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     /// check-in is asked again. The stored manifest was verified before it was stored; it is
     /// decoded here, checked against what this device takes, and verified in full when the
     /// reply confirms the download (an offer of the same manifest), as any offer is. Any other
-    /// reply ends the download as it would have without this (see [`Device::on_reply`]). At most the chunks asked for before the reply are fetched for a
-    /// release the server no longer offers. Only under [`Congestion::LossTolerant`]; `Aimd`
+    /// reply ends the download as it would have without this (see [`Device::on_reply`]). At
+    /// most the chunks asked for before the reply are fetched for a release the server no
+    /// longer offers. Only under [`Congestion::LossTolerant`]; `Aimd`
     /// keeps the earlier behaviour.
     fn resume_early(&mut self) {
         if self.config.congestion != Congestion::LossTolerant {
@@ -481,8 +482,10 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     }
 
     fn push_op(&mut self, op: OpKind) {
-        // The queue holds at most a write, a persist and a read at once; four slots suffice.
-        let _ = self.ops.push_back(op);
+        // Four slots suffice: one buffer means at most one write (or the persist after it) is
+        // pending when a reply adds its own: set outcome, abandon, begin.
+        let pushed = self.ops.push_back(op).is_ok();
+        debug_assert!(pushed, "storage operation queue full");
     }
 
     // ---------------------------------------------------------------- transmit
@@ -638,7 +641,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
 
     /// Opens a new request if the window, the image and the budget allow one.
     fn new_request(&mut self, now: Instant) -> Option<(u32, u16)> {
-        if !self.cc.allows_new(self.window.in_flight()) {
+        if !self.cc.allows_new(self.window.in_flight(now)) {
             return None;
         }
         let dl = self.dl.as_mut()?;
@@ -680,7 +683,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     /// `Controller::on_copy`.
     fn copy_request(&mut self, now: Instant) -> Option<(u32, u16)> {
         if !self.cc.copies_allowed()
-            || !self.cc.allows_new(self.window.in_flight())
+            || !self.cc.allows_new(self.window.in_flight(now))
             || self.dl.as_ref().is_none_or(|dl| dl.stopping)
         {
             return None;
@@ -714,7 +717,8 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
                 .items
                 .iter()
                 .map(|o| Self::exchange_cost(o.len) * (1 + u64::from(o.copies)))
-                .sum();
+                .sum::<u64>()
+                + Self::exchange_cost(len) * self.window.orphans(now) as u64;
             if self.used_bytes() + in_flight + Self::exchange_cost(len) > u64::from(budget) {
                 return false;
             }
@@ -979,6 +983,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             .copied()
         else {
             self.stats.duplicate_chunks += 1;
+            self.window.orphan_answered();
             return Err(RecvError::Unexpected);
         };
         if chunk.payload.len() != usize::from(item.len) || !chunk.crc_ok() {
@@ -1040,6 +1045,16 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
                     self.config.fallback_sleep_secs,
                     SleepReason::BudgetExhausted,
                 );
+            }
+            // A download resumed early whose requests went unanswered as often as the path
+            // allows: no more of them; the check-in decides the rest of the wake.
+            State::CheckingIn
+                if self.dl.is_some() && self.cc.exhausted(&self.window, now, &self.config) =>
+            {
+                self.window.clear();
+                if let Some(dl) = self.dl.as_mut() {
+                    dl.stopping = true;
+                }
             }
             State::CheckingIn
                 if self.checkin_attempts >= self.config.max_attempts && now >= self.checkin_due =>

@@ -32,12 +32,31 @@ pub(crate) struct Outstanding {
 #[derive(Debug, Default)]
 pub(crate) struct Window<const W: usize> {
     pub items: Vec<Outstanding, W>,
+    /// Copies still on the link whose request another send already answered, and the latest
+    /// of their timers: they count against the window until their replies come or that timer
+    /// passes.
+    orphans: (u8, Instant),
 }
 
 impl<const W: usize> Window<W> {
-    /// Sends believed in flight: one per request, and its copies.
-    pub fn in_flight(&self) -> usize {
-        self.items.iter().map(|o| 1 + usize::from(o.copies)).sum()
+    /// Sends believed in flight at `now`: one per request, its copies, and the copies of
+    /// requests already answered.
+    pub fn in_flight(&self, now: Instant) -> usize {
+        let own: usize = self.items.iter().map(|o| 1 + usize::from(o.copies)).sum();
+        own + self.orphans(now)
+    }
+
+    /// Copies of answered requests still believed on the link at `now`.
+    pub fn orphans(&self, now: Instant) -> usize {
+        match self.orphans {
+            (n, until) if now < until => usize::from(n),
+            _ => 0,
+        }
+    }
+
+    /// A chunk no request waits for arrived: the reply to an orphaned copy, most likely.
+    pub fn orphan_answered(&mut self) {
+        self.orphans.0 = self.orphans.0.saturating_sub(1);
     }
 
     /// The request to copy when a slot would otherwise stay empty: the one sent longest ago
@@ -55,6 +74,7 @@ impl<const W: usize> Window<W> {
 
     pub fn clear(&mut self) {
         self.items.clear();
+        self.orphans = (0, Instant(0));
     }
 
     /// Adds a request sent for the first time at `now`; `false` if the window is full.
@@ -81,10 +101,19 @@ impl<const W: usize> Window<W> {
             .is_ok()
     }
 
-    /// Removes and returns the request for `offset`, if one is outstanding.
+    /// Removes and returns the request for `offset`, if one is outstanding; a copy of it still
+    /// on the link stays counted (see [`Window::in_flight`]).
     pub fn take(&mut self, offset: u32) -> Option<Outstanding> {
         let i = self.items.iter().position(|o| o.offset == offset)?;
-        Some(self.items.swap_remove(i))
+        let o = self.items.swap_remove(i);
+        if o.copies > 0 {
+            // Its other send is still on the link.
+            self.orphans = (
+                self.orphans.0.saturating_add(o.copies),
+                self.orphans.1.max(o.due),
+            );
+        }
+        Some(o)
     }
 
     /// Marks the request for `offset` to be sent again at once (corrupt reply).
