@@ -116,6 +116,7 @@ fn wake(
 ) -> SleepReason {
     let mut cfg = config(s.storage.capacity(), 8);
     cfg.congestion = congestion;
+    cfg.early_resume = true;
     let mut dev: Device<Ed25519Verifier> = Device::new(cfg, verifier());
     s.now += 60_000;
     exact::wake(
@@ -236,4 +237,25 @@ fn a_deferral_keeps_the_download_and_what_the_early_chunks_brought() {
             .all(|o| o >= after.next_offset),
         "{log:?}"
     );
+}
+
+#[test]
+fn off_by_default() {
+    let mut s = after_a_partial_wake(Congestion::LossTolerant);
+    let cfg = config(s.storage.capacity(), 8);
+    assert!(!cfg.early_resume);
+    let mut dev: Device<Ed25519Verifier> = Device::new(cfg, verifier());
+    s.now += 60_000;
+    let mut log = vec![];
+    let reason = exact::wake(
+        &mut dev,
+        &mut s.storage,
+        &s.handler,
+        &mut s.now,
+        WakeBudget::default(),
+        &mut log,
+        &clean,
+    );
+    assert_eq!(reason, SleepReason::Staged);
+    assert!(with_the_check_in(&log).is_empty());
 }

@@ -64,7 +64,7 @@
 //! | 600 ms | 0 % | 96 % | 96 % | 31 % |
 //! | 600 ms | 5 % | 97 % | 92 % | 27 % |
 //! | 600 ms | 15 % | 90 % | 38 % | 20 % |
-//! | 600 ms | 30 % | 78 % | 11 % | 11 % |
+//! | 600 ms | 30 % | 78 % | 11 % | 14 % |
 //! | 1200 ms | 0 % | 93 % | 93 % | 18 % |
 //! | 1200 ms | 5 % | 92 % | 80 % | 16 % |
 //! | 1200 ms | 15 % | 84 % | 21 % | 12 % |
@@ -74,8 +74,7 @@
 //! 30 %; 93, 82, 60 % at 1200 ms): 600 ms / 15 % went to 90 %, 30 % to 78 %; 1200 ms / 15 % to
 //! 84 %; 1200 ms / 5 % fell to 92 %, and 30 % to 58 %. A first version reached 62 % there, by
 //! putting copies of answered requests beyond the window; counted, they gave 60 %, and no
-//! copies after a timeout in silence (they would skip the backoff) 58 %. Stop-and-wait at 600 ms / 30 % fell from 14
-//! to 11 % with the early resume; not looked into.
+//! copies after a timeout in silence (they would skip the backoff) 58 %.
 //!
 //! What is left at 15-30 %, read from traces of single runs at 30 %:
 //! - **the check-in**: one request, nothing else to tell loss from silence, so its retries back
@@ -106,20 +105,21 @@
 //!
 //! | loss | awake | link busy | bytes / loss-adjusted minimum | final-group tail | best saving | its byte cost |
 //! |---|---|---|---|---|---|---|
-//! | 15 % | 115 s (6.2 wakes) | 84 % | 1.011 | 5.6 s | 2.0 s (1.7 %) | +5.1 KiB (+1.6 %) |
-//! | 30 % | 184 s (9.8 wakes) | 64 % | 1.005 | 8.1 s | 3.8 s (2.1 %) | +8.3 KiB (+2.2 %) |
+//! | 15 % | 128 s (7.0 wakes) | 76 % | 1.013 | 7.2 s | 3.6 s (2.8 %) | +5.1 KiB (+1.6 %) |
+//! | 30 % | 227 s (12.0 wakes) | 53 % | 1.025 | 7.0 s | 2.7 s (1.2 %) | +8.3 KiB (+2.2 %) |
 //!
-//! (Before the copies of the tail and the early resume (`Device`'s module docs): 130 s, 8.8 s
-//! of tail, 5.2 s to save at 15 %; 222 s, 8.6 s, 4.3 s at 30 %.)
+//! (Before the copies of the tail: 130 s, 8.8 s of tail, 5.2 s to save at 15 %; 222 s, 8.6 s,
+//! 4.3 s at 30 %. With [`DeviceConfig::early_resume`] on: 115 s and 6.2 wakes at 15 %, 184 s
+//! and 9.8 wakes at 30 %.)
 //!
 //! - **Bytes:** asking again already carries no more than the minimum any scheme needs (each
-//!   block's request repeated until request and response both get through): 1.011 and 1.005.
+//!   block's request repeated until request and response both get through): 1.013 and 1.025.
 //!   Repair chunks sent ahead are never all used, so they can only add.
 //! - **Awake time:** in a pull protocol every repair chunk needs a request, and a lost request
 //!   holds its window slot exactly as a lost chunk request does; a repair chunk in place of a
 //!   resent chunk is the same exchange. What repair chunks sent ahead can remove is the wait
 //!   for chunks lost at the very end of the image, when no later reply shows them lost: the
-//!   "best saving" column, the final group's time above its time at link rate, at most 2.1 % of
+//!   "best saving" column, the final group's time above its time at link rate, at most 2.8 % of
 //!   the awake time now that free slots in the tail carry copies, for the cost of enough
 //!   repair chunks (`n` exchanges for the last 8 chunks, 99 % sure) to skip it. The idle link at 30 % is the check-ins' retries and the
 //!   window, neither of which repair chunks change.
@@ -128,6 +128,7 @@
 //!   per request. Not worth 2-3 % of the awake time.
 //!
 //! [`DeviceConfig::window`]: super::DeviceConfig::window
+//! [`DeviceConfig::early_resume`]: super::DeviceConfig::early_resume
 
 use super::config::DeviceConfig;
 use super::rtt::RttEstimator;

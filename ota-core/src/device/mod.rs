@@ -20,7 +20,7 @@
 //!
 //! | state | leaves on | to |
 //! |---|---|---|
-//! | idle | `wake` | checking in (a restored download asks for chunks meanwhile) |
+//! | idle | `wake` | checking in (with `early_resume`, a restored download asks for chunks meanwhile) |
 //! | checking in | reply `UpToDate`/`Defer`/`Cancel`, link lost | asleep |
 //! | checking in | reply `Update`, manifest verified | downloading |
 //! | downloading | last chunk staged | verifying |
@@ -383,7 +383,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     /// longer offers. Only under [`Congestion::LossTolerant`]; `Aimd`
     /// keeps the earlier behaviour.
     fn resume_early(&mut self) {
-        if self.config.congestion != Congestion::LossTolerant {
+        if !self.config.early_resume || self.config.congestion != Congestion::LossTolerant {
             return;
         }
         let Some((state, stored)) = self.restored else {
