@@ -16,7 +16,7 @@ use ota_core::host::{Decision, DesiredState, Handler, MemImages, SingleRelease};
 use ota_core::manifest::Ed25519Verifier;
 use ota_core::storage::UpdateStorage;
 use ota_core::wire::{CheckIn, DeferReason, ImageId, WakeBudget};
-use ota_core::Device;
+use ota_core::{Device, DeviceConfig};
 use ota_test_support::MemStorage;
 
 const CHUNK: u16 = 512;
@@ -117,6 +117,17 @@ fn wake(
     let mut cfg = config(s.storage.capacity(), 8);
     cfg.congestion = congestion;
     cfg.early_resume = true;
+    wake_as(s, cfg, budget, log, lose)
+}
+
+/// The next wake of a device configured as `cfg`.
+fn wake_as(
+    s: &mut Setup,
+    cfg: DeviceConfig,
+    budget: WakeBudget,
+    log: &mut Vec<Send>,
+    lose: &dyn Fn(&[Send], &Send) -> bool,
+) -> SleepReason {
     let mut dev: Device<Ed25519Verifier> = Device::new(cfg, verifier());
     s.now += 60_000;
     exact::wake(
@@ -240,22 +251,66 @@ fn a_deferral_keeps_the_download_and_what_the_early_chunks_brought() {
 }
 
 #[test]
-fn off_by_default() {
+fn on_by_default_and_off_waits_for_the_reply() {
     let mut s = after_a_partial_wake(Congestion::LossTolerant);
-    let cfg = config(s.storage.capacity(), 8);
-    assert!(!cfg.early_resume);
-    let mut dev: Device<Ed25519Verifier> = Device::new(cfg, verifier());
-    s.now += 60_000;
+    let mut cfg = config(s.storage.capacity(), 8);
+    assert!(cfg.early_resume);
+    cfg.early_resume = false;
     let mut log = vec![];
-    let reason = exact::wake(
-        &mut dev,
-        &mut s.storage,
-        &s.handler,
-        &mut s.now,
-        WakeBudget::default(),
-        &mut log,
-        &clean,
-    );
+    let reason = wake_as(&mut s, cfg, WakeBudget::default(), &mut log, &clean);
     assert_eq!(reason, SleepReason::Staged);
     assert!(with_the_check_in(&log).is_empty());
+}
+
+#[test]
+fn a_budget_shorter_than_the_first_guess_of_the_round_trip_still_resumes() {
+    let mut s = after_a_partial_wake(Congestion::LossTolerant);
+    let (before, _) = s.storage.load().unwrap().download.unwrap();
+    // Before any sample the device guesses a reply takes half the initial timeout (4 s here),
+    // longer than this wake: no chunk goes out with the check-in. Its reply measures 600 ms,
+    // which leaves room for chunks.
+    let mut cfg = config(s.storage.capacity(), 8);
+    cfg.early_resume = true;
+    cfg.initial_rto_ms = 8_000;
+    let budget = WakeBudget {
+        bytes: None,
+        millis: Some(2_500),
+    };
+    let mut log = vec![];
+    let reason = wake_as(&mut s, cfg, budget, &mut log, &clean);
+    assert_eq!(reason, SleepReason::BudgetExhausted);
+    assert!(with_the_check_in(&log).is_empty(), "{log:?}");
+    let (after, _) = s.storage.load().unwrap().download.unwrap();
+    assert!(after.next_offset > before.next_offset, "{log:?}");
+}
+
+#[test]
+fn an_early_request_lost_is_resent_on_the_measured_timer() {
+    let mut s = after_a_partial_wake(Congestion::LossTolerant);
+    // One request at a time, so only its timer can find it lost (no later reply), and a
+    // first guess of the timeout (4 s) far above what the check-in's reply measures (600 ms
+    // round trip: SRTT + 4·RTTVAR = 1.8 s).
+    let mut cfg = config(s.storage.capacity(), 1);
+    cfg.early_resume = true;
+    cfg.initial_rto_ms = 4_000;
+    let first_request_lost = |log: &[Send], send: &Send| {
+        send.offset.is_some() && !log.iter().any(|s| s.offset.is_some())
+    };
+    let mut log = vec![];
+    let reason = wake_as(
+        &mut s,
+        cfg,
+        WakeBudget::default(),
+        &mut log,
+        &first_request_lost,
+    );
+    assert_eq!(reason, SleepReason::Staged);
+    let early = with_the_check_in(&log);
+    assert_eq!(early.len(), 1, "{log:?}");
+    let again = log
+        .iter()
+        .filter(|s| s.offset == Some(early[0]))
+        .nth(1)
+        .expect("sent again");
+    assert_eq!(again.at - log[0].at, 1_800, "{log:?}");
 }

@@ -46,10 +46,8 @@ pub struct DeviceConfig {
     /// delay; see [`Congestion`]. Never above `window` whichever is chosen.
     pub congestion: Congestion,
     /// A wake that restores an unfinished download asks for its chunks with its check-in,
-    /// before the reply (under [`Congestion::LossTolerant`] only). Off by default: it shortens
-    /// resumed wakes in the simulator and over plain CoAP, but in the OSCORE end-to-end test
-    /// (`examples/e2e-postgres.sh`) resumed devices made no progress, for a reason not yet
-    /// found.
+    /// before the reply (under [`Congestion::LossTolerant`] only). On by default; off, a resumed
+    /// wake waits one round trip for the reply before its first chunk request.
     pub early_resume: bool,
 }
 
@@ -84,7 +82,7 @@ impl DeviceConfig {
             max_attempts: 5,
             fallback_sleep_secs: 3600,
             congestion: Congestion::LossTolerant,
-            early_resume: false,
+            early_resume: true,
         })
     }
 }

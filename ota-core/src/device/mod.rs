@@ -663,10 +663,14 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             return None;
         }
         if !self.budget_allows(now, len) {
-            if let Some(dl) = self.dl.as_mut() {
-                dl.stopping = true;
+            // Before the check-in's reply the budget is judged by a guess of the round trip
+            // (half the initial timeout); the reply measures it, and the requests go on.
+            if self.state != State::CheckingIn {
+                if let Some(dl) = self.dl.as_mut() {
+                    dl.stopping = true;
+                }
+                self.maybe_finish_stopped();
             }
-            self.maybe_finish_stopped();
             return None;
         }
         let dl = self.dl.as_mut()?;
@@ -861,6 +865,9 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         }
         let (chunk, size) = (dl.chunk(), dl.size());
         let complete = dl.state.is_complete(size);
+        // The early requests' timers came from the guess made before the reply measured the
+        // round trip.
+        self.cc.retime(&mut self.window, &self.rtt, &self.config);
         let (version, resume_from) = (dl.manifest.version, dl.state.staged_bytes(chunk, size));
         self.push_event(Event::UpdateOffered {
             version,
