@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use common::exact::{self, Send, ONE_WAY_MS};
 use common::*;
-use ota_core::device::{Congestion, SleepReason};
+use ota_core::device::{Congestion, PathMemory, SleepReason};
 use ota_core::host::{Decision, DesiredState, Handler, MemImages, SingleRelease};
 use ota_core::manifest::Ed25519Verifier;
 use ota_core::storage::UpdateStorage;
@@ -128,9 +128,25 @@ fn wake_as(
     log: &mut Vec<Send>,
     lose: &dyn Fn(&[Send], &Send) -> bool,
 ) -> SleepReason {
+    wake_remembering(s, cfg, None, budget, log, lose).0
+}
+
+/// The next wake of a device configured as `cfg` and given `memory`: why it ended and what
+/// it measured of the path.
+fn wake_remembering(
+    s: &mut Setup,
+    cfg: DeviceConfig,
+    memory: Option<PathMemory>,
+    budget: WakeBudget,
+    log: &mut Vec<Send>,
+    lose: &dyn Fn(&[Send], &Send) -> bool,
+) -> (SleepReason, Option<PathMemory>) {
     let mut dev: Device<Ed25519Verifier> = Device::new(cfg, verifier());
+    if let Some(m) = memory {
+        dev.remember_path(m);
+    }
     s.now += 60_000;
-    exact::wake(
+    let reason = exact::wake(
         &mut dev,
         &mut s.storage,
         &s.handler,
@@ -138,7 +154,8 @@ fn wake_as(
         budget,
         log,
         lose,
-    )
+    );
+    (reason, dev.path_memory())
 }
 
 /// The next wake under the loss-tolerant control, unbounded, with the server offering `mode`:
@@ -313,4 +330,83 @@ fn an_early_request_lost_is_resent_on_the_measured_timer() {
         .nth(1)
         .expect("sent again");
     assert_eq!(again.at - log[0].at, 1_800, "{log:?}");
+}
+
+/// What a resumed wake, stopped by its budget, measured of the exact link.
+fn measured_memory(congestion: Congestion) -> PathMemory {
+    let mut s = after_a_partial_wake(congestion);
+    // Measured again by a device that resumes and stops on its budget at once.
+    let mut cfg = config(s.storage.capacity(), 8);
+    cfg.congestion = congestion;
+    let budget = WakeBudget {
+        bytes: None,
+        millis: Some(1_500),
+    };
+    let (_, memory) = wake_remembering(&mut s, cfg, None, budget, &mut vec![], &clean);
+    memory.expect("a round trip measured")
+}
+
+#[test]
+fn a_wake_measures_the_path_for_the_next() {
+    let memory = measured_memory(Congestion::LossTolerant);
+    assert_eq!(memory.srtt_ms, 2 * ONE_WAY_MS as u32);
+    assert!(memory.window > 2, "{memory:?}");
+}
+
+/// What a wake that ended with all eight requests in flight on the exact link measured.
+const MEMORY: PathMemory = PathMemory {
+    srtt_ms: 2 * ONE_WAY_MS as u32,
+    rttvar_ms: 20,
+    window: 8,
+    fail_rate: 32,
+};
+
+/// The next wake of a device given [`MEMORY`] (or not), its first check-in lost.
+fn remembering(congestion: Congestion, remember: bool) -> Vec<Send> {
+    let mut s = after_a_partial_wake(congestion);
+    let mut cfg = config(s.storage.capacity(), 8);
+    cfg.congestion = congestion;
+    let memory = remember.then_some(MEMORY);
+    let mut log = vec![];
+    let lost = &first_check_in_lost;
+    wake_remembering(&mut s, cfg, memory, WakeBudget::default(), &mut log, lost);
+    log
+}
+
+/// When the wake's check-in went out the second time, after the first.
+fn check_in_resent_after(log: &[Send]) -> u64 {
+    let mut check_ins = log.iter().filter(|s| s.checkin);
+    let first = check_ins.next().unwrap().at;
+    check_ins.next().unwrap().at - first
+}
+
+#[test]
+fn a_remembered_path_opens_the_window_and_times_the_check_in() {
+    let memory = MEMORY;
+    let blind = remembering(Congestion::LossTolerant, false);
+    let remembered = remembering(Congestion::LossTolerant, true);
+    // Blind: two requests with the check-in, which is asked again after the 2 s guess.
+    assert_eq!(with_the_check_in(&blind).len(), 2, "{blind:?}");
+    assert_eq!(check_in_resent_after(&blind), 2_000);
+    // Remembered: half the window the last wake ended with, and the timeout of the round
+    // trip measured (SRTT + 4·RTTVAR, the variation at least a quarter of the round trip).
+    assert_eq!(
+        with_the_check_in(&remembered).len(),
+        usize::from(memory.window / 2).max(2),
+        "{remembered:?}"
+    );
+    let (srtt, rttvar) = (memory.srtt_ms, memory.rttvar_ms.max(memory.srtt_ms / 4));
+    assert_eq!(
+        check_in_resent_after(&remembered),
+        u64::from(srtt + 4 * rttvar)
+    );
+    assert!(check_in_resent_after(&remembered) < 2_000);
+}
+
+#[test]
+fn aimd_ignores_a_remembered_path() {
+    assert_eq!(
+        remembering(Congestion::Aimd, true),
+        remembering(Congestion::Aimd, false)
+    );
 }

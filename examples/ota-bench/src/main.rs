@@ -215,9 +215,14 @@ fn download_tail(
     let mut rng = SimRng::new(seed);
     let (mut now, mut radio, mut resets, mut accepted) = (0u64, 0u64, 0u32, 0u64);
     let (mut down, mut awake_ms, mut tail_ms, mut tail_started) = (0u64, 0u64, 0u64, false);
+    let mut path = None;
     for w in 0..100_000u32 {
         let start = now;
         let mut c = client(&public, window, congestion, 1, image.len() as u32 + 4096, w);
+        // Each wake's device starts from what the last one measured of the path.
+        if let Some(m) = path {
+            c.device_mut().remember_path(m);
+        }
         let cost = wake(
             &mut c,
             &mut responder,
@@ -245,6 +250,7 @@ fn download_tail(
             tail_started = true;
             tail_ms += now.saturating_sub(t);
         }
+        path = c.device().path_memory().or(path);
         accepted += c.device().stats().payload_bytes_accepted;
         radio += cost.radio;
         down += cost.down;

@@ -238,6 +238,9 @@ fn device_life(
     socket.connect(relay)?;
     let clock = StdClock::default();
     let mut out = Outcome::default();
+    // What the last wake measured of the path: each wake's device starts from it (a real
+    // device keeps these few bytes in RAM kept through sleep, or a backup register).
+    let mut path = None;
     // Radio bytes when the point release came out (phase 2), else `None` (phase 1).
     let mut point_base: Option<u64> = None;
     let radio = || carried.up.bytes() + carried.down.bytes();
@@ -276,6 +279,9 @@ fn device_life(
             (*wake + 1000 * u32::from(point_base.is_some())).wrapping_mul(40_503) ^ id.len() as u32;
         let config = running_config(&id, running, a)?;
         let mut dev: Device<_> = Device::new(coap_config(config, seed), verifier.clone());
+        if let Some(memory) = path {
+            dev.remember_path(memory);
+        }
         let mut link = CoapLink::new(BlockingSocket(&mut socket), BusyClock(&clock), seed)
             .secure(oscore.clone());
         let t = Instant::now();
@@ -300,6 +306,7 @@ fn device_life(
             },
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+        path = dev.path_memory().or(path);
         let awake = t.elapsed().as_millis() as u64;
         match point_base {
             None => {

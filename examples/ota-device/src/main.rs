@@ -167,6 +167,8 @@ fn run(a: Args) -> anyhow::Result<()> {
     };
 
     let mut wakes = 0;
+    // What the last wake measured of the path, for the next wake's device to start from.
+    let mut path = None;
     while wakes < a.max_wakes {
         // Power on: the bootloader part.
         let flash = FileFlash::<4, 4096>::open(&flash_path, sectors)?;
@@ -232,6 +234,9 @@ fn run(a: Args) -> anyhow::Result<()> {
             Link::Coap { socket, clock } => {
                 let seed = wakes.wrapping_mul(2_654_435_761) ^ std::process::id();
                 let mut dev: Device<_> = Device::new(coap_config(config, seed), verifier.clone());
+                if let Some(memory) = path {
+                    dev.remember_path(memory);
+                }
                 let mut link = CoapLink::new(BlockingSocket(socket), BusyClock(clock), seed);
                 if let Some(ctx) = &oscore {
                     link = link.secure(ctx.clone());
@@ -239,6 +244,7 @@ fn run(a: Args) -> anyhow::Result<()> {
                 let end =
                     run_wake_blocking(&mut dev, &mut link, clock, &mut storage, budget, on_event)
                         .map_err(|e| anyhow::anyhow!("wake: {e}"))?;
+                path = dev.path_memory().or(path);
                 (end.reason, end.sleep_secs, progress(&dev))
             }
             Link::Mqtt {
@@ -248,6 +254,9 @@ fn run(a: Args) -> anyhow::Result<()> {
                 prefix,
             } => {
                 let mut dev: Device<_> = Device::new(config, verifier.clone());
+                if let Some(memory) = path {
+                    dev.remember_path(memory);
+                }
                 let end = rt
                     .block_on(mqtt_wake(
                         session,
@@ -264,6 +273,7 @@ fn run(a: Args) -> anyhow::Result<()> {
                         ota_core::runtime::WakeError::Link(l) => anyhow::anyhow!("wake: {l}"),
                         other => anyhow::anyhow!("wake: {other}"),
                     })?;
+                path = dev.path_memory().or(path);
                 if !end.checked_in && end.reason == SleepReason::UpToDate {
                     log(
                         &a.id,

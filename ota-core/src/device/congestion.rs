@@ -107,30 +107,34 @@
 //!
 //! | loss | awake | link busy | bytes / loss-adjusted minimum | final-group tail | best saving | its byte cost |
 //! |---|---|---|---|---|---|---|
-//! | 15 % | 116 s (6.3 wakes) | 84 % | 1.017 | 6.4 s | 2.8 s (2.4 %) | +5.1 KiB (+1.6 %) |
-//! | 30 % | 168 s (9.0 wakes) | 70 % | 1.009 | 8.8 s | 4.6 s (2.7 %) | +8.3 KiB (+2.2 %) |
+//! | 15 % | 112 s (6.1 wakes) | 87 % | 1.013 | 4.5 s | 0.9 s (0.8 %) | +5.1 KiB (+1.6 %) |
+//! | 30 % | 159 s (8.6 wakes) | 74 % | 1.009 | 9.5 s | 5.2 s (3.3 %) | +8.3 KiB (+2.2 %) |
 //!
-//! These rows are with [`DeviceConfig::early_resume`] on, as it ships. With it off (five seeds):
-//! 128 s and 7.0 wakes at 15 %, 227 s and 12.0 wakes at 30 %. Five seeds, as this table had
-//! before, moved the bytes by up to 1.5 points: 1.025 and 0.984 for the same code.
+//! These rows are with [`DeviceConfig::early_resume`] on, as it ships, and each wake's device
+//! started from what the last one measured ([`PathMemory`], as `ota-demo` does). Without the
+//! memory: 116 s and 6.3 wakes at 15 %, 168 s and 9.0 wakes at 30 %; with early resume off too
+//! (five seeds): 128 s and 7.0 wakes, 227 s and 12.0 wakes. Five seeds, as this table had
+//! before, moved the bytes by up to 1.5 points: 1.025 and 0.984 for code that gives 1.017 and
+//! 1.009 over twenty.
 //!
 //! - **Bytes:** asking again already carries no more than the minimum any scheme needs (each
-//!   block's request repeated until request and response both get through): 1.017 and 1.009.
+//!   block's request repeated until request and response both get through): 1.013 and 1.009.
 //!   Repair chunks sent ahead are never all used, so they can only add.
 //! - **Awake time:** in a pull protocol every repair chunk needs a request, and a lost request
 //!   holds its window slot exactly as a lost chunk request does; a repair chunk in place of a
 //!   resent chunk is the same exchange. What repair chunks sent ahead can remove is the wait
 //!   for chunks lost at the very end of the image, when no later reply shows them lost: the
-//!   "best saving" column, the final group's time above its time at link rate, at most 2.7 % of
+//!   "best saving" column, the final group's time above its time at link rate, at most 3.3 % of
 //!   the awake time now that free slots in the tail carry copies, for the cost of enough
 //!   repair chunks (`n` exchanges for the last 8 chunks, 99 % sure) to skip it. The idle link
 //!   at 30 % is the check-ins' retries and the window, neither of which repair chunks change.
 //! - **And the device:** decoding needs the group's chunks in RAM or read back from flash,
 //!   repair chunks a place in the staging slot and in the resume record, the server an encoder
-//!   per request. Not worth 2-3 % of the awake time.
+//!   per request. Not worth 1-3 % of the awake time.
 //!
 //! [`DeviceConfig::window`]: super::DeviceConfig::window
 //! [`DeviceConfig::early_resume`]: super::DeviceConfig::early_resume
+//! [`PathMemory`]: super::PathMemory
 
 use super::config::DeviceConfig;
 use super::rtt::RttEstimator;
@@ -177,7 +181,7 @@ pub const REORDER_FLOOR_MS: u32 = 25;
 /// Share of sends going unanswered, 1/256ths, from which a free slot carries a copy of an
 /// outstanding request ([`Controller::on_copy`]): an eighth. Below it a copy is more likely to
 /// bring a second, wasted chunk than to save a wait for a timer.
-const COPY_FAIL_RATE: u16 = 32;
+const COPY_FAIL_RATE: u8 = 32;
 
 /// Sends of one request, whatever the path does, before the wake gives up on it, as a
 /// multiple of [`DeviceConfig::max_attempts`].
@@ -202,8 +206,9 @@ pub(crate) struct Controller {
     last_heard: Option<Instant>,
     /// Requests that timed out since anything was last heard.
     quiet_timeouts: u8,
-    /// Share of sends that went unanswered, 1/256ths (EWMA, 1/16 per outcome).
-    fail_rate: u16,
+    /// Share of sends that went unanswered, 1/256ths (EWMA, 1/16 per outcome; 255 stands for
+    /// every send).
+    fail_rate: u8,
     /// When a chunk was last accepted, and the spacing of chunks that came back to back
     /// (ms, EWMA 1/4): the time the bottleneck gives this device per chunk.
     last_accepted: Option<Instant>,
@@ -225,27 +230,31 @@ pub(crate) struct Controller {
     queued: bool,
     /// A send was found lost this wake (copies need a loss seen, not only the prior).
     lost_any: bool,
+    /// Where every wake starts: the window and the failure-rate prior (see
+    /// [`Controller::remember`]).
+    start: (u8, u8),
 }
 
 impl Controller {
     pub fn new(config: &DeviceConfig) -> Self {
-        Self::fresh(Instant(0), config)
+        // Two requests in flight at first, and a prior for radio links of this class: a
+        // quarter of requests unanswered, so a wake does not read its first losses as silence;
+        // measured from the first outcome.
+        Self::fresh(Instant(0), config, (config.window.clamp(1, 2), 64))
     }
 
-    fn fresh(now: Instant, config: &DeviceConfig) -> Self {
+    fn fresh(now: Instant, config: &DeviceConfig, start: (u8, u8)) -> Self {
         Self {
             mode: config.congestion,
             window: config.window.max(1),
-            cwnd: config.window.clamp(1, 2),
+            cwnd: start.0.clamp(1, config.window.max(1)),
             slow_start: true,
             min_rtt: None,
             round_start: now,
             round_min: None,
             last_heard: None,
             quiet_timeouts: 0,
-            // A prior for radio links of this class: a quarter of requests unanswered, so a
-            // wake does not read its first losses as silence; measured from the first outcome.
-            fail_rate: 64,
+            fail_rate: start.1,
             last_accepted: None,
             spacing: None,
             sends: 0,
@@ -255,12 +264,25 @@ impl Controller {
             boot_shift: 0,
             queued: false,
             lost_any: false,
+            start,
         }
+    }
+
+    /// Later wakes start from what an earlier one measured: half its window, at least the usual two requests, and
+    /// its failure rate as the prior.
+    pub fn remember(&mut self, window: u8, fail_rate: u8, config: &DeviceConfig) {
+        let usual = config.window.clamp(1, 2);
+        self.start = ((window / 2).max(usual), fail_rate);
+    }
+
+    /// The window in use now and the failure rate, for [`Controller::remember`].
+    pub fn memory(&self) -> (u8, u8) {
+        (self.cwnd, self.fail_rate)
     }
 
     /// A new wake: the path may have changed since the last one.
     pub fn on_wake(&mut self, now: Instant, config: &DeviceConfig) {
-        *self = Self::fresh(now, config);
+        *self = Self::fresh(now, config, self.start);
     }
 
     /// True if a new request may join `in_flight` outstanding ones.
@@ -425,7 +447,11 @@ impl Controller {
 
     fn outcome(&mut self, failed: bool) {
         let kept = self.fail_rate - self.fail_rate / 16;
-        self.fail_rate = if failed { kept + 16 } else { kept };
+        self.fail_rate = if failed {
+            kept.saturating_add(16)
+        } else {
+            kept
+        };
     }
 
     /// True if a request whose timer has expired at `now` has been sent as often as the path

@@ -33,6 +33,7 @@
 
 mod config;
 mod congestion;
+mod path;
 mod rtt;
 mod transmit;
 mod window;
@@ -43,6 +44,7 @@ use sha2::{Digest as _, Sha256};
 pub use config::{DeviceConfig, MAX_WINDOW};
 pub use congestion::Congestion;
 use congestion::Controller;
+pub use path::PathMemory;
 use rtt::RttEstimator;
 pub use transmit::{Sent, Transmit};
 use window::Window;
@@ -342,6 +344,31 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         let persisted = storage.load()?;
         self.restore(persisted);
         Ok(())
+    }
+
+    /// What this device has measured of the path, once it has measured a round trip: give it
+    /// to the next wake's device with [`Device::remember_path`] (see [`PathMemory`]).
+    pub fn path_memory(&self) -> Option<PathMemory> {
+        let srtt_ms = self.rtt.srtt()?;
+        let (window, fail_rate) = self.cc.memory();
+        Some(PathMemory {
+            srtt_ms,
+            rttvar_ms: self.rtt.rttvar(),
+            window,
+            fail_rate,
+        })
+    }
+
+    /// Starts the next wakes from what an earlier wake measured of the path (see
+    /// [`PathMemory`]); call it before [`Device::wake`]. Under [`Congestion::LossTolerant`]
+    /// only: `Aimd` keeps the earlier behaviour.
+    pub fn remember_path(&mut self, memory: PathMemory) {
+        if self.config.congestion != Congestion::LossTolerant {
+            return;
+        }
+        self.rtt = RttEstimator::remembered(memory.srtt_ms, memory.rttvar_ms);
+        self.cc
+            .remember(memory.window, memory.fail_rate, &self.config);
     }
 
     /// Starts a wake at `now` with the given budget: the next [`Device::poll_transmit`] yields
