@@ -410,3 +410,41 @@ fn aimd_ignores_a_remembered_path() {
         remembering(Congestion::Aimd, false)
     );
 }
+
+#[test]
+fn a_remembered_path_that_changed_is_measured_afresh() {
+    // The memory says 100 ms; the path now takes 600 ms. The first timeouts are too short
+    // (every early send goes out again before its reply), and the wake still learns the path
+    // and finishes.
+    let mut s = after_a_partial_wake(Congestion::LossTolerant);
+    let cfg = config(s.storage.capacity(), 8);
+    let stale = PathMemory {
+        srtt_ms: 100,
+        rttvar_ms: 10,
+        ..MEMORY
+    };
+    let mut log = vec![];
+    let (reason, measured) = wake_remembering(
+        &mut s,
+        cfg,
+        Some(stale),
+        WakeBudget::default(),
+        &mut log,
+        &clean,
+    );
+    assert_eq!(reason, SleepReason::Staged);
+    assert_eq!(s.storage.staged(LEN), s.first);
+    assert_eq!(measured.map(|m| m.srtt_ms), Some(2 * ONE_WAY_MS as u32));
+    // Resent too early at first, then not: fewer resends than requests.
+    let requests = log.iter().filter(|s| s.offset.is_some()).count();
+    let distinct = {
+        let mut o: Vec<u32> = log.iter().filter_map(|s| s.offset).collect();
+        o.sort_unstable();
+        o.dedup();
+        o.len()
+    };
+    assert!(
+        requests < 2 * distinct,
+        "{requests} sends for {distinct} chunks"
+    );
+}

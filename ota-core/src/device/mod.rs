@@ -360,13 +360,19 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     }
 
     /// Starts the next wakes from what an earlier wake measured of the path (see
-    /// [`PathMemory`]); call it before [`Device::wake`]. Under [`Congestion::LossTolerant`]
-    /// only: `Aimd` keeps the earlier behaviour.
+    /// [`PathMemory`]); call it before [`Device::wake`]. The memory sets the first guess of
+    /// the timeout ([`DeviceConfig::initial_rto_ms`], within the configured bounds), not the
+    /// round-trip estimate: the wake measures the path afresh, and a guess that proves too
+    /// short doubles as the default one does. Under [`Congestion::LossTolerant`] only: `Aimd`
+    /// keeps the earlier behaviour.
     pub fn remember_path(&mut self, memory: PathMemory) {
         if self.config.congestion != Congestion::LossTolerant {
             return;
         }
-        self.rtt = RttEstimator::remembered(memory.srtt_ms, memory.rttvar_ms);
+        let remembered = RttEstimator::remembered(memory.srtt_ms, memory.rttvar_ms);
+        self.config.initial_rto_ms = u32::try_from(remembered.rto(&self.config, 1))
+            .unwrap_or(u32::MAX)
+            .clamp(self.config.min_rto_ms, self.config.max_rto_ms);
         self.cc
             .remember(memory.window, memory.fail_rate, &self.config);
     }
@@ -643,9 +649,17 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             if self.budget_allows(now, len) {
                 break;
             }
+            // Refused for its bytes while the wake still has time: the reply may only be late
+            // (a round trip measured on the small check-in, a chunk slow on the link), and
+            // waiting for it costs no bytes, so it gets one more timer before it is dropped.
+            let in_time = self
+                .wake
+                .deadline
+                .is_none_or(|d| now + self.rtt.expected(&self.config) <= d);
+            let wait = if in_time { 2 } else { 1 };
             let rto = self
                 .cc
-                .backed_off_rto(&self.rtt, &self.config, backoff.saturating_add(1));
+                .backed_off_rto(&self.rtt, &self.config, backoff.saturating_add(wait));
             match sent.map(|s| s + rto) {
                 Some(timer) if timer > now => {
                     if let Some(o) = self.window.items.iter_mut().find(|o| o.offset == offset) {
@@ -1072,6 +1086,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     /// Advances timers to `now`: gives up on a silent link, ends the wake at its deadline.
     /// Due retransmissions come out of the next [`Device::poll_transmit`].
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.window.expire_orphans(now);
         match self.state {
             // No answer within the wake's time: try again after the fallback sleep.
             State::CheckingIn if self.past_deadline(now) => {

@@ -1,29 +1,30 @@
 //! What one wake learnt about the path, for the next wake to start from.
-//!
-//! A device that sleeps with its RAM off builds a new [`Device`](super::Device) every wake, and
-//! each wake would otherwise start blind: the first timeout is RFC 7252's 2 s guess, and the
-//! window opens from two requests. On a lossy path that start is slow, because the window only
-//! grows with the chunks that get through and the first sample (taken behind the check-in's
-//! reply) can set the timers far too long. RFC 9040 (TCP control block interdependence,
-//! temporal sharing) keeps a closed connection's round trip for the next one to the same host;
-//! this does the same across wakes. The application keeps the few bytes where it likes (RAM
-//! kept in sleep, a backup register, flash) and drops them when the path may have changed
-//! (another cell, hours of sleep).
-//!
-//! | field | what the next wake does with it |
-//! |---|---|
-//! | `srtt_ms`, `rttvar_ms` | its round-trip estimate starts there, the variation at least a quarter of the round trip (timeouts of at least twice the round trip) |
-//! | `window` | its window starts at half of it (at least the usual two, at most [`DeviceConfig::window`](super::DeviceConfig::window)); the queue test cuts it back at once if the path has a queue |
-//! | `fail_rate` | its prior for the share of requests that go unanswered (the copies' gate, how many timeouts in a row mean silence) |
 
-/// What a wake measured of the path: see the [module docs](self).
+/// What a wake measured of the path, for the next wake to start from.
+///
+/// A device that sleeps with its RAM off builds a new [`Device`](super::Device) every wake, and
+/// each wake would otherwise start blind: the first timeout is RFC 7252's 2 s guess, and the
+/// window opens from two requests. On a lossy path that start is slow, because the window only
+/// grows with the chunks that get through. RFC 9040 (TCP control block interdependence,
+/// temporal sharing) keeps a closed connection's round trip for the next one to the same host;
+/// this does the same across wakes, as a first guess only: each wake measures the path
+/// afresh, and a remembered timeout that proves too short doubles as the default guess does
+/// (the path may have changed since). The application keeps the few bytes where it likes (RAM
+/// kept in sleep, a backup register, flash) and drops them when the path may have changed
+/// (another cell, hours of sleep).
+///
+/// | field | what the next wake does with it |
+/// |---|---|
+/// | `srtt_ms`, `rttvar_ms` | its first guess of the timeout, before it measures one: SRTT + 4·RTTVAR with the variation at least a quarter of the round trip, within [`DeviceConfig::min_rto_ms`](super::DeviceConfig::min_rto_ms) and [`max_rto_ms`](super::DeviceConfig::max_rto_ms) (in place of [`initial_rto_ms`](super::DeviceConfig::initial_rto_ms)) |
+/// | `window` | its window starts at half of it (at least the usual two, at most [`DeviceConfig::window`](super::DeviceConfig::window)); the queue test cuts it back at once if the path has a queue |
+/// | `fail_rate` | its prior for the share of requests that go unanswered (the copies' gate, how many timeouts in a row mean silence), at most a half |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PathMemory {
     /// Smoothed round trip, ms.
     pub srtt_ms: u32,
     /// Its variation, ms.
     pub rttvar_ms: u32,
-    /// Requests in flight at the end of the wake.
+    /// Requests the window allowed in flight at the end of the wake.
     pub window: u8,
     /// Share of requests unanswered, in 256ths (an average over the wake's last outcomes).
     pub fail_rate: u8,

@@ -11,8 +11,8 @@ pub(crate) struct RttEstimator {
 }
 
 impl RttEstimator {
-    /// An estimate carried over from an earlier wake: the variation at least a quarter of the
-    /// round trip, so the first timeouts are at least twice the round trip.
+    /// An estimate carried over from an earlier wake, for the first guess of the timeout: the
+    /// variation at least a quarter of the round trip, so it is at least twice the round trip.
     pub fn remembered(srtt: u32, rttvar: u32) -> Self {
         let srtt = srtt.max(1);
         Self {

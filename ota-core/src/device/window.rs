@@ -139,6 +139,16 @@ impl<const W: usize> Window<W> {
 
     /// The earliest retransmission deadline.
     pub fn earliest_due(&self) -> Option<Instant> {
-        self.items.iter().map(|o| o.due).min()
+        // Orphaned copies hold slots of the window until their timer: when they are all that
+        // is left, that timer is when a slot frees.
+        let orphans = (self.orphans.0 > 0).then_some(self.orphans.1);
+        self.items.iter().map(|o| o.due).chain(orphans).min()
+    }
+
+    /// Forgets the orphaned copies whose timer has passed at `now`.
+    pub fn expire_orphans(&mut self, now: Instant) {
+        if now >= self.orphans.1 {
+            self.orphans = (0, Instant(0));
+        }
     }
 }
