@@ -362,6 +362,15 @@ fn main() {
         // `load --sqlite-only`: the SQLite rows alone, to profile the serving path.
         return load_table(std::env::args().nth(2).as_deref() == Some("--sqlite-only"));
     }
+    if std::env::args().nth(1).as_deref() == Some("bottleneck") {
+        // `bottleneck`: the shared-cell rows alone (simulated time, under a second).
+        let mut rows = Vec::new();
+        loss::bottleneck_rows(&mut rows);
+        for (figure, value) in rows {
+            println!("{figure:<82} {value}");
+        }
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("loss") {
         // `loss`: the goodput and demo-link rows alone (simulated time, a second or two), to
         // tune the congestion control against.
