@@ -33,7 +33,17 @@ const NO_SEQ: u64 = u64::MAX;
 enum Key {
     CheckIn,
     Report,
-    Block { image: ImageId, offset: u32 },
+    Block {
+        image: ImageId,
+        offset: u32,
+    },
+    /// A block whose response already arrived, kept until its room is needed so that the
+    /// response to another send of the request still reaches the state machine (see
+    /// [`CoapFraming::parse`]). A variant, not a flag, so an exchange stays 24 bytes.
+    Answered {
+        image: ImageId,
+        offset: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -138,9 +148,10 @@ impl Request<'_> {
 /// A device's CoAP state: message ids, tokens, exchanges in flight, acknowledgements owed,
 /// the ETag of the image, OSCORE.
 ///
-/// `X` is how many exchanges it remembers (24 bytes each). When they are all in use the
-/// oldest is forgotten, and a late response to it is dropped as unmatched (the state machine
-/// fetches that chunk again). Give it at least the device's window plus two; twice the
+/// `X` is how many exchanges it remembers (24 bytes each), answered blocks among them (a
+/// second response to a block request still reaches the state machine). When they are all in
+/// use the oldest answered one is forgotten, or else the oldest, and a late response to it is
+/// dropped as unmatched (the state machine fetches that chunk again). Give it at least the device's window plus two; twice the
 /// window leaves room for late responses. The default, [`EXCHANGES`], serves any window.
 pub struct CoapFraming<const X: usize = EXCHANGES> {
     next_mid: u16,
@@ -369,7 +380,21 @@ impl<const X: usize> CoapFraming<X> {
             token: datagram.get(token_at).unwrap_or(&[]),
             body: datagram.get(body).ok_or(ClientError::Options)?,
         };
-        self.exchanges.swap_remove(pos);
+        match ex.key {
+            // A copy of the request, or an earlier send thought lost, may still be answered:
+            // that chunk goes to the state machine too, which counts it a duplicate and frees
+            // the slot of its window the send held (dropped here as unmatched, the slot stayed
+            // taken until the send's timer).
+            Key::Block { image, offset } => {
+                if let Some(e) = self.exchanges.get_mut(pos) {
+                    e.key = Key::Answered { image, offset };
+                }
+            }
+            Key::Answered { .. } => {}
+            Key::CheckIn | Key::Report => {
+                self.exchanges.swap_remove(pos);
+            }
+        }
         if d.code >> 5 != 2 {
             return Err(ClientError::Response(d.code));
         }
@@ -395,7 +420,7 @@ impl<const X: usize> CoapFraming<X> {
         match ex.key {
             Key::CheckIn => Ok(Parsed::Message(payload)),
             Key::Report => Ok(Parsed::Nothing),
-            Key::Block { image, offset } => {
+            Key::Block { image, offset } | Key::Answered { image, offset } => {
                 // A server that ignored Block2 sends the resource from its start.
                 match block {
                     Some(b) if b.offset() == offset => {}
@@ -442,8 +467,23 @@ fn exchange_for<const X: usize>(
         seq: NO_SEQ,
     };
     if exchanges.is_full() {
-        exchanges.remove(0);
+        // The oldest answered exchange makes room first, then the oldest in flight.
+        let oldest = exchanges
+            .iter()
+            .position(|e| matches!(e.key, Key::Answered { .. }))
+            .unwrap_or(0);
+        exchanges.remove(oldest);
     }
     let _ = exchanges.push(ex);
     ex
+}
+
+#[cfg(test)]
+mod tests {
+    /// The exchange's size, as [`super::CoapFraming`]'s docs give it: an answered block is a
+    /// variant of its key, not a flag beside it (which padded every exchange to 32 bytes).
+    #[test]
+    fn an_exchange_takes_24_bytes() {
+        assert_eq!(core::mem::size_of::<super::Exchange>(), 24);
+    }
 }

@@ -69,3 +69,33 @@ fn the_default_framing_remembers_a_whole_window_of_32() {
     let mut d = answer(&reqs[0], 0);
     assert!(matches!(f.parse(&mut d), Ok(Parsed::Chunk(_))));
 }
+
+/// The request went out twice (a copy, or a resend of a send thought lost) and both sends are
+/// answered: the second answer still reaches the state machine as its block, which frees the
+/// window slot that send held (dropped as unmatched, the slot stayed taken until its timer).
+#[test]
+fn a_second_answer_to_one_request_is_still_its_block() {
+    let mut f = CoapFraming::new(1);
+    let req = request(&mut f, 3);
+    for _ in 0..2 {
+        let mut d = answer(&req, 3);
+        match f.parse(&mut d) {
+            Ok(Parsed::Chunk(c)) => assert_eq!(c.offset, 3 * u32::from(CHUNK)),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// An answered exchange makes room before one still in flight.
+#[test]
+fn an_answered_exchange_makes_room_first() {
+    let mut f: CoapFraming<2> = CoapFraming::with_exchanges(1);
+    let first = request(&mut f, 0);
+    let second = request(&mut f, 1);
+    let mut d = answer(&second, 1);
+    assert!(matches!(f.parse(&mut d), Ok(Parsed::Chunk(_))));
+    // Block 2 needs room: block 1's answered exchange gives it, block 0 is still matched.
+    let _third = request(&mut f, 2);
+    let mut d = answer(&first, 0);
+    assert!(matches!(f.parse(&mut d), Ok(Parsed::Chunk(_))));
+}

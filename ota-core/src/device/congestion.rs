@@ -122,8 +122,8 @@
 //!
 //! | loss | awake | link busy | bytes / loss-adjusted minimum | final-group tail | best saving | its byte cost |
 //! |---|---|---|---|---|---|---|
-//! | 15 % | 112 s (6.2 wakes) | 88 % | 1.022 | 4.7 s | 1.1 s (1.0 %) | +5.1 KiB (+1.6 %) |
-//! | 30 % | 155 s (8.3 wakes) | 76 % | 1.013 | 9.0 s | 4.7 s (3.0 %) | +8.3 KiB (+2.2 %) |
+//! | 15 % | 112 s (6.2 wakes) | 87 % | 1.022 | 4.9 s | 1.3 s (1.1 %) | +5.1 KiB (+1.6 %) |
+//! | 30 % | 155 s (8.3 wakes) | 76 % | 1.014 | 9.4 s | 5.2 s (3.3 %) | +8.3 KiB (+2.2 %) |
 //!
 //! These rows are with [`DeviceConfig::early_resume`] on, as it ships, and each wake's device
 //! started from what the last one measured ([`PathMemory`], as `ota-demo` does). Without the
@@ -135,13 +135,13 @@
 //! early-resume comparisons above are twenty-seed figures.)
 //!
 //! - **Bytes:** asking again already carries no more than the minimum any scheme needs (each
-//!   block's request repeated until request and response both get through): 1.022 and 1.013.
+//!   block's request repeated until request and response both get through): 1.022 and 1.014.
 //!   Repair chunks sent ahead are never all used, so they can only add.
 //! - **Awake time:** in a pull protocol every repair chunk needs a request, and a lost request
 //!   holds its window slot exactly as a lost chunk request does; a repair chunk in place of a
 //!   resent chunk is the same exchange. What repair chunks sent ahead can remove is the wait
 //!   for chunks lost at the very end of the image, when no later reply shows them lost: the
-//!   "best saving" column, the final group's time above its time at link rate, at most 3.0 % of
+//!   "best saving" column, the final group's time above its time at link rate, at most 3.3 % of
 //!   the awake time now that free slots in the tail carry copies, for the cost of enough
 //!   repair chunks (`n` exchanges for the last 8 chunks, 99 % sure) to skip it. The idle link
 //!   at 30 % is the check-ins' retries and the window, neither of which repair chunks change.
