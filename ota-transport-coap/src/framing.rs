@@ -6,7 +6,10 @@
 //! manifest's chunk size), so the image can come from any CoAP server. A request the state
 //! machine sends again goes out with the same message id and token, which is what RFC 7252 calls
 //! a retransmission; with OSCORE it is sealed anew under a new sequence number and goes out as
-//! a new message (same token), so no nonce is ever reused. Separate responses are acknowledged.
+//! a new message (same token), so no nonce is ever reused. A response to the send before the
+//! latest (late, not lost) is still matched and opened, and a second response to a block
+//! request still reaches the state machine (which frees the window slot that send held).
+//! Separate responses are acknowledged.
 //! A Block2 response is checked against the block asked for, and a changed ETag mid-download
 //! (the resource changed) is refused.
 
@@ -26,8 +29,68 @@ use crate::udp::{self, Datagram, Item, MsgType, UdpError};
 /// check-in or report and late responses besides.
 pub const EXCHANGES: usize = 40;
 
-/// No OSCORE sequence number yet (sequence numbers are at most 40 bits, RFC 8613 section 3.3).
-const NO_SEQ: u64 = u64::MAX;
+/// The OSCORE sends of an exchange: the latest one's sequence number, and the send before it.
+/// A resend is sealed anew under a new message id, and the response to the send before may
+/// still come (it was late, not lost); it can only be opened with that send's sequence number
+/// (the request's partial IV is in the response's additional data, RFC 8613 section 5.4).
+/// Eight bytes, so an exchange stays 24.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sealed {
+    /// The latest send's sequence number, big-endian (at most 40 bits, RFC 8613 section
+    /// 3.3); all ones before any send.
+    seq: [u8; 5],
+    /// How many sequence numbers back the send before it was (0: none).
+    back: u8,
+    /// The message id of the send before it.
+    prev_mid: u16,
+}
+
+impl Sealed {
+    /// Not sealed (plain CoAP, or not sent yet).
+    const NONE: Self = Self {
+        seq: [0xff; 5],
+        back: 0,
+        prev_mid: 0,
+    };
+
+    /// The latest send's sequence number.
+    fn latest(&self) -> Option<u64> {
+        (self.seq != Self::NONE.seq)
+            .then(|| self.seq.iter().fold(0u64, |n, &b| (n << 8) | u64::from(b)))
+    }
+
+    /// After a send sealed with `seq` under a new message id; `mid_before` was the latest
+    /// send's.
+    fn resealed(self, seq: u64, mid_before: u16) -> Self {
+        let bytes = seq.to_be_bytes();
+        let mut next = Self {
+            seq: [bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]],
+            back: 0,
+            prev_mid: 0,
+        };
+        if let Some(back) = self
+            .latest()
+            .and_then(|before| u8::try_from(seq.checked_sub(before)?).ok())
+        {
+            next.back = back;
+            next.prev_mid = mid_before;
+        }
+        next
+    }
+
+    /// The sequence number of the send a piggybacked response with message id `mid` answers;
+    /// `latest_mid` is the latest send's.
+    fn for_mid(&self, latest_mid: u16, mid: u16) -> Option<u64> {
+        let latest = self.latest()?;
+        if mid == latest_mid {
+            Some(latest)
+        } else if self.back != 0 && mid == self.prev_mid {
+            latest.checked_sub(u64::from(self.back))
+        } else {
+            None
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Key {
@@ -51,9 +114,8 @@ struct Exchange {
     key: Key,
     mid: u16,
     token: [u8; 2],
-    /// The OSCORE sequence number of its latest transmission, or [`NO_SEQ`] (not an `Option`:
-    /// that would take 8 bytes more of every exchange).
-    seq: u64,
+    /// Its OSCORE sends.
+    sealed: Sealed,
 }
 
 /// Why a datagram was not used.
@@ -294,6 +356,7 @@ impl<const X: usize> CoapFraming<X> {
             }
         };
         let secure = self.security.is_some();
+        let before = self.exchanges.iter().find(|e| e.key == key).map(|e| e.mid);
         let ex = exchange_for(
             &mut self.exchanges,
             &mut self.next_mid,
@@ -306,7 +369,10 @@ impl<const X: usize> CoapFraming<X> {
             Some(sec) => {
                 let (seq, built) = sec.seal(buf, (ex.mid, &ex.token), |m| request.write(m))?;
                 if let Some(e) = self.exchanges.iter_mut().find(|e| e.key == key) {
-                    e.seq = seq;
+                    e.sealed = match before {
+                        Some(mid) => e.sealed.resealed(seq, mid),
+                        None => Sealed::NONE.resealed(seq, e.mid),
+                    };
                 }
                 built
             }
@@ -346,7 +412,12 @@ impl<const X: usize> CoapFraming<X> {
         let pos = self
             .exchanges
             .iter()
-            .position(|e| e.token == d.token && (d.kind != MsgType::Ack || e.mid == d.mid))
+            .position(|e| {
+                e.token == d.token
+                    && (d.kind != MsgType::Ack
+                        || e.mid == d.mid
+                        || e.sealed.for_mid(e.mid, d.mid).is_some())
+            })
             .ok_or(ClientError::Unmatched)?;
         let ex = self
             .exchanges
@@ -356,8 +427,15 @@ impl<const X: usize> CoapFraming<X> {
         let (kind, mid, outer_code) = (d.kind, d.mid, d.code);
         let token_at = 4..4 + d.token.len();
         // Where the message to act on is: the datagram itself, or its decrypted inner message.
-        let (code, body) = match (ex.seq, self.security.as_ref()) {
-            (seq, Some(sec)) if seq != NO_SEQ => {
+        // The send it answers: a piggybacked response names it by message id; a separate one
+        // is taken for the latest.
+        let seq = if kind == MsgType::Ack {
+            ex.sealed.for_mid(ex.mid, mid)
+        } else {
+            ex.sealed.latest()
+        };
+        let (code, body) = match (seq, self.security.as_ref()) {
+            (Some(seq), Some(sec)) => {
                 match crate::client_security::outer(&d, datagram.len())? {
                     Some(p) => sec.open(seq, p, datagram)?,
                     None => {
@@ -464,7 +542,7 @@ fn exchange_for<const X: usize>(
         key,
         mid: *next_mid,
         token: next_token.to_be_bytes(),
-        seq: NO_SEQ,
+        sealed: Sealed::NONE,
     };
     if exchanges.is_full() {
         // The oldest answered exchange makes room first, then the oldest in flight.

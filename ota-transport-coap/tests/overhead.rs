@@ -101,25 +101,6 @@ fn nothing_for_you_over_coap() {
     assert!(n <= 35 + 15 && m <= 9 + 8, "{n} + {m}");
 }
 
-/// One device's credentials, for a responder that requires OSCORE.
-struct OneDevice(u64);
-
-impl ota_transport_coap::server::DeviceKeys for OneDevice {
-    fn lookup(&self, kid: &[u8]) -> Option<ota_transport_coap::server::DeviceKey> {
-        (kid == [0x01, 0x2c]).then(|| ota_transport_coap::server::DeviceKey {
-            device: "coap-dev".into(),
-            secret: vec![3; 16],
-            salt: vec![4; 8],
-            device_sender_id: vec![0x01, 0x2c],
-            server_sender_id: vec![],
-            floor: None,
-        })
-    }
-    fn advance(&self, _device: &str, seq: u64) -> bool {
-        seq >= self.0
-    }
-}
-
 /// What OSCORE adds: a block request and response of a device with a 2-byte kid (the 300th
 /// provisioned) and a 2-byte sequence number, against the same exchange in plain CoAP.
 #[test]

@@ -194,3 +194,22 @@ pub fn coap_client(args: &[&str], secs: u64) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// One device's credentials, for a responder that requires OSCORE.
+pub struct OneDevice(pub u64);
+
+impl ota_transport_coap::server::DeviceKeys for OneDevice {
+    fn lookup(&self, kid: &[u8]) -> Option<ota_transport_coap::server::DeviceKey> {
+        (kid == [0x01, 0x2c]).then(|| ota_transport_coap::server::DeviceKey {
+            device: "coap-dev".into(),
+            secret: vec![3; 16],
+            salt: vec![4; 8],
+            device_sender_id: vec![0x01, 0x2c],
+            server_sender_id: vec![],
+            floor: None,
+        })
+    }
+    fn advance(&self, _device: &str, seq: u64) -> bool {
+        seq >= self.0
+    }
+}

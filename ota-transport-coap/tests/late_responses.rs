@@ -1,0 +1,79 @@
+//! A response that comes after its request was sent again still counts: the chunk is taken,
+//! or, if another send's response brought it first, the state machine is told that send is
+//! off the link. Plain CoAP resends keep their message id; OSCORE seals each send anew under a
+//! new message id and sequence number, so the response to the send before the latest must be
+//! matched and opened with that send's.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use ota_core::wire::WakeBudget;
+use ota_core::Instant;
+use ota_oscore::SecurityContext;
+use ota_test_support::MemStorage;
+use ota_transport_coap::server::{DeviceKeys, Responder, Security, ServerConfig};
+use ota_transport_coap::CoapClient;
+
+#[test]
+fn the_response_to_the_send_before_a_resend_is_taken() {
+    let img = image(8 * 1024, 3);
+    let peer = "127.0.0.1:5683".parse().unwrap();
+    for secure in [false, true] {
+        let keys: Arc<dyn DeviceKeys> = Arc::new(OneDevice(0));
+        let security = if secure {
+            Security::Oscore(keys)
+        } else {
+            Security::PlainForLab(None)
+        };
+        let mut responder = Responder::new(handler(&img, 1024), ServerConfig::default(), security);
+        // One request in flight, so the resend is the only thing to send.
+        let mut client: CoapClient<_> = CoapClient::new(device_config(16 * 1024, 1), verifier(), 1);
+        if secure {
+            let ctx = SecurityContext::derive(&[3; 16], &[4; 8], &[0x01, 0x2c], &[]).unwrap();
+            client = client.secure(ctx);
+            client.restore_sequence(0);
+            client.sequence_reserved(1_000);
+        }
+        client.device_mut().wake(Instant(0), WakeBudget::default());
+        let mut storage = MemStorage::new(16 * 1024);
+        let (mut req, mut resp) = ([0u8; 512], [0u8; 1400]);
+        let n = client.poll_transmit(Instant(0), &mut req).unwrap();
+        let m = responder.respond(0, peer, &req[..n], &mut resp).unwrap();
+        client
+            .handle_datagram(Instant(100), &mut resp[..m])
+            .unwrap();
+        client.device_mut().drive_storage(&mut storage).unwrap();
+        // The first block request; its response is held back.
+        let n = client.poll_transmit(Instant(100), &mut req).unwrap();
+        let first = responder.respond(0, peer, &req[..n], &mut resp).unwrap();
+        let mut late = resp[..first].to_vec();
+        // Its timer passes: the same block is asked for again.
+        let due = client.device().poll_timeout().unwrap();
+        client.device_mut().handle_timeout(due);
+        let n = client.poll_transmit(due, &mut req).unwrap();
+        let m = responder.respond(0, peer, &req[..n], &mut resp).unwrap();
+        let mut second = resp[..m].to_vec();
+        // The first send's response arrives after all: the chunk is taken from it.
+        let before = client.device().stats().payload_bytes_accepted;
+        client
+            .handle_datagram(Instant(due.0 + 50), &mut late)
+            .unwrap_or_else(|e| panic!("secure {secure}: the late response: {e}"));
+        client.device_mut().drive_storage(&mut storage).unwrap();
+        assert_eq!(
+            client.device().stats().payload_bytes_accepted,
+            before + 1024,
+            "secure {secure}"
+        );
+        // The resend's response is a duplicate the state machine sees.
+        let dups = client.device().stats().duplicate_chunks;
+        let _ = client.handle_datagram(Instant(due.0 + 100), &mut second);
+        assert_eq!(
+            client.device().stats().duplicate_chunks,
+            dups + 1,
+            "secure {secure}"
+        );
+    }
+}
