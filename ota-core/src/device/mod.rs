@@ -637,8 +637,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
 
     /// Leaves for the next wake the requests due again whose resends the budget no longer
     /// allows (their replies could not come back in time, or the bytes are spent): sending
-    /// them would only buy bytes for a sleeping radio. One found lost before its timer
-    /// expired waits for that timer, in case its reply is only late.
+    /// them would only buy bytes for a sleeping radio.
     fn drop_late_resends(&mut self, now: Instant) {
         let mut dropped = false;
         while let Some((offset, len, sent, backoff)) = self
@@ -652,15 +651,21 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             // Refused for its bytes while the wake still has time: the reply may only be late
             // (a round trip measured on the small check-in, a chunk slow on the link), and
             // waiting for it costs no bytes, so it gets one more timer before it is dropped.
+            // Refused because the wake's end is near: it is due before its timer only if a
+            // later request's reply showed it lost (or its own came corrupt), so waiting out
+            // the timer would keep the radio on for a reply that is not coming; it is dropped
+            // now, and the wake ends once nothing else is on its way. (Waiting cost the demo
+            // link 2 s of 112 awake at 15 % loss, for no bytes saved over a hundred seeds.)
             let in_time = self
                 .wake
                 .deadline
                 .is_none_or(|d| now + self.rtt.expected(&self.config) <= d);
-            let wait = if in_time { 2 } else { 1 };
-            let rto = self
-                .cc
-                .backed_off_rto(&self.rtt, &self.config, backoff.saturating_add(wait));
-            match sent.map(|s| s + rto) {
+            let timer = sent.filter(|_| in_time).map(|s| {
+                s + self
+                    .cc
+                    .backed_off_rto(&self.rtt, &self.config, backoff.saturating_add(2))
+            });
+            match timer {
                 Some(timer) if timer > now => {
                     if let Some(o) = self.window.items.iter_mut().find(|o| o.offset == offset) {
                         o.due = timer;

@@ -1,0 +1,69 @@
+//! The end of a wake with a deadline: a request found lost when no resend could be answered
+//! in time is let go at once, so the wake ends as soon as nothing else is on its way, instead
+//! of keeping the radio on until the request's timer for a reply that is not coming.
+//!
+//! Over the exact link (`common::exact`): replies come 600 ms after their requests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use common::exact::{self, Send, ONE_WAY_MS};
+use common::*;
+use ota_core::device::SleepReason;
+use ota_core::manifest::Ed25519Verifier;
+use ota_core::storage::UpdateStorage as _;
+use ota_core::wire::WakeBudget;
+use ota_core::Device;
+use ota_test_support::MemStorage;
+
+const CHUNK: u16 = 512;
+/// The wake starts at 1 s and may last this long.
+const BUDGET_MS: u64 = 4_000;
+
+/// One wake that must end by its deadline, far from the end of the image; the link loses the
+/// first send of every other request sent from `lossy_from` on.
+fn wake(lossy_from: u64) -> (Vec<Send>, u64, SleepReason) {
+    let img = image(64 * 1024, 9);
+    let handler = handler(&img, CHUNK);
+    let mut storage = MemStorage::new(img.len() as u32 + 4096);
+    let mut dev: Device<Ed25519Verifier> = Device::new(config(storage.capacity(), 4), verifier());
+    let (mut now, mut log) = (1_000, vec![]);
+    let lose = |log: &[Send], send: &Send| {
+        let first = !log.iter().any(|s| s.offset == send.offset);
+        send.at >= lossy_from
+            && first
+            && send.offset.is_some_and(|o| (o / u32::from(CHUNK)) % 2 == 0)
+    };
+    let budget = WakeBudget {
+        bytes: None,
+        millis: Some(BUDGET_MS as u32),
+    };
+    let reason = exact::wake(
+        &mut dev,
+        &mut storage,
+        &handler,
+        &mut now,
+        budget,
+        &mut log,
+        &lose,
+    );
+    (log, now, reason)
+}
+
+#[test]
+fn a_request_found_lost_at_the_end_of_a_wake_does_not_keep_it_awake() {
+    let deadline = 1_000 + BUDGET_MS;
+    // Losses only in the last round trips, where no resend can be answered in time.
+    let (log, end, reason) = wake(deadline - 3 * 2 * ONE_WAY_MS);
+    assert_eq!(reason, SleepReason::BudgetExhausted);
+    let lost: Vec<&Send> = log.iter().filter(|s| s.lost).collect();
+    assert!(!lost.is_empty(), "the link lost something: {log:?}");
+    // The last reply came a round trip after the last send; the lost ones were known lost
+    // then (a later request of theirs was answered), so the wake ends within a reordering
+    // window of it, well before the deadline.
+    let last_send = log.iter().map(|s| s.at).max().unwrap();
+    let last_reply = last_send + 2 * ONE_WAY_MS;
+    println!("last send {last_send}, last reply {last_reply}, end {end}, deadline {deadline}");
+    assert!(end <= last_reply + 2 * ONE_WAY_MS / 4, "ended at {end}");
+    assert!(end < deadline, "ended at {end}, deadline {deadline}");
+}
