@@ -213,8 +213,9 @@ impl Request<'_> {
 /// `X` is how many exchanges it remembers (24 bytes each), answered blocks among them (a
 /// second response to a block request still reaches the state machine). When they are all in
 /// use the oldest answered one is forgotten, or else the oldest, and a late response to it is
-/// dropped as unmatched (the state machine fetches that chunk again). Give it at least the device's window plus two; twice the
-/// window leaves room for late responses. The default, [`EXCHANGES`], serves any window.
+/// dropped as unmatched (the state machine fetches that chunk again). Give it at least the
+/// device's window plus two; twice the window leaves room for late responses. The default,
+/// [`EXCHANGES`], serves any window.
 pub struct CoapFraming<const X: usize = EXCHANGES> {
     next_mid: u16,
     next_token: u16,
