@@ -86,6 +86,15 @@ floors=$(q "SELECT COUNT(*) FROM credentials WHERE floor IS NULL")
 echo "status rows $rows; confirmed on 1.1.0: $confirmed; rolled back (health check failed): $rolled"
 echo "devices offered the release twice: $twice; offers after a rollback: $after; transfers above 1.5x the image: $restarted; devices without a replay floor: $floors"
 q "SELECT 'bytes per confirmed device: min ' || MIN(bytes) || ', max ' || MAX(bytes) || ', mean ' || AVG(bytes)::bigint FROM transfers WHERE outcome = 'success'"
+if [ "$confirmed" -ne $((DEVICES - FAILING)) ] || [ "$rolled" -ne $FAILING ]; then
+  # The devices in neither expected state: their status rows and the end of their own logs.
+  odd=$(q "SELECT id FROM devices WHERE NOT ((running = '1.1.0' AND result = 'confirmed') OR (running = '1.0.0' AND result = 'rolled back'))")
+  head -1 "$T/status"
+  for id in $odd; do
+    grep "^$id " "$T/status" || true
+    tail -15 "$T/$id.log" | sed "s|^|$id: |"
+  done
+fi
 [ "$rows" -eq "$DEVICES" ] || fail "status shows $rows devices"
 [ "$confirmed" -eq $((DEVICES - FAILING)) ] || fail "$confirmed devices confirmed 1.1.0"
 [ "$rolled" -eq $FAILING ] || fail "$rolled devices rolled back"

@@ -301,10 +301,17 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
             return 0;
         };
         let chunk = self.chunk_size().unwrap_or(0);
-        let ahead_end = 32 - state.ahead.leading_zeros();
+        // Bit `b` of `ahead` is the chunk `b + 1` chunks past `next_offset`, which ends
+        // `b + 2` chunks past it. (This ended a chunk early: when the last chunk ahead was the
+        // first of its sector, that sector counted as not erased yet, and the next write into
+        // it erased the committed chunk; the image then failed its digest.)
+        let chunks_past = match 32 - state.ahead.leading_zeros() {
+            0 => 0,
+            highest => highest + 1,
+        };
         let end = state
             .next_offset
-            .saturating_add(ahead_end.saturating_mul(chunk));
+            .saturating_add(chunks_past.saturating_mul(chunk));
         end.div_ceil(Self::erase_size()) * Self::erase_size()
     }
 
