@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use ota_core::manifest::{Manifest, SignedManifest, StoredManifest, MANIFEST_FORMAT};
-use ota_core::resume::{ResumePhase, ResumeState};
+use ota_core::resume::{ResumePhase, ResumeState, RESUME_STATE_LEN_32};
 use ota_core::wire::*;
 
 fn hex(b: &[u8]) -> String {
@@ -214,9 +214,21 @@ fn stored_manifest_and_resume_state_layouts() {
     assert_eq!(
         hex(&state.to_bytes()),
         "4444444444444444444444444444444444444444444444444444444444444444030000000020010005000000\
-01"
+0100000000"
     );
     assert_eq!(ResumeState::from_bytes(&state.to_bytes()), Ok(state));
+    // The earlier layout (a 32-bit bitmap, 45 bytes) is the new one's prefix and still reads.
+    assert_eq!(
+        ResumeState::from_bytes(&state.to_bytes()[..RESUME_STATE_LEN_32]),
+        Ok(state)
+    );
+    // Bits past the first 32 go after the phase byte.
+    let wide = ResumeState {
+        ahead: (1 << 63) | 1,
+        ..state
+    };
+    assert_eq!(hex(&wide.to_bytes()[40..]), "010000000100000080");
+    assert_eq!(ResumeState::from_bytes(&wide.to_bytes()), Ok(wide));
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use ota_core::framing::{encode_frame_vec, FrameDecoder};
 use ota_core::manifest::{SignedManifest, StoredManifest};
-use ota_core::resume::{ResumePhase, ResumeState};
+use ota_core::resume::{ResumePhase, ResumeState, MAX_AHEAD};
 use ota_core::wire::*;
 use proptest::prelude::*;
 
@@ -262,13 +262,14 @@ proptest! {
         prop_assert_eq!(results, vec![Err(ota_core::framing::FrameError::Overflow), Ok(next)]);
     }
 
-    /// `mark` agrees with a set of staged chunk indices, and the encoding round-trips.
+    /// `mark` agrees with a set of staged chunk indices, `staged_end` with its furthest chunk,
+    /// and the encoding round-trips.
     #[test]
     fn resume_bitmap_matches_model(
         chunk in 1u32..2048,
-        chunks in 1u32..200,
+        chunks in 1u32..300,
         short in 0u32..2048,
-        order in prop::collection::vec(any::<prop::sample::Index>(), 0..300),
+        order in prop::collection::vec(any::<prop::sample::Index>(), 0..400),
     ) {
         let size = (chunks - 1) * chunk + (short % chunk) + 1;
         let n = size.div_ceil(chunk);
@@ -277,9 +278,9 @@ proptest! {
         for ix in order {
             let i = ix.index(n as usize) as u32;
             let accepted = state.mark(i * chunk, chunk, size);
-            // The model accepts what lies within 32 chunks of the first gap.
+            // The model accepts what lies within MAX_AHEAD chunks of the first gap.
             let first_gap = (0..n).find(|c| !model.contains(c)).unwrap_or(n);
-            let expect = i < first_gap || i <= first_gap + 32;
+            let expect = i < first_gap || i <= first_gap + MAX_AHEAD;
             prop_assert_eq!(accepted, expect, "chunk {} gap {}", i, first_gap);
             if accepted {
                 model.insert(i);
@@ -287,8 +288,11 @@ proptest! {
             let first_gap = (0..n).find(|c| !model.contains(c)).unwrap_or(n);
             prop_assert_eq!(state.next_offset, (first_gap * chunk).min(size));
             for c in 0..n {
-                prop_assert_eq!(state.has(c * chunk, chunk), model.contains(&c) && (c < first_gap || c <= first_gap + 32));
+                prop_assert_eq!(state.has(c * chunk, chunk), model.contains(&c) && (c < first_gap || c <= first_gap + MAX_AHEAD));
             }
+            // Nothing at or past `staged_end` is staged, and the chunk ending there is.
+            let end = model.iter().next_back().map_or(0, |&c| (c + 1) * chunk).max(first_gap * chunk);
+            prop_assert_eq!(state.staged_end(chunk).min(size), end.min(size));
             prop_assert_eq!(ResumeState::from_bytes(&state.to_bytes()), Ok(state));
         }
         prop_assert_eq!(state.is_complete(size), model.len() as u32 == n);

@@ -2,7 +2,7 @@
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 1 | payload length, 0..=250 (`0xFF` here with `0xFF` kind = erased, end of records) |
+//! | 1 | payload length, 0..=254 (`0xFF` here with `0xFF` kind = erased, end of records) |
 //! | 1 | kind: 1 header, 2 begin, 3 progress, 4 state |
 //! | len | payload |
 //! | 4 | CRC-32 over length, kind and payload, little-endian |
@@ -10,28 +10,38 @@
 //! | kind | payload |
 //! |---|---|
 //! | header | magic `OTAJ`, sector sequence number (u32) |
-//! | begin | resume record (45 bytes), then the stored manifest (`len | body | signature`) |
-//! | progress | image id, next offset, ahead bitmap (u32 each) |
+//! | begin | resume record (49 bytes), then the stored manifest (`len | body | signature`) |
+//! | begin, 32-bit (read only) | resume record in its earlier 45-byte layout, then the manifest |
+//! | progress | image id, next offset (u32 each), ahead bitmap (u32, or u64 once a chunk past the first 32 is staged) |
 //! | state | [`UpdateState`] (6 bytes) |
+//! | counter | a transport's counter (u64) |
+//!
+//! A progress record is written after every chunk, so it keeps its 12-byte payload while the
+//! bitmap fits in 32 bits (most of them, on a good link): a journal written before the bitmap
+//! grew to 64 bits reads the same, and wears the flash no faster.
 
 use ota_core::crc32::checksum;
 use ota_core::manifest::StoredManifest;
-use ota_core::resume::{ResumeState, RESUME_STATE_LEN};
+use ota_core::resume::{ResumeState, RESUME_STATE_LEN, RESUME_STATE_LEN_32};
 use ota_core::wire::ImageId;
 
 use crate::state::UpdateState;
 
-/// Largest payload.
-pub const MAX_PAYLOAD: usize = 250;
+/// Largest payload: the largest begin record (a resume record and the longest stored
+/// manifest), which must fit.
+pub const MAX_PAYLOAD: usize = 254;
+const _: () = assert!(RESUME_STATE_LEN + StoredManifest::MAX_BYTES <= MAX_PAYLOAD);
 /// Largest encoded record before padding.
 pub const MAX_RECORD: usize = 2 + MAX_PAYLOAD + 4;
 const MAGIC: [u8; 4] = *b"OTAJ";
 
 const KIND_HEADER: u8 = 1;
-const KIND_BEGIN: u8 = 2;
+/// A begin record with the 45-byte resume layout (32-bit bitmap), read only.
+const KIND_BEGIN_32: u8 = 2;
 const KIND_PROGRESS: u8 = 3;
 const KIND_STATE: u8 = 4;
 const KIND_COUNTER: u8 = 5;
+const KIND_BEGIN: u8 = 6;
 
 /// One journal record.
 // Records live briefly on the stack of a no-alloc device; boxing the large variant is not an
@@ -58,7 +68,7 @@ pub enum Record {
         /// Every byte below is staged.
         next_offset: u32,
         /// Chunks staged beyond `next_offset`.
-        ahead: u32,
+        ahead: u64,
     },
     /// A new update state.
     State(UpdateState),
@@ -108,7 +118,10 @@ impl Record {
             } => {
                 p.put(&image.0.to_le_bytes());
                 p.put(&next_offset.to_le_bytes());
-                p.put(&ahead.to_le_bytes());
+                match u32::try_from(*ahead) {
+                    Ok(narrow) => p.put(&narrow.to_le_bytes()),
+                    Err(_) => p.put(&ahead.to_le_bytes()),
+                }
                 KIND_PROGRESS
             }
             Record::State(s) => {
@@ -163,20 +176,28 @@ impl Record {
             KIND_HEADER if payload.len() == 8 && payload.get(..4) == Some(&MAGIC[..]) => {
                 Ok(Record::Header { seq: u32_at(4)? })
             }
-            KIND_BEGIN => {
+            KIND_BEGIN | KIND_BEGIN_32 => {
+                let len = if kind == KIND_BEGIN {
+                    RESUME_STATE_LEN
+                } else {
+                    RESUME_STATE_LEN_32
+                };
                 let (state, manifest) = payload
-                    .split_at_checked(RESUME_STATE_LEN)
+                    .split_at_checked(len)
                     .ok_or(RecordError::Malformed)?;
                 Ok(Record::Begin {
                     state: ResumeState::from_bytes(state).map_err(|_| RecordError::Malformed)?,
                     manifest: StoredManifest::from_bytes(manifest).ok_or(RecordError::Malformed)?,
                 })
             }
-            KIND_PROGRESS if payload.len() == 12 => Ok(Record::Progress {
-                image: ImageId(u32_at(0)?),
-                next_offset: u32_at(4)?,
-                ahead: u32_at(8)?,
-            }),
+            KIND_PROGRESS if payload.len() == 12 || payload.len() == 16 => {
+                let high = if payload.len() == 16 { u32_at(12)? } else { 0 };
+                Ok(Record::Progress {
+                    image: ImageId(u32_at(0)?),
+                    next_offset: u32_at(4)?,
+                    ahead: u64::from(u32_at(8)?) | (u64::from(high) << 32),
+                })
+            }
             KIND_STATE => UpdateState::from_bytes(payload)
                 .map(Record::State)
                 .ok_or(RecordError::Malformed),

@@ -300,18 +300,10 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
         else {
             return 0;
         };
-        let chunk = self.chunk_size().unwrap_or(0);
-        // Bit `b` of `ahead` is the chunk `b + 1` chunks past `next_offset`, which ends
-        // `b + 2` chunks past it. (This ended a chunk early: when the last chunk ahead was the
-        // first of its sector, that sector counted as not erased yet, and the next write into
-        // it erased the committed chunk; the image then failed its digest.)
-        let chunks_past = match 32 - state.ahead.leading_zeros() {
-            0 => 0,
-            highest => highest + 1,
-        };
-        let end = state
-            .next_offset
-            .saturating_add(chunks_past.saturating_mul(chunk));
+        // (`staged_end` once ended a chunk early here: when the last chunk ahead was the first
+        // of its sector, that sector counted as not erased yet, and the next write into it
+        // erased the committed chunk; the image then failed its digest.)
+        let end = state.staged_end(self.chunk_size().unwrap_or(0));
         end.div_ceil(Self::erase_size()) * Self::erase_size()
     }
 
@@ -643,25 +635,17 @@ impl<F: NorFlash> ota_core::runtime::Storage for AsyncFlashStorage<F> {
 /// re-expressed from the new next offset (a chunk boundary).
 fn forget_sector(state: ResumeState, chunk: u32, sector: u32, e: u32) -> ResumeState {
     let touches = |o: u32| o < sector + e && o + chunk > sector;
-    let mut kept = [0u32; 32];
-    let mut n = 0;
-    for i in 0..32u32 {
-        if state.ahead & (1 << i) != 0 {
-            let o = state.next_offset + (i + 1) * chunk;
-            if !touches(o) {
-                if let Some(slot) = kept.get_mut(n) {
-                    *slot = o;
-                    n += 1;
-                }
-            }
-        }
-    }
     let next_offset = state.next_offset.min(sector / chunk * chunk);
-    let mut ahead = 0u32;
-    for &o in kept.iter().take(n) {
-        let i = (o - next_offset) / chunk;
-        if (1..=32).contains(&i) {
-            ahead |= 1 << (i - 1);
+    // Chunks between the new next offset and the old one all touch the sector (it holds the
+    // torn chunk, at or past the old next offset), so the bits ahead move up by as many.
+    let shift = (state.next_offset - next_offset) / chunk;
+    let mut ahead = 0u64;
+    for i in (0..u64::BITS).filter(|i| state.ahead & (1 << i) != 0) {
+        let o = state
+            .next_offset
+            .saturating_add((i + 1).saturating_mul(chunk));
+        if !touches(o) && i + shift < u64::BITS {
+            ahead |= 1 << (i + shift);
         }
     }
     ResumeState {

@@ -166,7 +166,7 @@ proptest! {
     #[test]
     fn the_record_a_commit_writes_is_derived_exactly_from_the_snapshot_after_it(
         downloading in any::<bool>(),
-        next in any::<u32>(), ahead in any::<u32>(), image in any::<u32>(),
+        next in any::<u32>(), ahead in prop_oneof![any::<u32>().prop_map(u64::from), any::<u64>()], image in any::<u32>(),
         seq in any::<u32>(), counter in any::<u64>(), pick in 0usize..5,
     ) {
         let mut before = Snapshot::default();
@@ -212,7 +212,7 @@ proptest! {
     #[test]
     fn commit_onto_writes_what_commit_writes(
         downloading in any::<bool>(), fill in 0u64..60, full in 0u32..40,
-        next in any::<u32>(), ahead in any::<u32>(), image in any::<u32>(),
+        next in any::<u32>(), ahead in prop_oneof![any::<u32>().prop_map(u64::from), any::<u64>()], image in any::<u32>(),
         seq in any::<u32>(), pick in 0usize..5,
     ) {
         let mut flash = Flash::new(2);
@@ -263,7 +263,7 @@ proptest! {
     }
 
     #[test]
-    fn records_roundtrip(next in any::<u32>(), ahead in any::<u32>(), image in any::<u32>(), seq in any::<u32>()) {
+    fn records_roundtrip(next in any::<u32>(), ahead in prop_oneof![any::<u32>().prop_map(u64::from), any::<u64>()], image in any::<u32>(), seq in any::<u32>()) {
         for r in [
             Record::Progress { image: ImageId(image), next_offset: next, ahead },
             Record::Header { seq },
@@ -275,4 +275,67 @@ proptest! {
             prop_assert_eq!(Record::decode(&buf[..n]), Ok(r));
         }
     }
+}
+
+/// Records written before the resume bitmap grew to 64 bits still read: a begin record with the
+/// 45-byte resume layout (kind 2), a progress record with a 32-bit bitmap. Progress keeps that
+/// 12-byte payload until a chunk past the first 32 is staged.
+#[test]
+fn records_with_a_32_bit_bitmap_still_read() {
+    let state = ResumeState::new(Digest([3; 32]), ImageId(1));
+    let mut m = [0u8; StoredManifest::MAX_BYTES];
+    let n = manifest().to_bytes(&mut m).unwrap();
+    let mut legacy = vec![0u8, 2];
+    legacy.extend_from_slice(&state.to_bytes()[..ota_core::resume::RESUME_STATE_LEN_32]);
+    legacy.extend_from_slice(&m[..n]);
+    legacy[0] = (legacy.len() - 2) as u8;
+    let crc = ota_core::crc32::checksum(&legacy);
+    legacy.extend_from_slice(&crc.to_le_bytes());
+    assert_eq!(
+        Record::decode(&legacy),
+        Ok(Record::Begin {
+            state,
+            manifest: manifest()
+        })
+    );
+
+    let mut out = [0u8; ota_storage::record::MAX_RECORD];
+    for (ahead, len) in [
+        (0u64, 18),
+        (u64::from(u32::MAX), 18),
+        (1 << 32, 22),
+        (u64::MAX, 22),
+    ] {
+        let rec = Record::Progress {
+            image: ImageId(1),
+            next_offset: 4096,
+            ahead,
+        };
+        assert_eq!(rec.encode(&mut out), len, "ahead {ahead:#x}");
+        assert_eq!(Record::decode(&out[..len]), Ok(rec));
+    }
+    // A begin record is written in the 49-byte layout and reads back whole.
+    let wide = Record::Begin {
+        state: ResumeState {
+            ahead: 1 << 40,
+            ..state
+        },
+        manifest: manifest(),
+    };
+    let len = wide.encode(&mut out);
+    assert_eq!(len, 6 + 49 + n);
+    assert_eq!(Record::decode(&out[..len]), Ok(wide));
+    // The longest manifest still fits a begin record whole.
+    let body = [0x5a; ota_core::manifest::MAX_MANIFEST_BODY];
+    let longest = Record::Begin {
+        state,
+        manifest: StoredManifest::from_signed(&SignedManifest {
+            body: &body,
+            signature: Signature([9; 64]),
+        })
+        .unwrap(),
+    };
+    let len = longest.encode(&mut out);
+    assert_eq!(len, 6 + 49 + StoredManifest::MAX_BYTES);
+    assert_eq!(Record::decode(&out[..len]), Ok(longest));
 }

@@ -127,7 +127,7 @@ pub type WakeError<S> = runtime::WakeError<MqttError, S>;
 ///
 /// Buffers: `rx` holds the largest message the device receives, so the chunk size plus 64
 /// bytes; `tx` holds the publishes awaiting acknowledgement, so 512 bytes plus 40 per chunk
-/// request in the window (1 KiB is plenty for a window of 8).
+/// request in the window (1 KiB holds a window of 12, the default).
 ///
 /// (MQTT 5 would let each DISCONNECT set the expiry for the sleep that follows; `minimq`
 /// 0.13.5 cannot encode a DISCONNECT with properties, so the expiry is set once, here.)

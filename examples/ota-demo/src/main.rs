@@ -77,7 +77,7 @@ struct Args {
     chunk: u16,
     /// Requests in flight per device, at most (the device default; the congestion control
     /// decides how many of them to use).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 12)]
     window: u8,
     #[arg(long, default_value_t = 1)]
     seed: u64,

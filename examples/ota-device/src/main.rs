@@ -223,7 +223,7 @@ fn run(a: Args) -> anyhow::Result<()> {
         )
         .map_err(|e| anyhow::anyhow!("device id: {e}"))?;
         // Staging capacity and the outcome to report come from storage, in the wake.
-        config.window = 8;
+        config.window = 12;
         let budget = WakeBudget {
             bytes: None,
             millis: Some(a.budget_ms),
@@ -389,7 +389,7 @@ impl Link {
         if let Some(user) = broker.username.as_deref().filter(|u| *u != id) {
             bail!("the MQTT user name is the device id: {user:?} is not {id:?}");
         }
-        // The process's "RAM": buffers for a 1 KiB chunk and a window of 8 requests.
+        // The process's "RAM": buffers for a 1 KiB chunk and a window of 12 requests.
         let rx: &'static mut [u8] = Box::leak(vec![0u8; 1024 + 128].into_boxed_slice());
         let tx: &'static mut [u8] = Box::leak(vec![0u8; 1024].into_boxed_slice());
         let id: &'static str = Box::leak(id.to_string().into_boxed_str());

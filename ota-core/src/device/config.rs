@@ -5,8 +5,10 @@ use heapless::Vec;
 use super::congestion::Congestion;
 use crate::wire::{check_device_id, DeviceIdError, LastOutcome, RunningFirmware, MAX_DEVICE_ID};
 
-/// Most chunk requests a device may keep outstanding (bounded by the resume bitmap).
-pub const MAX_WINDOW: usize = crate::resume::MAX_AHEAD as usize;
+/// Most chunk requests a device may keep outstanding (half the resume bitmap's reach,
+/// [`crate::resume::MAX_AHEAD`], so a lost chunk can be asked for again while the window
+/// moves on).
+pub const MAX_WINDOW: usize = 32;
 
 /// Static facts about the device and the retransmission policy.
 #[derive(Debug, Clone)]
@@ -52,7 +54,7 @@ pub struct DeviceConfig {
 }
 
 impl DeviceConfig {
-    /// A config with the default policy: window 8, 1 KiB chunks, RFC 7252-like timeouts,
+    /// A config with the default policy: window 12, 1 KiB chunks, RFC 7252-like timeouts,
     /// [`Congestion::LossTolerant`]. An id
     /// that breaks [`check_device_id`]'s rule is refused (never cut short: two devices would
     /// share a record).
@@ -75,7 +77,7 @@ impl DeviceConfig {
             staging_capacity: 0,
             max_chunk: 1024,
             pow2_chunks: false,
-            window: 8,
+            window: 12,
             initial_rto_ms: 2000,
             min_rto_ms: 300,
             max_rto_ms: 32_000,
