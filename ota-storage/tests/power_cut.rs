@@ -16,6 +16,8 @@ fn scenario(healthy: bool) -> Scenario {
         wake_bytes: 3 * 1024 + 600,
         write_once: false,
         patch: None,
+        loss_percent: 0,
+        power_off_sleep: false,
     }
 }
 

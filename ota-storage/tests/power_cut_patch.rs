@@ -23,6 +23,8 @@ fn scenario(healthy: bool, write_once: bool) -> Scenario {
         wake_bytes: 700,
         write_once,
         patch: Some(patch),
+        loss_percent: 0,
+        power_off_sleep: false,
     }
 }
 

@@ -1,4 +1,5 @@
-//! Property test: random images, chunk sizes, sector sizes, write granularities and cut points.
+//! Property test: random images, chunk sizes, sector sizes, write granularities and cut points,
+//! on a clean or a lossy link, with the device kept powered or powered off in every sleep.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
@@ -16,29 +17,26 @@ struct Case {
     wake_chunks: u32,
     seed: u64,
     cuts: Vec<prop::sample::Index>,
+    /// A lossy link (chunks out of order, wakes that end with holes) and a device that is
+    /// powered off in every sleep.
+    lossy: bool,
+    power_off_sleep: bool,
 }
 
-fn case(max_image: usize) -> impl Strategy<Value = Case> {
-    (
-        1..max_image,
-        1..max_image,
-        16u16..=1024,
-        any::<bool>(),
-        1u32..6,
-        any::<u64>(),
-        prop::collection::vec(any::<prop::sample::Index>(), 1..4),
-    )
-        .prop_map(
-            |(old_len, new_len, chunk, healthy, wake_chunks, seed, cuts)| Case {
-                old_len,
-                new_len,
-                chunk,
-                healthy,
-                wake_chunks,
-                seed,
-                cuts,
-            },
-        )
+prop_compose! {
+    fn case(max_image: usize)(
+        old_len in 1..max_image,
+        new_len in 1..max_image,
+        chunk in 16u16..=1024,
+        healthy in any::<bool>(),
+        wake_chunks in 1u32..6,
+        seed in any::<u64>(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 1..4),
+        lossy in any::<bool>(),
+        power_off_sleep in any::<bool>(),
+    ) -> Case {
+        Case { old_len, new_len, chunk, healthy, wake_chunks, seed, cuts, lossy, power_off_sleep }
+    }
 }
 
 fn check<const W: usize, const E: usize>(c: &Case) {
@@ -87,6 +85,8 @@ fn check_mode<const W: usize, const E: usize>(c: &Case, write_once: bool, patch:
         wake_bytes: 400 + c.wake_chunks * (u32::from(c.chunk) + 40),
         write_once,
         patch,
+        loss_percent: if c.lossy { 15 } else { 0 },
+        power_off_sleep: c.power_off_sleep,
     };
     let bound = if write_once {
         // A torn chunk costs the chunks of its sector.

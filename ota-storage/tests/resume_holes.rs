@@ -26,6 +26,8 @@ fn a_committed_chunk_past_a_hole_survives_the_next_wake() {
             wake_bytes: 0,
             write_once,
             patch: None,
+            loss_percent: 0,
+            power_off_sleep: false,
         };
         let (signed, image) = release(&s);
         let stored = StoredManifest::from_signed(&signed.as_signed()).unwrap();

@@ -357,19 +357,19 @@ impl<const X: usize> CoapFraming<X> {
             }
         };
         let secure = self.security.is_some();
-        let before = self.exchanges.iter().find(|e| e.key == key).map(|e| e.mid);
-        let ex = exchange_for(
+        let (i, before) = exchange_for(
             &mut self.exchanges,
             &mut self.next_mid,
             &mut self.next_token,
             key,
             secure,
-        );
+        )?;
+        let ex = *self.exchanges.get(i)?;
         let built = match self.security.as_mut() {
             None => udp::build(buf, MsgType::Con, ex.mid, &ex.token, |m| request.write(m)),
             Some(sec) => {
                 let (seq, built) = sec.seal(buf, (ex.mid, &ex.token), |m| request.write(m))?;
-                if let Some(e) = self.exchanges.iter_mut().find(|e| e.key == key) {
+                if let Some(e) = self.exchanges.get_mut(i) {
                     e.sealed = match before {
                         Some(mid) => e.sealed.resealed(seq, mid),
                         None => Sealed::NONE.resealed(seq, e.mid),
@@ -523,19 +523,22 @@ impl<const X: usize> CoapFraming<X> {
 
 /// The exchange for `key`: for a plain retransmission the same message id and token; a new
 /// message id (same token) for a protected one, which is sealed anew; a new exchange otherwise.
+/// Returns its index and, if it was already there, the message id of its previous send; `None`
+/// if there is no room at all (`X` = 0). One search per send.
 fn exchange_for<const X: usize>(
     exchanges: &mut Vec<Exchange, X>,
     next_mid: &mut u16,
     next_token: &mut u16,
     key: Key,
     secure: bool,
-) -> Exchange {
-    if let Some(ex) = exchanges.iter_mut().find(|e| e.key == key) {
+) -> Option<(usize, Option<u16>)> {
+    if let Some((i, ex)) = exchanges.iter_mut().enumerate().find(|(_, e)| e.key == key) {
+        let before = ex.mid;
         if secure {
             *next_mid = next_mid.wrapping_add(1);
             ex.mid = *next_mid;
         }
-        return *ex;
+        return Some((i, Some(before)));
     }
     *next_mid = next_mid.wrapping_add(1);
     *next_token = next_token.wrapping_add(1);
@@ -553,8 +556,8 @@ fn exchange_for<const X: usize>(
             .unwrap_or(0);
         exchanges.remove(oldest);
     }
-    let _ = exchanges.push(ex);
-    ex
+    exchanges.push(ex).ok()?;
+    Some((exchanges.len() - 1, None))
 }
 
 #[cfg(test)]

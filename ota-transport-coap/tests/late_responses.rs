@@ -7,36 +7,18 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
 use ota_core::wire::WakeBudget;
 use ota_core::Instant;
-use ota_oscore::SecurityContext;
 use ota_test_support::MemStorage;
-use ota_transport_coap::server::{DeviceKeys, Responder, Security, ServerConfig};
-use ota_transport_coap::CoapClient;
 
 #[test]
 fn the_response_to_the_send_before_a_resend_is_taken() {
     let img = image(8 * 1024, 3);
     let peer = "127.0.0.1:5683".parse().unwrap();
     for secure in [false, true] {
-        let keys: Arc<dyn DeviceKeys> = Arc::new(OneDevice(0));
-        let security = if secure {
-            Security::Oscore(keys)
-        } else {
-            Security::PlainForLab(None)
-        };
-        let mut responder = Responder::new(handler(&img, 1024), ServerConfig::default(), security);
         // One request in flight, so the resend is the only thing to send.
-        let mut client: CoapClient<_> = CoapClient::new(device_config(16 * 1024, 1), verifier(), 1);
-        if secure {
-            let ctx = SecurityContext::derive(&[3; 16], &[4; 8], &[0x01, 0x2c], &[]).unwrap();
-            client = client.secure(ctx);
-            client.restore_sequence(0);
-            client.sequence_reserved(1_000);
-        }
+        let (mut responder, mut client) = pair(&img, 16 * 1024, 1, secure, 0);
         client.device_mut().wake(Instant(0), WakeBudget::default());
         let mut storage = MemStorage::new(16 * 1024);
         let (mut req, mut resp) = ([0u8; 512], [0u8; 1400]);

@@ -105,28 +105,12 @@ fn nothing_for_you_over_coap() {
 /// provisioned) and a 2-byte sequence number, against the same exchange in plain CoAP.
 #[test]
 fn oscore_block_exchange_overhead() {
-    use ota_oscore::SecurityContext;
-    use std::sync::Arc;
     let img = image(64 * 1024, 2);
-    let keys: Arc<dyn ota_transport_coap::server::DeviceKeys> = Arc::new(OneDevice(0));
     let peer = "127.0.0.1:5683".parse().unwrap();
     let mut sizes = Vec::new();
     for secure in [false, true] {
-        let security = if secure {
-            ota_transport_coap::server::Security::Oscore(keys.clone())
-        } else {
-            Security::PlainForLab(None)
-        };
-        let mut responder = Responder::new(handler(&img, 1024), ServerConfig::default(), security);
-        let mut client: CoapClient<_> =
-            CoapClient::new(device_config(128 * 1024, 1), verifier(), 1);
-        if secure {
-            let ctx = SecurityContext::derive(&[3; 16], &[4; 8], &[0x01, 0x2c], &[]).unwrap();
-            client = client.secure(ctx);
-            // A device some way into its life: 2-byte partial IVs.
-            client.restore_sequence(300);
-            client.sequence_reserved(10_000);
-        }
+        // A device some way into its life: 2-byte partial IVs.
+        let (mut responder, mut client) = pair(&img, 128 * 1024, 1, secure, 300);
         client.device_mut().wake(Instant(0), WakeBudget::default());
         let (mut req, mut resp) = ([0u8; 512], [0u8; 1400]);
         let mut storage = MemStorage::new(128 * 1024);

@@ -33,6 +33,12 @@ pub struct Scenario {
     pub write_once: bool,
     /// The new image comes as this patch from the old one (fetched, then rebuilt in storage).
     pub patch: Option<Vec<u8>>,
+    /// Datagrams the link loses, percent: chunks then arrive out of order and a wake can end
+    /// with holes in the resume bitmap.
+    pub loss_percent: u32,
+    /// The device is powered off in every sleep (deep-sleep parts): storage is opened anew at
+    /// every wake, from what the journal holds.
+    pub power_off_sleep: bool,
 }
 
 impl Scenario {
@@ -170,7 +176,8 @@ pub fn live<const W: usize, const E: usize>(
         flash.cut_at(k);
     }
     let mut now = 0u64;
-    for _ in 0..20 {
+    let boots = if s.power_off_sleep { 600 } else { 20 };
+    for _ in 0..boots {
         stats.boots += 1;
         if flash.is_dead() {
             stats.cut_happened = true;
@@ -316,10 +323,13 @@ fn run_app<const W: usize, const E: usize>(
                     &mut dev,
                     storage,
                     handler,
-                    &LinkProfile::ideal(50),
+                    &LinkProfile {
+                        loss_percent: s.loss_percent,
+                        ..LinkProfile::ideal(50)
+                    },
                     &mut up,
                     &mut down,
-                    &mut SimRng::new(1),
+                    &mut SimRng::new(u64::from(stats.wakes)),
                     now,
                     WakeBudget {
                         bytes: Some(s.wake_bytes),
@@ -328,10 +338,20 @@ fn run_app<const W: usize, const E: usize>(
                 );
                 stats.accepted_payload += dev.stats().payload_bytes_accepted;
                 match res {
-                    Ok(o) => assert!(
-                        matches!(o.reason, SleepReason::Staged | SleepReason::BudgetExhausted),
-                        "unexpected end of wake: {o:?}"
-                    ),
+                    Ok(o) => {
+                        // On a lossy link a wake may give up on it, unlucky, and sleep.
+                        let lost = s.loss_percent > 0 && o.reason == SleepReason::LinkLost;
+                        assert!(
+                            lost || matches!(
+                                o.reason,
+                                SleepReason::Staged | SleepReason::BudgetExhausted
+                            ),
+                            "unexpected end of wake: {o:?}"
+                        );
+                        if s.power_off_sleep && o.reason != SleepReason::Staged {
+                            return Ok(None);
+                        }
+                    }
                     Err(WakeError::Storage(_)) => return Err(()),
                     Err(e) => panic!("{e}"),
                 }

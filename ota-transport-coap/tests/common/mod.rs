@@ -195,6 +195,37 @@ pub fn coap_client(args: &[&str], secs: u64) -> (bool, String) {
     )
 }
 
+/// A responder for `img` in 1 KiB chunks and a client with `capacity` bytes of staging and a
+/// window of `window`, in plain CoAP or both under OSCORE ([`OneDevice`]'s context; the
+/// client's sequence numbers start at `seq`, with plenty reserved).
+pub fn pair(
+    img: &[u8],
+    capacity: u32,
+    window: u8,
+    secure: bool,
+    seq: u64,
+) -> (
+    Responder<SingleRelease, MemImages>,
+    ota_transport_coap::CoapClient<ota_core::manifest::Ed25519Verifier>,
+) {
+    let security = if secure {
+        Security::Oscore(Arc::new(OneDevice(0)))
+    } else {
+        Security::PlainForLab(None)
+    };
+    let responder = Responder::new(handler(img, 1024), ServerConfig::default(), security);
+    let mut client =
+        ota_transport_coap::CoapClient::new(device_config(capacity, window), verifier(), 1);
+    if secure {
+        let ctx = ota_oscore::SecurityContext::derive(&[3; 16], &[4; 8], &[0x01, 0x2c], &[])
+            .expect("a valid context");
+        client = client.secure(ctx);
+        client.restore_sequence(seq);
+        client.sequence_reserved(seq + 10_000);
+    }
+    (responder, client)
+}
+
 /// One device's credentials, for a responder that requires OSCORE.
 pub struct OneDevice(pub u64);
 
