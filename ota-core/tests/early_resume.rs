@@ -349,14 +349,13 @@ fn measured_memory(congestion: Congestion) -> PathMemory {
 #[test]
 fn a_wake_measures_the_path_for_the_next() {
     let memory = measured_memory(Congestion::LossTolerant);
-    assert_eq!(memory.srtt_ms, 2 * ONE_WAY_MS as u32);
+    assert_eq!(memory.min_rtt_ms, 2 * ONE_WAY_MS as u32);
     assert!(memory.window > 2, "{memory:?}");
 }
 
 /// What a wake that ended with all eight requests in flight on the exact link measured.
 const MEMORY: PathMemory = PathMemory {
-    srtt_ms: 2 * ONE_WAY_MS as u32,
-    rttvar_ms: 20,
+    min_rtt_ms: 2 * ONE_WAY_MS as u32,
     window: 8,
     fail_rate: 32,
 };
@@ -388,17 +387,16 @@ fn a_remembered_path_opens_the_window_and_times_the_check_in() {
     // Blind: two requests with the check-in, which is asked again after the 2 s guess.
     assert_eq!(with_the_check_in(&blind).len(), 2, "{blind:?}");
     assert_eq!(check_in_resent_after(&blind), 2_000);
-    // Remembered: half the window the last wake ended with, and the timeout of the round
-    // trip measured (SRTT + 4·RTTVAR, the variation at least a quarter of the round trip).
+    // Remembered: half the window the last wake ended with, and a timeout of twice the
+    // smallest round trip measured.
     assert_eq!(
         with_the_check_in(&remembered).len(),
         usize::from(memory.window / 2).max(2),
         "{remembered:?}"
     );
-    let (srtt, rttvar) = (memory.srtt_ms, memory.rttvar_ms.max(memory.srtt_ms / 4));
     assert_eq!(
         check_in_resent_after(&remembered),
-        u64::from(srtt + 4 * rttvar)
+        u64::from(2 * memory.min_rtt_ms)
     );
     assert!(check_in_resent_after(&remembered) < 2_000);
 }
@@ -419,8 +417,7 @@ fn a_remembered_path_that_changed_is_measured_afresh() {
     let mut s = after_a_partial_wake(Congestion::LossTolerant);
     let cfg = config(s.storage.capacity(), 8);
     let stale = PathMemory {
-        srtt_ms: 100,
-        rttvar_ms: 10,
+        min_rtt_ms: 100,
         ..MEMORY
     };
     let mut log = vec![];
@@ -434,7 +431,7 @@ fn a_remembered_path_that_changed_is_measured_afresh() {
     );
     assert_eq!(reason, SleepReason::Staged);
     assert_eq!(s.storage.staged(LEN), s.first);
-    assert_eq!(measured.map(|m| m.srtt_ms), Some(2 * ONE_WAY_MS as u32));
+    assert_eq!(measured.map(|m| m.min_rtt_ms), Some(2 * ONE_WAY_MS as u32));
     // Resent too early at first, then not: fewer resends than requests.
     let requests = log.iter().filter(|s| s.offset.is_some()).count();
     let distinct = {

@@ -244,7 +244,7 @@ pub fn fec_rows(rows: &mut Vec<(String, String)>) {
                 "  {loss} % loss: awake / ideal {ideal_s:.1} s{}, wakes (ceil(ideal / 20 s) + 1 = {ideal_wakes:.0})",
                 if loss == 15 { " (goal 1.15x)" } else { "" }
             ),
-            format!("{:.2}x, {:.1}", awake / 1000.0 / ideal_s, wakes),
+            format!("{:.3}x, {:.2}", awake / 1000.0 / ideal_s, wakes),
         ));
         rows.push((
             format!(

@@ -131,14 +131,17 @@
 //!
 //! | loss | awake | link busy | bytes / loss-adjusted minimum | final-group tail | best saving | its byte cost |
 //! |---|---|---|---|---|---|---|
-//! | 15 % | 110 s (6.1 wakes) | 89 % | 1.014 | 4.6 s | 1.0 s (0.9 %) | +5.1 KiB (+1.6 %) |
-//! | 30 % | 155 s (8.4 wakes) | 77 % | 1.021 | 9.6 s | 5.3 s (3.4 %) | +8.3 KiB (+2.2 %) |
+//! | 15 % | 109 s (6.1 wakes) | 90 % | 1.013 | 4.2 s | 0.6 s (0.5 %) | +5.1 KiB (+1.6 %) |
+//! | 30 % | 152 s (8.3 wakes) | 78 % | 1.021 | 8.8 s | 4.5 s (3.0 %) | +8.3 KiB (+2.2 %) |
 //!
 //! A wake that ends on its deadline lets go at once of a request found lost when no resend
 //! could be answered in time (it waited for its timer, for a reply that was not coming): 112 s
 //! before at 15 %, for the same bytes. Window 12 and `Controller::path_cap` (against window 8
 //! and no cap) took the bytes at 15 % from 1.022 to 1.014 and the wakes from 6.2 to 6.1, for
-//! the same 110 s; at 30 %, 154 s to 155 s and 1.014 to 1.021. These rows are with [`DeviceConfig::early_resume`] on,
+//! the same 110 s; at 30 %, 154 s to 155 s and 1.014 to 1.021. A wake's first timeout from
+//! twice the last wake's smallest round trip (not its smoothed one, which its window's queue
+//! inflated) then gave 109 s (1.145 times the ideal; 1.153 over four hundred seeds) and 152 s.
+//! These rows are with [`DeviceConfig::early_resume`] on,
 //! as it ships, and each wake's device
 //! started from what the last one measured ([`PathMemory`], as `ota-demo` does). Without the
 //! memory: 116 s and 6.3 wakes at 15 %, 168 s and 9.0 wakes at 30 %; with early resume off too
@@ -149,13 +152,13 @@
 //! early-resume comparisons above are twenty-seed figures.)
 //!
 //! - **Bytes:** asking again already carries no more than the minimum any scheme needs (each
-//!   block's request repeated until request and response both get through): 1.014 and 1.021.
+//!   block's request repeated until request and response both get through): 1.013 and 1.021.
 //!   Repair chunks sent ahead are never all used, so they can only add.
 //! - **Awake time:** in a pull protocol every repair chunk needs a request, and a lost request
 //!   holds its window slot exactly as a lost chunk request does; a repair chunk in place of a
 //!   resent chunk is the same exchange. What repair chunks sent ahead can remove is the wait
 //!   for chunks lost at the very end of the image, when no later reply shows them lost: the
-//!   "best saving" column, the final group's time above its time at link rate, at most 3.4 % of
+//!   "best saving" column, the final group's time above its time at link rate, at most 3 % of
 //!   the awake time now that free slots in the tail carry copies, for the cost of enough
 //!   repair chunks (`n` exchanges for the last 8 chunks, 99 % sure) to skip it. The idle link
 //!   at 30 % is the check-ins' retries and the window, neither of which repair chunks change.
@@ -309,6 +312,12 @@ impl Controller {
         // A prior, not a verdict: a wake that ended on a dead path measured nearly every send
         // failing, and the next would wait that much longer before calling silence silence.
         self.start = ((window / 2).max(usual), fail_rate.min(MAX_FAIL_PRIOR));
+    }
+
+    /// The smallest round trip of the wake (a first send's, no queue ahead of it), for
+    /// [`PathMemory`].
+    pub fn min_rtt(&self) -> Option<u32> {
+        self.min_rtt
     }
 
     /// The window in use now and the failure rate, for [`Controller::remember`].

@@ -220,7 +220,6 @@ impl Download {
 #[derive(Debug, Clone, Copy)]
 struct Wake {
     deadline: Option<Instant>,
-    byte_budget: Option<u32>,
     budget: Option<WakeBudget>,
     bytes_at_start: u64,
 }
@@ -279,7 +278,6 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             state: State::Idle,
             wake: Wake {
                 deadline: None,
-                byte_budget: None,
                 budget: None,
                 bytes_at_start: 0,
             },
@@ -349,11 +347,10 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     /// What this device has measured of the path, once it has measured a round trip: give it
     /// to the next wake's device with [`Device::remember_path`] (see [`PathMemory`]).
     pub fn path_memory(&self) -> Option<PathMemory> {
-        let srtt_ms = self.rtt.srtt()?;
+        let min_rtt_ms = self.cc.min_rtt().or(self.rtt.srtt())?;
         let (window, fail_rate) = self.cc.memory();
         Some(PathMemory {
-            srtt_ms,
-            rttvar_ms: self.rtt.rttvar(),
+            min_rtt_ms,
             window,
             fail_rate,
         })
@@ -369,9 +366,9 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         if self.config.congestion != Congestion::LossTolerant {
             return;
         }
-        let remembered = RttEstimator::remembered(memory.srtt_ms, memory.rttvar_ms);
-        self.config.initial_rto_ms = u32::try_from(remembered.rto(&self.config, 1))
-            .unwrap_or(u32::MAX)
+        self.config.initial_rto_ms = memory
+            .min_rtt_ms
+            .saturating_mul(2)
             .clamp(self.config.min_rto_ms, self.config.max_rto_ms);
         self.cc
             .remember(memory.window, memory.fail_rate, &self.config);
@@ -387,7 +384,6 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         self.state = State::CheckingIn;
         self.wake = Wake {
             deadline: budget.millis.map(|ms| now + u64::from(ms)),
-            byte_budget: budget.bytes,
             budget: (budget.bytes.is_some() || budget.millis.is_some()).then_some(budget),
             bytes_at_start: self.stats.bytes_sent + self.stats.bytes_received,
         };
@@ -761,7 +757,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
                 return false;
             }
         }
-        if let Some(budget) = self.wake.byte_budget {
+        if let Some(budget) = self.wake.budget.and_then(|b| b.bytes) {
             let in_flight: u64 = self
                 .window
                 .items

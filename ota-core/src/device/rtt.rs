@@ -11,21 +11,6 @@ pub(crate) struct RttEstimator {
 }
 
 impl RttEstimator {
-    /// An estimate carried over from an earlier wake, for the first guess of the timeout: the
-    /// variation at least a quarter of the round trip, so it is at least twice the round trip.
-    pub fn remembered(srtt: u32, rttvar: u32) -> Self {
-        let srtt = srtt.max(1);
-        Self {
-            srtt: Some(srtt),
-            rttvar: rttvar.max(srtt / 4),
-        }
-    }
-
-    /// The variation, ms (0 before any sample).
-    pub fn rttvar(&self) -> u32 {
-        self.rttvar
-    }
-
     /// Feeds one measured round trip, ms.
     pub fn sample(&mut self, rtt: u32) {
         match self.srtt {
