@@ -808,6 +808,38 @@ mod tests {
         }
     }
 
+    /// The window grows to what the path holds, the bandwidth-delay product and two chunks of
+    /// queue, widened by the share of sends lost, and no further whatever the configured
+    /// window; a window above the cap comes down to it at the next growth.
+    #[test]
+    fn the_window_grows_to_what_the_path_can_use() {
+        let mut cfg = config();
+        cfg.window = 32;
+        let mut cc = Controller::new(&cfg);
+        // No measurement yet: only the configured window bounds it.
+        assert_eq!(cc.path_cap(), 32);
+        // 900 ms with no queue, a chunk every 300 ms: three chunks fill the path.
+        cc.min_rtt = Some(900);
+        cc.spacing = Some(300);
+        cc.fail_rate = 0;
+        assert_eq!(cc.path_cap(), 5);
+        // Half the sends lost: each holds its slot until found lost, so twice as many.
+        cc.fail_rate = 128;
+        assert_eq!(cc.path_cap(), 10);
+        // Every send lost is read as seven in eight, not as a window without bound.
+        cc.fail_rate = 255;
+        assert_eq!(cc.path_cap(), 40);
+        cc.fail_rate = 0;
+        cc.cwnd = 2;
+        for _ in 0..10 {
+            cc.grow();
+        }
+        assert_eq!(cc.cwnd, 5);
+        cc.cwnd = 9;
+        cc.grow();
+        assert_eq!(cc.cwnd, 5);
+    }
+
     /// A reply faster than the path's minimum after one resend teaches the first send's round
     /// trip; after more it could answer any of them, and the time since the first (several
     /// timeouts) is not learnt.

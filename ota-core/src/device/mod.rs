@@ -226,8 +226,8 @@ struct Wake {
 
 /// The device-side state machine; `CHUNK` is the size of its one chunk buffer (the largest
 /// chunk it can take), `WINDOW` the most chunk requests it can keep outstanding (1 to
-/// [`MAX_WINDOW`]; 32 bytes of RAM each, so a device configured for a window of 8 saves 768
-/// bytes with `WINDOW = 8`). [`DeviceConfig::window`] is capped at `WINDOW`.
+/// [`MAX_WINDOW`]; 48 bytes of RAM each, so a device configured for the default window of 12
+/// saves 960 bytes with `WINDOW = 12`). [`DeviceConfig::window`] is capped at `WINDOW`.
 pub struct Device<V, const CHUNK: usize = 1024, const WINDOW: usize = MAX_WINDOW> {
     config: DeviceConfig,
     verifier: V,
