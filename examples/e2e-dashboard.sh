@@ -49,10 +49,12 @@ device() { # id, extra flags...
   pids+=($!)
 }
 # d-6 checks in once, on an older version, and is not heard from again; d-3 stops part-way
-# through its download; the others keep waking every second while the page is read.
+# through its download (20 000 bytes a wake, two wakes, of a 200 000-byte image: a 30 ms budget
+# let it finish on a fast loopback once the window widened); the others keep waking every
+# second while the page is read.
 device d-6 --version 0.9.0 --max-wakes 1
 d6=${pids[-1]}
-device d-3 --wake-every 1 --budget-ms 30 --max-wakes 2
+device d-3 --wake-every 1 --budget-bytes 20000 --max-wakes 2
 d3=${pids[-1]}
 device d-1 --wake-every 1 --budget-ms 2000 --max-wakes 200 # in the rollout by name
 device d-2 --wake-every 1 --budget-ms 2000 --max-wakes 200 --fail-health-check

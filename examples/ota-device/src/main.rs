@@ -54,6 +54,10 @@ struct Args {
     /// Milliseconds awake per wake.
     #[arg(long, default_value_t = 3000)]
     budget_ms: u32,
+    /// Bytes on the link per wake, both directions, at most (no limit by default): a limit
+    /// that stops a download part-way however fast the link is.
+    #[arg(long)]
+    budget_bytes: Option<u32>,
     /// Firmware version the device starts with (first run only).
     #[arg(long, default_value = "1.0.0")]
     version: String,
@@ -225,7 +229,7 @@ fn run(a: Args) -> anyhow::Result<()> {
         // Staging capacity and the outcome to report come from storage, in the wake.
         config.window = 12;
         let budget = WakeBudget {
-            bytes: None,
+            bytes: a.budget_bytes,
             millis: Some(a.budget_ms),
         };
         let mut staged = false;
