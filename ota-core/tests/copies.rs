@@ -9,12 +9,9 @@ mod common;
 
 use common::exact::{self, Send, ONE_WAY_MS};
 use common::*;
-use ota_core::device::{Congestion, SleepReason};
+use ota_core::device::Congestion;
 use ota_core::manifest::Ed25519Verifier;
-use ota_core::storage::UpdateStorage as _;
-use ota_core::wire::WakeBudget;
 use ota_core::Device;
-use ota_test_support::MemStorage;
 
 const CHUNK: u16 = 512;
 const CHUNKS: u32 = 12;
@@ -34,24 +31,7 @@ fn download_in(
     lose: &dyn Fn(&[Send], &Send) -> bool,
 ) -> (Vec<Send>, Device<Ed25519Verifier>) {
     let img = image((u32::from(CHUNK) * CHUNKS) as usize, 5);
-    let handler = handler(&img, CHUNK);
-    let mut storage = MemStorage::new(img.len() as u32 + 4096);
-    let mut cfg = config(storage.capacity(), window);
-    cfg.congestion = congestion;
-    let mut dev: Device<Ed25519Verifier> = Device::new(cfg, verifier());
-    let (mut now, mut log) = (1_000, vec![]);
-    let reason = exact::wake(
-        &mut dev,
-        &mut storage,
-        &handler,
-        &mut now,
-        WakeBudget::default(),
-        &mut log,
-        lose,
-    );
-    assert_eq!(reason, SleepReason::Staged);
-    assert_eq!(storage.staged(img.len()), img);
-    (log, dev)
+    exact::download(&img, CHUNK, window, congestion, lose)
 }
 
 /// The first and second sends of the request for `offset`.

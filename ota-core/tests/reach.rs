@@ -9,13 +9,8 @@ mod common;
 
 use common::exact::{self, Send, ONE_WAY_MS};
 use common::*;
-use ota_core::device::{Congestion, SleepReason};
-use ota_core::manifest::Ed25519Verifier;
+use ota_core::device::Congestion;
 use ota_core::resume::MAX_AHEAD;
-use ota_core::storage::UpdateStorage as _;
-use ota_core::wire::WakeBudget;
-use ota_core::Device;
-use ota_test_support::MemStorage;
 
 const CHUNK: u16 = 512;
 const CHUNKS: u32 = 100;
@@ -30,23 +25,7 @@ fn head_lost(log: &[Send], send: &Send) -> bool {
 #[test]
 fn the_window_reaches_past_a_lost_head_as_far_as_the_bitmap_and_no_further() {
     let img = image((u32::from(CHUNK) * CHUNKS) as usize, 9);
-    let handler = handler(&img, CHUNK);
-    let mut storage = MemStorage::new(img.len() as u32 + 4096);
-    let mut cfg = config(storage.capacity(), 12);
-    cfg.congestion = Congestion::LossTolerant;
-    let mut dev: Device<Ed25519Verifier> = Device::new(cfg, verifier());
-    let (mut now, mut log) = (1_000, vec![]);
-    let reason = exact::wake(
-        &mut dev,
-        &mut storage,
-        &handler,
-        &mut now,
-        WakeBudget::default(),
-        &mut log,
-        &head_lost,
-    );
-    assert_eq!(reason, SleepReason::Staged);
-    assert_eq!(storage.staged(img.len()), img);
+    let (log, _) = exact::download(&img, CHUNK, 12, Congestion::LossTolerant, &head_lost);
 
     // Until the reply to the first send of chunk 0 that got through, the bitmap's head is
     // chunk 0: everything asked for meanwhile lies within its reach.

@@ -96,3 +96,33 @@ pub fn wake<D: DesiredState>(
     }
     panic!("the wake did not end");
 }
+
+/// Downloads `img` in `chunk`-byte chunks in one wake of a device with `window` requests in
+/// flight and `congestion`; `lose` as for [`wake`]. The image must stage whole. Every send
+/// and the device.
+pub fn download(
+    img: &[u8],
+    chunk: u16,
+    window: u8,
+    congestion: ota_core::device::Congestion,
+    lose: &dyn Fn(&[Send], &Send) -> bool,
+) -> (Vec<Send>, Device<Ed25519Verifier>) {
+    let handler = super::handler(img, chunk);
+    let mut storage = MemStorage::new(img.len() as u32 + 4096);
+    let mut cfg = super::config(storage.capacity(), window);
+    cfg.congestion = congestion;
+    let mut dev: Device<Ed25519Verifier> = Device::new(cfg, super::verifier());
+    let (mut now, mut log) = (1_000, vec![]);
+    let reason = wake(
+        &mut dev,
+        &mut storage,
+        &handler,
+        &mut now,
+        WakeBudget::default(),
+        &mut log,
+        lose,
+    );
+    assert_eq!(reason, SleepReason::Staged);
+    assert_eq!(storage.staged(img.len()), img);
+    (log, dev)
+}
