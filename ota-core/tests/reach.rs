@@ -48,3 +48,70 @@ fn the_window_reaches_past_a_lost_head_as_far_as_the_bitmap_and_no_further() {
     // A 32-bit bitmap stopped at chunk 32.
     assert!(furthest > 32, "the window stopped at chunk {furthest}");
 }
+
+/// A wake that ends while chunk 0 is still lost leaves the chunks after it staged: the device
+/// counts them in `staged_bytes`, before and after a restore, as the next offer's
+/// `resume_from` does (its resume hint's `next_offset` is still 0).
+#[test]
+fn staged_bytes_count_the_chunks_past_a_gap() {
+    use ota_core::device::{Device, Event};
+    use ota_core::manifest::Ed25519Verifier;
+    use ota_core::wire::WakeBudget;
+    use ota_core::UpdateStorage;
+
+    let img = image((u32::from(CHUNK) * CHUNKS) as usize, 9);
+    let handler = handler(&img, CHUNK);
+    let mut storage = ota_test_support::MemStorage::new(img.len() as u32 + 4096);
+    let cfg = config(storage.capacity(), 12);
+    let mut dev: Device<Ed25519Verifier> = Device::new(cfg.clone(), verifier());
+    let (mut now, mut log) = (1_000, vec![]);
+    // Chunk 0 is lost every time; the wake ends on its time budget.
+    let budget = WakeBudget {
+        bytes: None,
+        millis: Some(6_000),
+    };
+    let lose_head = |_: &[exact::Send], s: &exact::Send| s.offset == Some(0);
+    exact::wake(
+        &mut dev,
+        &mut storage,
+        &handler,
+        &mut now,
+        budget,
+        &mut log,
+        &lose_head,
+    );
+    let state = dev.resume_state().expect("a download in progress");
+    assert_eq!(state.next_offset, 0, "chunk 0 was never staged");
+    let past_gap = state.ahead.count_ones() * u32::from(CHUNK);
+    assert!(past_gap > 0, "no chunk staged past the gap");
+    assert_eq!(dev.staged_bytes(), Some(past_gap));
+
+    // A fresh device restored from storage counts the same, and so does the next offer.
+    let mut next: Device<Ed25519Verifier> = Device::new(cfg, verifier());
+    next.restore_from(&mut storage).unwrap();
+    assert_eq!(next.staged_bytes(), Some(past_gap));
+    let mut offered = None;
+    next.wake(ota_core::Instant(now), WakeBudget::default());
+    let mut buf = [0u8; 256];
+    let mut t = now;
+    // The check-in and its reply over the exact link; nothing lost.
+    for _ in 0..100 {
+        let Some(sent) = next.poll_transmit(ota_core::Instant(t), &mut buf) else {
+            break;
+        };
+        let msg = buf[..sent.len].to_vec();
+        if let Ok(Some(reply)) = handler.handle(&msg, ota_core::host::Peer::Anonymous) {
+            t += 2 * ONE_WAY_MS;
+            let _ = next.handle_message(ota_core::Instant(t), &reply);
+        }
+        while let Some(ev) = next.poll_event() {
+            if let Event::UpdateOffered { resume_from, .. } = ev {
+                offered = Some(resume_from);
+            }
+        }
+        if offered.is_some() {
+            break;
+        }
+    }
+    assert_eq!(offered, Some(past_gap));
+}

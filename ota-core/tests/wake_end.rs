@@ -67,3 +67,41 @@ fn a_request_found_lost_at_the_end_of_a_wake_does_not_keep_it_awake() {
     assert!(end <= last_reply + 2 * ONE_WAY_MS / 4, "ended at {end}");
     assert!(end < deadline, "ended at {end}, deadline {deadline}");
 }
+
+/// A wake whose check-in was answered but none of whose chunks were still hands the next wake a
+/// path to start from: the check-in's round trip, as no chunk measured the path's minimum. A
+/// wake that heard nothing has nothing to hand on.
+#[test]
+fn a_wake_without_chunks_remembers_the_check_ins_round_trip() {
+    let img = image(16 * 1024, 9);
+    let handler = handler(&img, CHUNK);
+    let budget = WakeBudget {
+        bytes: None,
+        millis: Some(BUDGET_MS as u32),
+    };
+    // (what the link loses, the round trip remembered)
+    let lose_chunks = |_: &[Send], s: &Send| s.offset.is_some();
+    let lose_all = |_: &[Send], _: &Send| true;
+    type Lose<'a> = &'a dyn Fn(&[Send], &Send) -> bool;
+    let cases: [(Lose, Option<u32>); 2] = [
+        (&lose_chunks, Some(2 * ONE_WAY_MS as u32)),
+        (&lose_all, None),
+    ];
+    for (lose, remembered) in cases {
+        let mut storage = MemStorage::new(img.len() as u32 + 4096);
+        let mut dev: Device<Ed25519Verifier> =
+            Device::new(config(storage.capacity(), 4), verifier());
+        let (mut now, mut log) = (1_000, vec![]);
+        exact::wake(
+            &mut dev,
+            &mut storage,
+            &handler,
+            &mut now,
+            budget,
+            &mut log,
+            lose,
+        );
+        assert!(log.iter().any(|s| s.offset.is_some()) || remembered.is_none());
+        assert_eq!(dev.path_memory().map(|m| m.min_rtt_ms), remembered);
+    }
+}

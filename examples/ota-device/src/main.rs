@@ -317,11 +317,10 @@ fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Bytes of the download in progress already staged.
+/// Bytes of the download in progress already staged, counted as the next offer's
+/// `resume_from` counts them (chunks staged past the first gap included).
 fn progress<V: ota_core::Verifier>(dev: &Device<V>) -> u64 {
-    dev.resume_state()
-        .map(|s| u64::from(s.next_offset))
-        .unwrap_or(0)
+    dev.staged_bytes().map(u64::from).unwrap_or(0)
 }
 
 fn log_event(id: &str, staged: &mut bool, e: &Event) {
@@ -334,7 +333,7 @@ fn log_event(id: &str, staged: &mut bool, e: &Event) {
         } => log(
             id,
             &format!(
-                "update {} offered: {size} bytes, resuming at {resume_from}",
+                "update {} offered: {size} bytes, {resume_from} already staged",
                 vtext(*version)
             ),
         ),

@@ -8,7 +8,7 @@ use crate::wire::{check_device_id, DeviceIdError, LastOutcome, RunningFirmware, 
 /// Most chunk requests a device may keep outstanding (half the resume bitmap's reach,
 /// [`crate::resume::MAX_AHEAD`], so a lost chunk can be asked for again while the window
 /// moves on).
-pub const MAX_WINDOW: usize = 32;
+pub const MAX_WINDOW: usize = crate::resume::MAX_AHEAD as usize / 2;
 
 /// Static facts about the device and the retransmission policy.
 #[derive(Debug, Clone)]

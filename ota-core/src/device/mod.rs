@@ -322,6 +322,17 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         self.dl.map(|d| d.state).or(self.restored.map(|(s, _)| s))
     }
 
+    /// Bytes of the persisted download staged so far, chunks staged past
+    /// [`ResumeState::next_offset`] included: what the next [`Event::UpdateOffered`] gives as
+    /// `resume_from` if the server offers the same release. `None` without a download.
+    pub fn staged_bytes(&self) -> Option<u32> {
+        let (state, stored) = self.dl.map(|d| (d.state, d.stored)).or(self.restored)?;
+        // The manifest was verified before it was kept; only its sizes are read here.
+        let manifest = stored.as_signed().decode_verified().ok()?;
+        let chunk = u32::from(manifest.chunk_size);
+        Some(state.staged_bytes(chunk, manifest.transfer_size()))
+    }
+
     /// True once the wake has ended.
     pub fn is_asleep(&self) -> bool {
         self.state == State::Asleep
