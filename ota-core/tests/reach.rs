@@ -61,23 +61,22 @@ fn staged_bytes_count_the_chunks_past_a_gap() {
 
     let img = image((u32::from(CHUNK) * CHUNKS) as usize, 9);
     let handler = handler(&img, CHUNK);
-    let mut storage = ota_test_support::MemStorage::new(img.len() as u32 + 4096);
-    let cfg = config(storage.capacity(), 12);
-    let mut dev: Device<Ed25519Verifier> = Device::new(cfg.clone(), verifier());
-    let (mut now, mut log) = (1_000, vec![]);
     // Chunk 0 is lost every time; the wake ends on its time budget.
     let budget = WakeBudget {
         bytes: None,
         millis: Some(6_000),
     };
     let lose_head = |_: &[exact::Send], s: &exact::Send| s.offset == Some(0);
-    exact::wake(
-        &mut dev,
-        &mut storage,
+    let exact::Woken {
+        dev,
+        mut storage,
+        now,
+        ..
+    } = exact::woken(
+        img.len(),
         &handler,
-        &mut now,
+        (12, Congestion::LossTolerant),
         budget,
-        &mut log,
         &lose_head,
     );
     let state = dev.resume_state().expect("a download in progress");
@@ -87,6 +86,7 @@ fn staged_bytes_count_the_chunks_past_a_gap() {
     assert_eq!(dev.staged_bytes(), Some(past_gap));
 
     // A fresh device restored from storage counts the same, and so does the next offer.
+    let cfg = config(storage.capacity(), 12);
     let mut next: Device<Ed25519Verifier> = Device::new(cfg, verifier());
     next.restore_from(&mut storage).unwrap();
     assert_eq!(next.staged_bytes(), Some(past_gap));

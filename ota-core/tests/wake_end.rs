@@ -9,12 +9,8 @@ mod common;
 
 use common::exact::{self, Send, ONE_WAY_MS};
 use common::*;
-use ota_core::device::SleepReason;
-use ota_core::manifest::Ed25519Verifier;
-use ota_core::storage::UpdateStorage as _;
+use ota_core::device::{Congestion, SleepReason};
 use ota_core::wire::WakeBudget;
-use ota_core::Device;
-use ota_test_support::MemStorage;
 
 const CHUNK: u16 = 512;
 /// The wake starts at 1 s and may last this long.
@@ -24,30 +20,27 @@ const BUDGET_MS: u64 = 4_000;
 /// first send of every other request sent from `lossy_from` on.
 fn wake(lossy_from: u64) -> (Vec<Send>, u64, SleepReason) {
     let img = image(64 * 1024, 9);
-    let handler = handler(&img, CHUNK);
-    let mut storage = MemStorage::new(img.len() as u32 + 4096);
-    let mut dev: Device<Ed25519Verifier> = Device::new(config(storage.capacity(), 4), verifier());
-    let (mut now, mut log) = (1_000, vec![]);
     let lose = |log: &[Send], send: &Send| {
         let first = !log.iter().any(|s| s.offset == send.offset);
         send.at >= lossy_from
             && first
             && send.offset.is_some_and(|o| (o / u32::from(CHUNK)) % 2 == 0)
     };
-    let budget = WakeBudget {
-        bytes: None,
-        millis: Some(BUDGET_MS as u32),
-    };
-    let reason = exact::wake(
-        &mut dev,
-        &mut storage,
-        &handler,
-        &mut now,
-        budget,
-        &mut log,
+    let w = exact::woken(
+        img.len(),
+        &handler(&img, CHUNK),
+        (4, Congestion::LossTolerant),
+        budget(),
         &lose,
     );
-    (log, now, reason)
+    (w.log, w.now, w.reason)
+}
+
+fn budget() -> WakeBudget {
+    WakeBudget {
+        bytes: None,
+        millis: Some(BUDGET_MS as u32),
+    }
 }
 
 #[test]
@@ -75,10 +68,6 @@ fn a_request_found_lost_at_the_end_of_a_wake_does_not_keep_it_awake() {
 fn a_wake_without_chunks_remembers_the_check_ins_round_trip() {
     let img = image(16 * 1024, 9);
     let handler = handler(&img, CHUNK);
-    let budget = WakeBudget {
-        bytes: None,
-        millis: Some(BUDGET_MS as u32),
-    };
     // (what the link loses, the round trip remembered)
     let lose_chunks = |_: &[Send], s: &Send| s.offset.is_some();
     let lose_all = |_: &[Send], _: &Send| true;
@@ -88,20 +77,14 @@ fn a_wake_without_chunks_remembers_the_check_ins_round_trip() {
         (&lose_all, None),
     ];
     for (lose, remembered) in cases {
-        let mut storage = MemStorage::new(img.len() as u32 + 4096);
-        let mut dev: Device<Ed25519Verifier> =
-            Device::new(config(storage.capacity(), 4), verifier());
-        let (mut now, mut log) = (1_000, vec![]);
-        exact::wake(
-            &mut dev,
-            &mut storage,
+        let w = exact::woken(
+            img.len(),
             &handler,
-            &mut now,
-            budget,
-            &mut log,
+            (4, Congestion::LossTolerant),
+            budget(),
             lose,
         );
-        assert!(log.iter().any(|s| s.offset.is_some()) || remembered.is_none());
-        assert_eq!(dev.path_memory().map(|m| m.min_rtt_ms), remembered);
+        assert!(w.log.iter().any(|s| s.offset.is_some()) || remembered.is_none());
+        assert_eq!(w.dev.path_memory().map(|m| m.min_rtt_ms), remembered);
     }
 }

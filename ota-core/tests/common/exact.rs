@@ -1,7 +1,7 @@
 //! An exact link for tests about timing: every datagram arrives `ONE_WAY_MS` after it left,
 //! with no rate limit, and the link loses only the device's sends a test names.
 
-use ota_core::device::{Event, SleepReason};
+use ota_core::device::{Congestion, Event, SleepReason};
 use ota_core::host::{DesiredState, Handler, MemImages, Peer};
 use ota_core::manifest::Ed25519Verifier;
 use ota_core::storage::UpdateStorage;
@@ -97,18 +97,27 @@ pub fn wake<D: DesiredState>(
     panic!("the wake did not end");
 }
 
-/// Downloads `img` in `chunk`-byte chunks in one wake of a device with `window` requests in
-/// flight and `congestion`; `lose` as for [`wake`]. The image must stage whole. Every send
-/// and the device.
-pub fn download(
-    img: &[u8],
-    chunk: u16,
-    window: u8,
-    congestion: ota_core::device::Congestion,
+/// A fresh device and its storage after one wake over the exact link: what [`woken`] returns.
+pub struct Woken {
+    pub dev: Device<Ed25519Verifier>,
+    pub storage: MemStorage,
+    /// Every send of the wake.
+    pub log: Vec<Send>,
+    /// When the wake ended.
+    pub now: u64,
+    pub reason: SleepReason,
+}
+
+/// One wake, from 1 s with `budget`, of a fresh device (`window` requests in flight under
+/// `congestion`, room to stage `img_len` bytes) served by `handler`; `lose` as for [`wake`].
+pub fn woken<D: DesiredState>(
+    img_len: usize,
+    handler: &Handler<D, MemImages>,
+    (window, congestion): (u8, Congestion),
+    budget: WakeBudget,
     lose: &dyn Fn(&[Send], &Send) -> bool,
-) -> (Vec<Send>, Device<Ed25519Verifier>) {
-    let handler = super::handler(img, chunk);
-    let mut storage = MemStorage::new(img.len() as u32 + 4096);
+) -> Woken {
+    let mut storage = MemStorage::new(img_len as u32 + 4096);
     let mut cfg = super::config(storage.capacity(), window);
     cfg.congestion = congestion;
     let mut dev: Device<Ed25519Verifier> = Device::new(cfg, super::verifier());
@@ -116,13 +125,40 @@ pub fn download(
     let reason = wake(
         &mut dev,
         &mut storage,
-        &handler,
+        handler,
         &mut now,
-        WakeBudget::default(),
+        budget,
         &mut log,
         lose,
     );
-    assert_eq!(reason, SleepReason::Staged);
-    assert_eq!(storage.staged(img.len()), img);
-    (log, dev)
+    Woken {
+        dev,
+        storage,
+        log,
+        now,
+        reason,
+    }
+}
+
+/// Downloads `img` in `chunk`-byte chunks in one wake of a device with `window` requests in
+/// flight and `congestion`; `lose` as for [`wake`]. The image must stage whole. Every send
+/// and the device.
+pub fn download(
+    img: &[u8],
+    chunk: u16,
+    window: u8,
+    congestion: Congestion,
+    lose: &dyn Fn(&[Send], &Send) -> bool,
+) -> (Vec<Send>, Device<Ed25519Verifier>) {
+    let handler = super::handler(img, chunk);
+    let w = woken(
+        img.len(),
+        &handler,
+        (window, congestion),
+        WakeBudget::default(),
+        lose,
+    );
+    assert_eq!(w.reason, SleepReason::Staged);
+    assert_eq!(w.storage.staged(img.len()), img);
+    (w.log, w.dev)
 }
