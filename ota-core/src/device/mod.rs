@@ -739,8 +739,9 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     /// (the image's last chunks are all asked for, or the resume bitmap's reach is): see
     /// `Controller::on_copy`.
     fn copy_request(&mut self, now: Instant) -> Option<(u32, u16)> {
-        if !self.cc.copies_allowed()
-            || !self.cc.allows_new(self.window.in_flight(now))
+        let in_flight = self.window.in_flight(now);
+        if !self.cc.copies_allowed(in_flight)
+            || !self.cc.allows_new(in_flight)
             || self.dl.as_ref().is_none_or(|dl| dl.stopping)
         {
             return None;
