@@ -122,6 +122,10 @@ struct Point {
 struct Outcome {
     updated: bool,
     wakes: u32,
+    /// Wakes until the image was staged (the rest boot it on trial, confirm it and report),
+    /// and the time awake in them.
+    staging_wakes: u32,
+    staging_awake_ms: u64,
     /// Bytes the link carried, both directions, lost datagrams included.
     radio_bytes: u64,
     /// Bytes the devices sent and received by their own count (lost downlink not seen).
@@ -325,6 +329,10 @@ fn device_life(
             }
         }
         if staged {
+            if point_base.is_none() {
+                out.staging_wakes = out.wakes;
+                out.staging_awake_ms = out.awake_ms;
+            }
             bar.set_message("installing, trial boot");
             storage
                 .request_install()
@@ -657,11 +665,18 @@ fn main() -> anyhow::Result<()> {
     );
     let ideal = img * 8.0 / (a.kbps as f64 * 1000.0) / keep;
     let awake = ours.iter().map(|o| o.awake_ms).sum::<u64>() as f64 / n / 1000.0;
+    let staging = ours.iter().map(|o| o.staging_wakes).sum::<u32>() as f64 / n;
+    let staging_awake = ours.iter().map(|o| o.staging_awake_ms).sum::<u64>() as f64 / n / 1000.0;
+    let wakes = ours.iter().map(|o| o.wakes).sum::<u32>() as f64 / n;
     println!(
         "\nawake/dev against the ideal (image at link rate / (1 - loss)) {ideal:.1} s: {:.3}x; \
-         wakes/dev against ceil(ideal / budget) + 1 = {}.",
+         wakes/dev against ceil(ideal / budget) + 1 = {}.\n\
+         Staging the image took {staging_awake:.1} s of that ({:.3}x) and {staging:.1} of the wakes; \
+         the other {:.1} confirm it after\nits trial boot and report.",
         awake / ideal,
-        (ideal * 1000.0 / f64::from(a.budget_ms)).ceil() + 1.0
+        (ideal * 1000.0 / f64::from(a.budget_ms)).ceil() + 1.0,
+        staging_awake / ideal,
+        wakes - staging
     );
     let whole = ours.iter().map(|o| o.radio_bytes).sum::<u64>() as f64 / n;
     let patched = ours.iter().map(|o| o.point.radio_bytes).sum::<u64>() as f64 / n;
