@@ -184,7 +184,6 @@ enum OpKind {
 struct Download {
     image: ImageId,
     manifest: Manifest,
-    stored: StoredManifest,
     state: ResumeState,
     next_request: u32,
     /// No new requests this wake (budget spent).
@@ -233,7 +232,11 @@ pub struct Device<V, const CHUNK: usize = 1024, const WINDOW: usize = MAX_WINDOW
     verifier: V,
     state: State,
     wake: Wake,
-    restored: Option<(ResumeState, StoredManifest)>,
+    /// The download storage held at the start of the wake, not (yet) taken up by this one.
+    restored: Option<ResumeState>,
+    /// The signed manifest of the download restored or in progress: one copy for both, as a
+    /// download resumed early is the restored one, and an offer of another replaces it.
+    stored: Option<StoredManifest>,
     dl: Option<Download>,
     checkin_sent: Option<Instant>,
     checkin_due: Instant,
@@ -282,6 +285,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
                 bytes_at_start: 0,
             },
             restored: None,
+            stored: None,
             dl: None,
             checkin_sent: None,
             checkin_due: Instant(0),
@@ -319,16 +323,16 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
 
     /// The persisted download this device resumes, as restored or as progressed since.
     pub fn resume_state(&self) -> Option<ResumeState> {
-        self.dl.map(|d| d.state).or(self.restored.map(|(s, _)| s))
+        self.dl.map(|d| d.state).or(self.restored)
     }
 
     /// Bytes of the persisted download staged so far, chunks staged past
     /// [`ResumeState::next_offset`] included: what the next [`Event::UpdateOffered`] gives as
     /// `resume_from` if the server offers the same release. `None` without a download.
     pub fn staged_bytes(&self) -> Option<u32> {
-        let (state, stored) = self.dl.map(|d| (d.state, d.stored)).or(self.restored)?;
+        let state = self.dl.map(|d| d.state).or(self.restored)?;
         // The manifest was verified before it was kept; only its sizes are read here.
-        let manifest = stored.as_signed().decode_verified().ok()?;
+        let manifest = self.stored.as_ref()?.as_signed().decode_verified().ok()?;
         let chunk = u32::from(manifest.chunk_size);
         Some(state.staged_bytes(chunk, manifest.transfer_size()))
     }
@@ -344,7 +348,9 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     pub fn restore(&mut self, persisted: Persisted) {
         self.config.staging_capacity = persisted.capacity;
         self.config.last_outcome = persisted.outcome;
-        self.restored = persisted.download;
+        let (restored, stored) = persisted.download.unzip();
+        self.restored = restored;
+        self.stored = stored;
         self.dl = None;
     }
 
@@ -390,7 +396,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     pub fn wake(&mut self, now: Instant, budget: WakeBudget) {
         if let Some(dl) = self.dl.take() {
             // Carry the progress of this process's earlier wakes.
-            self.restored = Some((dl.state, dl.stored));
+            self.restored = Some(dl.state);
         }
         self.state = State::CheckingIn;
         self.wake = Wake {
@@ -426,7 +432,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         if !self.config.early_resume || self.config.congestion != Congestion::LossTolerant {
             return;
         }
-        let Some((state, stored)) = self.restored else {
+        let (Some(state), Some(stored)) = (self.restored, self.stored.as_ref()) else {
             return;
         };
         if state.phase != ResumePhase::Downloading {
@@ -447,7 +453,6 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         self.dl = Some(Download {
             image: state.image,
             manifest,
-            stored,
             state,
             next_request: state.next_offset,
             stopping: false,
@@ -461,7 +466,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             return;
         };
         self.window.clear();
-        self.restored = Some((dl.state, dl.stored));
+        self.restored = Some(dl.state);
         let mut stale = u8::from(matches!(self.op_in_flight, Some(OpKind::Write { .. })));
         for _ in 0..self.ops.len() {
             if let Some(op) = self.ops.pop_front() {
@@ -864,7 +869,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
                 self.finish(retry_after, SleepReason::Deferred(reason));
             }
             CheckInReply::Cancel { next_check_in } => {
-                if let Some((state, _)) = self.restored.take() {
+                if let Some(state) = self.restored.take() {
                     self.push_op(OpKind::Abandon);
                     self.report = Some((state.image, Phase::Failed, ResultCode::CANCELLED));
                 }
@@ -878,9 +883,9 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
                 next_check_in,
             } => {
                 self.next_check_in = next_check_in;
-                let stored = match (manifest, &self.restored) {
+                let stored = match (manifest, self.restored) {
                     (Some(m), _) => StoredManifest::from_signed(&m),
-                    (None, Some((_, stored))) => Some(*stored),
+                    (None, Some(_)) => self.stored,
                     (None, None) => None,
                 };
                 let Some(stored) = stored else {
@@ -895,12 +900,12 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
 
     /// True if the manifest of the download resumed early passes every check of an offer.
     fn early_passes(&self) -> bool {
-        self.dl.as_ref().is_some_and(|d| {
-            d.stored
-                .as_signed()
-                .verify(&self.verifier, &self.profile())
-                .is_ok()
-        })
+        self.dl.is_some()
+            && self.stored.as_ref().is_some_and(|m| {
+                m.as_signed()
+                    .verify(&self.verifier, &self.profile())
+                    .is_ok()
+            })
     }
 
     /// The reply offered the download resumed early: it goes on, as the download of this wake.
@@ -959,7 +964,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         };
         let digest = signed.digest();
         let state = match self.restored.take() {
-            Some((mut state, _)) if state.manifest == digest => {
+            Some(mut state) if state.manifest == digest => {
                 state.image = image;
                 state
             }
@@ -979,10 +984,10 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             urgency,
         });
         self.window.clear();
+        self.stored = Some(stored);
         self.dl = Some(Download {
             image,
             manifest,
-            stored,
             state,
             next_request: state.next_offset,
             stopping: false,
@@ -1148,13 +1153,10 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         self.op_in_flight = Some(kind);
         let dl = self.dl.as_ref();
         Some(match kind {
-            OpKind::Begin => {
-                let dl = dl?;
-                StorageOp::Begin {
-                    manifest: &dl.stored,
-                    state: dl.state,
-                }
-            }
+            OpKind::Begin => StorageOp::Begin {
+                manifest: self.stored.as_ref()?,
+                state: dl?.state,
+            },
             OpKind::Write { offset, len } => StorageOp::Write {
                 offset,
                 data: self.buf.get(..usize::from(len))?,
