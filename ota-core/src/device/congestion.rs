@@ -48,7 +48,8 @@
 //!   starts from a prior of a quarter, or the last wake's [`PathMemory`]) is an eighth or
 //!   more, while fewer requests timed out in a row with nothing heard than would make the
 //!   path silent, less one, and not while the round trips show a queue, unless at most one
-//!   send is on its way (that queue has drained). A copy counts against the window, until its
+//!   send is on its way (the window that queued has drained; a reply still queued from an
+//!   earlier send only makes the copy a spare). A copy counts against the window, until its
 //!   reply comes or its timer passes even when the other send answered first, and is no sign
 //!   of loss.
 //!
@@ -305,7 +306,8 @@ pub(crate) struct Controller {
     /// Doublings of the timeout guessed before any round trip was measured.
     boot_shift: u8,
     /// The last round's smallest round trip showed own chunks queued at the bottleneck
-    /// ([`ALPHA`] or more): no copies then (see [`Controller::on_copy`]).
+    /// ([`ALPHA`] or more): no copies then while more than one send is on its way (see
+    /// [`Controller::copies_allowed`]).
     queued: bool,
     /// A send was found lost this wake (copies need a loss seen, not only the prior).
     lost_any: bool,
@@ -520,7 +522,7 @@ impl Controller {
 
     /// Timeouts in a row that random loss at the measured failure rate produces less than
     /// one time in 32: the smallest `k` with `fail^k ≤ 1/32` (1 on a clean path, 3 when a
-    /// quarter of requests fail, 6 when half do).
+    /// quarter of requests fail, 5 when half do).
     fn unlucky_run(&self) -> u32 {
         let fail = u64::from(self.fail_rate);
         let mut p = 256u64;
@@ -612,7 +614,8 @@ impl Controller {
     /// than would make the path silent, less one (random loss times out a lone request again
     /// and again; a copy stops a timeout before the backoff would start), and not while the
     /// last round trips showed own chunks queued, unless at most one send is on its way (the
-    /// queue that round measured has drained: nothing of this device's can be ahead of it).
+    /// window that queued has drained; if a reply to an earlier send of the same request is
+    /// still queued, the copy is a spare, as any copy may be).
     pub fn copies_allowed(&self, in_flight: usize) -> bool {
         self.mode == Congestion::LossTolerant
             && self.lost_any
