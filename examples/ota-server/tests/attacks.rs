@@ -238,6 +238,33 @@ fn replays_are_refused_before_and_after_a_restart() {
 }
 
 #[test]
+fn a_device_provisioned_while_the_server_runs_is_served_and_no_other() {
+    // The server loads every device's credentials when it starts; one added later by the CLI
+    // is looked up when it first speaks.
+    let data = Data::new("late");
+    data.release("sensor", "1.1.0", &image(30_000, 5), true);
+    let early = data.provision("dev-early", "sensor");
+    let server = Server::start(&data, &[]);
+    let late = data.provision("dev-late", "sensor");
+    let mut tx = [0u8; 512];
+    let mut codes = Vec::new();
+    for (id, ctx) in [("dev-early", &early), ("dev-late", &late)] {
+        let mut c = client(&data, id, "sensor", Some(ctx));
+        let n = c.poll_transmit(ota_core::Instant(0), &mut tx).unwrap();
+        codes.push(code(&exchange(&server.socket(), &tx[..n])));
+    }
+    // A context the server never issued, whose kid follows the two it did.
+    let forged = ota_oscore::SecurityContext::derive(&[9; 16], &[1; 8], &[3], &[]).unwrap();
+    let mut c = client(&data, "dev-forged", "sensor", Some(&forged));
+    let n = c.poll_transmit(ota_core::Instant(0), &mut tx).unwrap();
+    codes.push(code(&exchange(&server.socket(), &tx[..n])));
+    println!(
+        "check-ins from a device provisioned before the start, one after, one forged: {codes:?}"
+    );
+    assert_eq!(codes, ["2.04", "2.04", "4.01"]);
+}
+
+#[test]
 fn bad_device_ids_never_reach_the_store() {
     let data = Data::new("ids");
     data.release("sensor", "1.1.0", &image(30_000, 9), true);

@@ -32,7 +32,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::cache::ImageCache;
 use crate::metrics::Metrics;
-use crate::store::{unix_now, DeviceRow, Patch, Release, Rollout, Store, Write, PATCH_IMAGE_BIT};
+use crate::store::{
+    unix_now, Credentials, DeviceRow, Patch, Release, Rollout, Store, Write, PATCH_IMAGE_BIT,
+};
 
 pub use plan::reason_text;
 
@@ -59,6 +61,30 @@ pub struct Snapshot {
     pub rollouts: HashMap<String, Rollout>,
 }
 
+/// Provisioned credentials held in memory, with the replay floors this process has raised.
+#[derive(Default)]
+struct KeyCache {
+    by_kid: HashMap<Vec<u8>, Credentials>,
+    kid_of: HashMap<String, Vec<u8>>,
+}
+
+impl KeyCache {
+    fn insert(&mut self, c: Credentials) {
+        self.kid_of.insert(c.id.clone(), c.kid.clone());
+        self.by_kid.insert(c.kid.clone(), c);
+    }
+
+    fn raise_floor(&mut self, device: &str, seq: u64) {
+        if let Some(c) = self
+            .kid_of
+            .get(device)
+            .and_then(|kid| self.by_kid.get_mut(kid))
+        {
+            c.floor = Some(c.floor.map_or(seq, |f| f.max(seq)));
+        }
+    }
+}
+
 /// Answers check-ins from the store and records what devices say.
 pub struct Fleet {
     store: Store,
@@ -68,6 +94,8 @@ pub struct Fleet {
     classes: Mutex<HashMap<String, String>>,
     /// Device rows, when this process is their only writer.
     devices: Option<Mutex<HashMap<String, DeviceRow>>>,
+    /// Credentials, when this process is the only writer (loaded at start, kept current).
+    keys: Option<Mutex<KeyCache>>,
     fetch: Mutex<HashMap<(String, ImageId), (bool, Instant)>>,
     /// Image bytes sent per (device, release, as a patch) since the last flush, and when the
     /// first was.
@@ -82,10 +110,28 @@ impl Fleet {
     /// Over `store`, telling devices to check in every `next_check_in` seconds, keeping at
     /// most `cache_bytes` of images in memory.
     pub async fn new(store: Store, next_check_in: u32, cache_bytes: usize) -> anyhow::Result<Self> {
-        let devices = store
-            .backend()
-            .sole_writer()
-            .then(|| Mutex::new(HashMap::new()));
+        // The only writer holds every device's row and credentials in memory, read once here.
+        // Looked up one by one as devices first spoke, they made a server just started answer
+        // at half its later rate: each batched commit empties a reading connection's page
+        // cache, so every lookup read its pages from the file again.
+        let sole = store.backend().sole_writer();
+        let mut classes = HashMap::new();
+        let (devices, keys) = if sole {
+            let rows = store.all_devices().await?;
+            let mut cache = KeyCache::default();
+            for c in store.all_credentials().await? {
+                classes.insert(c.id.clone(), c.class.clone());
+                cache.insert(c);
+            }
+            (
+                Some(Mutex::new(
+                    rows.into_iter().map(|r| (r.id.clone(), r)).collect(),
+                )),
+                Some(Mutex::new(cache)),
+            )
+        } else {
+            (None, None)
+        };
         let fleet = Self {
             store,
             snapshot: RwLock::new(Arc::new(Snapshot {
@@ -93,8 +139,9 @@ impl Fleet {
                 ..Snapshot::default()
             })),
             images: Mutex::new(ImageCache::new(cache_bytes)),
-            classes: Mutex::new(HashMap::new()),
+            classes: Mutex::new(classes),
             devices,
+            keys,
             fetch: Mutex::new(HashMap::new()),
             sent: Mutex::new(HashMap::new()),
             next_check_in,
@@ -102,6 +149,8 @@ impl Fleet {
             clock: Box::new(|| (unix_now() % 86_400) as u32),
         };
         fleet.refresh(true).await?;
+        // Starts the store's batched writer now rather than under the first check-ins.
+        fleet.store.flush().await?;
         Ok(fleet)
     }
 
@@ -699,12 +748,26 @@ impl DeviceKeys for Fleet {
 
     fn lookup_async<'a>(&'a self, kid: &'a [u8]) -> KeyFuture<'a, Option<DeviceKey>> {
         Box::pin(async move {
-            let cred = match self.store.credentials_by_kid(kid).await {
-                Ok(c) => c?,
-                Err(e) => {
-                    eprintln!("ota-server: credentials lookup: {e:#}");
-                    return None;
-                }
+            let cached = self
+                .keys
+                .as_ref()
+                .and_then(|k| k.lock().ok()?.by_kid.get(kid).cloned());
+            let cred = match cached {
+                Some(c) => c,
+                None => match self.store.credentials_by_kid(kid).await {
+                    Ok(c) => {
+                        // Provisioned since the start (by the CLI, say): remembered.
+                        let c = c?;
+                        if let Some(Ok(mut k)) = self.keys.as_ref().map(|k| k.lock()) {
+                            k.insert(c.clone());
+                        }
+                        c
+                    }
+                    Err(e) => {
+                        eprintln!("ota-server: credentials lookup: {e:#}");
+                        return None;
+                    }
+                },
             };
             if let Ok(mut m) = self.classes.lock() {
                 m.insert(cred.id.clone(), cred.class.clone());
@@ -723,7 +786,13 @@ impl DeviceKeys for Fleet {
     fn advance_async<'a>(&'a self, device: &'a str, seq: u64) -> KeyFuture<'a, bool> {
         Box::pin(async move {
             match self.store.advance_floor(device, seq).await {
-                Ok(fresh) => fresh,
+                Ok(fresh) => {
+                    // A context derived again later starts its window at this floor.
+                    if let (true, Some(Ok(mut k))) = (fresh, self.keys.as_ref().map(|k| k.lock())) {
+                        k.raise_floor(device, seq);
+                    }
+                    fresh
+                }
                 Err(e) => {
                     eprintln!("ota-server: cannot record the sequence number of {device}: {e}");
                     false

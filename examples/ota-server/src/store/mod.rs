@@ -641,6 +641,19 @@ impl Store {
         rows.first().map(credentials_of).transpose()
     }
 
+    /// Every provisioned device's credentials (a server that is the only writer loads them
+    /// once at start rather than one lookup per device).
+    pub async fn all_credentials(&self) -> anyhow::Result<Vec<Credentials>> {
+        let rows = self.db.query(CREDENTIAL_COLUMNS, vec![]).await?;
+        rows.iter().map(credentials_of).collect()
+    }
+
+    /// Every device's row (see [`Store::all_credentials`]).
+    pub async fn all_devices(&self) -> anyhow::Result<Vec<DeviceRow>> {
+        let rows = self.db.query(DEVICE_COLUMNS, vec![]).await?;
+        rows.iter().map(device_of).collect()
+    }
+
     /// Raises device `id`'s replay floor to `seq` if it is above it ([`Backend::advance`]).
     pub async fn advance_floor(&self, id: &str, seq: u64) -> Result<bool, WriteError> {
         self.db.advance(id, seq).await
