@@ -239,8 +239,8 @@ fn replays_are_refused_before_and_after_a_restart() {
 
 #[test]
 fn a_device_provisioned_while_the_server_runs_is_served_and_no_other() {
-    // The server loads every device's credentials when it starts; one added later by the CLI
-    // is looked up when it first speaks.
+    // The server loads devices' rows and classes when it starts; one the CLI adds later is
+    // looked up when it first speaks.
     let data = Data::new("late");
     data.release("sensor", "1.1.0", &image(30_000, 5), true);
     let early = data.provision("dev-early", "sensor");

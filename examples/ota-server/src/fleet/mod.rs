@@ -6,12 +6,13 @@
 //! The serving path reads nothing from the store that it can hold: classes, rollouts and
 //! releases are a snapshot reloaded when the store's configuration counter moves (within
 //! [`REFRESH`]), images are cached, and with SQLite (one `serve` per data directory) devices'
-//! rows are kept in memory too. With PostgreSQL a device's row is read from the database at
-//! each check-in, since another instance may have answered its last one. Writes go behind the
-//! request ([`crate::store::Backend::record`]), except where the device forgets what it sent
-//! once answered: the replay floor, and an update's outcome (a device reports "confirmed" or
-//! "rolled back" until a check-in carrying it is answered, so the answer waits for the commit;
-//! an instance killed after answering would otherwise lose it for good).
+//! rows and classes are kept in memory too, loaded when it starts. With PostgreSQL a device's
+//! row is read from the database at each check-in, since another instance may have answered
+//! its last one. Writes go behind the request ([`crate::store::Backend::record`]), except
+//! where the device forgets what it sent once answered: the replay floor, and an update's
+//! outcome (a device reports "confirmed" or "rolled back" until a check-in carrying it is
+//! answered, so the answer waits for the commit; an instance killed after answering would
+//! otherwise lose it for good).
 //!
 //! | module | what it holds |
 //! |---|---|
@@ -32,9 +33,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::cache::ImageCache;
 use crate::metrics::Metrics;
-use crate::store::{
-    unix_now, Credentials, DeviceRow, Patch, Release, Rollout, Store, Write, PATCH_IMAGE_BIT,
-};
+use crate::store::{unix_now, DeviceRow, Patch, Release, Rollout, Store, Write, PATCH_IMAGE_BIT};
 
 pub use plan::reason_text;
 
@@ -61,30 +60,6 @@ pub struct Snapshot {
     pub rollouts: HashMap<String, Rollout>,
 }
 
-/// Provisioned credentials held in memory, with the replay floors this process has raised.
-#[derive(Default)]
-struct KeyCache {
-    by_kid: HashMap<Vec<u8>, Credentials>,
-    kid_of: HashMap<String, Vec<u8>>,
-}
-
-impl KeyCache {
-    fn insert(&mut self, c: Credentials) {
-        self.kid_of.insert(c.id.clone(), c.kid.clone());
-        self.by_kid.insert(c.kid.clone(), c);
-    }
-
-    fn raise_floor(&mut self, device: &str, seq: u64) {
-        if let Some(c) = self
-            .kid_of
-            .get(device)
-            .and_then(|kid| self.by_kid.get_mut(kid))
-        {
-            c.floor = Some(c.floor.map_or(seq, |f| f.max(seq)));
-        }
-    }
-}
-
 /// Answers check-ins from the store and records what devices say.
 pub struct Fleet {
     store: Store,
@@ -94,8 +69,6 @@ pub struct Fleet {
     classes: Mutex<HashMap<String, String>>,
     /// Device rows, when this process is their only writer.
     devices: Option<Mutex<HashMap<String, DeviceRow>>>,
-    /// Credentials, when this process is the only writer (loaded at start, kept current).
-    keys: Option<Mutex<KeyCache>>,
     fetch: Mutex<HashMap<(String, ImageId), (bool, Instant)>>,
     /// Image bytes sent per (device, release, as a patch) since the last flush, and when the
     /// first was.
@@ -110,27 +83,21 @@ impl Fleet {
     /// Over `store`, telling devices to check in every `next_check_in` seconds, keeping at
     /// most `cache_bytes` of images in memory.
     pub async fn new(store: Store, next_check_in: u32, cache_bytes: usize) -> anyhow::Result<Self> {
-        // The only writer holds every device's row and credentials in memory, read once here.
-        // Looked up one by one as devices first spoke, they made a server just started answer
-        // at half its later rate: each batched commit empties a reading connection's page
-        // cache, so every lookup read its pages from the file again.
-        let sole = store.backend().sole_writer();
-        let mut classes = HashMap::new();
-        let (devices, keys) = if sole {
+        // The only writer holds every device's row in memory, and every device's class: read
+        // once here. Looked up one by one as devices first spoke, they made a server just
+        // started answer at half its later rate, as each batched commit empties a reading
+        // connection's page cache and every lookup read its pages from the file again.
+        let (devices, classes) = if store.backend().sole_writer() {
             let rows = store.all_devices().await?;
-            let mut cache = KeyCache::default();
-            for c in store.all_credentials().await? {
-                classes.insert(c.id.clone(), c.class.clone());
-                cache.insert(c);
-            }
+            let classes = store.device_classes().await?;
             (
                 Some(Mutex::new(
                     rows.into_iter().map(|r| (r.id.clone(), r)).collect(),
                 )),
-                Some(Mutex::new(cache)),
+                classes.into_iter().collect(),
             )
         } else {
-            (None, None)
+            (None, HashMap::new())
         };
         let fleet = Self {
             store,
@@ -141,7 +108,6 @@ impl Fleet {
             images: Mutex::new(ImageCache::new(cache_bytes)),
             classes: Mutex::new(classes),
             devices,
-            keys,
             fetch: Mutex::new(HashMap::new()),
             sent: Mutex::new(HashMap::new()),
             next_check_in,
@@ -748,26 +714,12 @@ impl DeviceKeys for Fleet {
 
     fn lookup_async<'a>(&'a self, kid: &'a [u8]) -> KeyFuture<'a, Option<DeviceKey>> {
         Box::pin(async move {
-            let cached = self
-                .keys
-                .as_ref()
-                .and_then(|k| k.lock().ok()?.by_kid.get(kid).cloned());
-            let cred = match cached {
-                Some(c) => c,
-                None => match self.store.credentials_by_kid(kid).await {
-                    Ok(c) => {
-                        // Provisioned since the start (by the CLI, say): remembered.
-                        let c = c?;
-                        if let Some(Ok(mut k)) = self.keys.as_ref().map(|k| k.lock()) {
-                            k.insert(c.clone());
-                        }
-                        c
-                    }
-                    Err(e) => {
-                        eprintln!("ota-server: credentials lookup: {e:#}");
-                        return None;
-                    }
-                },
+            let cred = match self.store.credentials_by_kid(kid).await {
+                Ok(c) => c?,
+                Err(e) => {
+                    eprintln!("ota-server: credentials lookup: {e:#}");
+                    return None;
+                }
             };
             if let Ok(mut m) = self.classes.lock() {
                 m.insert(cred.id.clone(), cred.class.clone());
@@ -786,13 +738,7 @@ impl DeviceKeys for Fleet {
     fn advance_async<'a>(&'a self, device: &'a str, seq: u64) -> KeyFuture<'a, bool> {
         Box::pin(async move {
             match self.store.advance_floor(device, seq).await {
-                Ok(fresh) => {
-                    // A context derived again later starts its window at this floor.
-                    if let (true, Some(Ok(mut k))) = (fresh, self.keys.as_ref().map(|k| k.lock())) {
-                        k.raise_floor(device, seq);
-                    }
-                    fresh
-                }
+                Ok(fresh) => fresh,
                 Err(e) => {
                     eprintln!("ota-server: cannot record the sequence number of {device}: {e}");
                     false
