@@ -55,7 +55,7 @@ pub fn checkins(clients: usize, total: usize) -> Served {
     let _ = std::fs::remove_dir_all(&dir);
     let location = Location::Dir(dir.clone());
     let fleet = provision(&location, "bench", clients * DEVICES);
-    let served = load(&location, &fleet, 1, clients, total, 0);
+    let served = load(&location, &fleet, 1, None, clients, total, 0).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     served
 }
@@ -123,27 +123,45 @@ pub fn provision(location: &Location, class: &str, devices: usize) -> BenchFleet
 /// store connection to `location`, all on one UDP port (`SO_REUSEPORT`: the kernel spreads
 /// clients over the instances). A run's OSCORE sequence numbers start at `first_seq`: give
 /// each run over the same fleet a range above the last one's, `4 × (total + 1001)` wide.
+///
+/// With `cap`, each instance is a process of its own held to that share of a core
+/// ([`capped`](super::capped)); PostgreSQL only.
+#[allow(clippy::too_many_arguments)]
 pub fn load(
     location: &Location,
     fleet: &BenchFleet,
     instances: usize,
+    cap: Option<f64>,
     clients: usize,
     total: usize,
     first_seq: u64,
-) -> Served {
+) -> Result<Served, String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let addr = rt.block_on(async {
-        let mut addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-        for _ in 0..instances {
-            let store = Store::open_at(location).await.unwrap();
-            let app = Arc::new(Fleet::new(store, 3600, 256 << 20).await.unwrap());
-            addr = spawn_coap(app, addr, 2).unwrap().0;
+    let mut children = Vec::new();
+    let mut addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    match (cap, location) {
+        (Some(share), Location::Postgres(url)) => {
+            for n in 0..instances {
+                let child = super::capped::Instance::start(url, addr, share, n)?;
+                addr = child.addr;
+                children.push(child);
+            }
         }
-        addr
-    });
+        (Some(_), Location::Dir(_)) => return Err("capped instances need PostgreSQL".into()),
+        (None, _) => {
+            addr = rt.block_on(async {
+                for _ in 0..instances {
+                    let store = Store::open_at(location).await.unwrap();
+                    let app = Arc::new(Fleet::new(store, 3600, 256 << 20).await.unwrap());
+                    addr = spawn_coap(app, addr, 2).unwrap().0;
+                }
+                addr
+            })
+        }
+    }
     let mut shares: Vec<Vec<_>> = (0..clients).map(|_| Vec::new()).collect();
     for (d, dev) in fleet.devices.iter().enumerate() {
         shares[d % clients].push(dev.clone());
@@ -203,12 +221,13 @@ pub fn load(
         _ => None,
     };
     drop(rt);
+    drop(children);
     latencies.sort();
     let pick = |q: f64| {
         latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64()
             * 1e3
     };
-    Served {
+    Ok(Served {
         clients,
         per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
         p50_ms: pick(0.5),
@@ -216,7 +235,7 @@ pub fn load(
         unanswered,
         kernel_drops,
         busy_cores,
-    }
+    })
 }
 
 /// Check-ins sealed beyond a client's count, to send in place of unanswered ones.
