@@ -31,6 +31,7 @@ use sha2::{Digest as _, Sha256};
 mod capped;
 mod loss;
 mod served;
+mod summary;
 
 /// The allocator `ota-server` runs with, so the serving path is measured as it is deployed.
 #[global_allocator]
@@ -397,6 +398,15 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some("load") {
         // `load --sqlite-only`: the SQLite rows alone, to profile the serving path.
         return load_table(std::env::args().nth(2).as_deref() == Some("--sqlite-only"));
+    }
+    if std::env::args().nth(1).as_deref() == Some("summary") {
+        // `summary`: the dashboard summary's cost over large fleets (SQLite, and PostgreSQL
+        // where `OTA_PG_URL` names one).
+        let pg = std::env::var("OTA_PG_URL").ok();
+        for (figure, value) in summary::summary_rows(pg.as_deref()) {
+            println!("{figure:<82} {value}");
+        }
+        return;
     }
     if std::env::args().nth(1).as_deref() == Some("bottleneck") {
         // `bottleneck`: the shared-cell rows alone (simulated time, under a second).

@@ -16,9 +16,11 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`glance`] | the fleet summary, read once for every viewer for a while |
 //! | [`plan`] | a check-in's or report's decision, row and history, worked out in memory |
 //! | [`rollout`] | staged ramps and automatic pauses |
 
+pub mod glance;
 pub mod plan;
 pub mod rollout;
 
@@ -33,6 +35,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::cache::ImageCache;
 use crate::metrics::Metrics;
+use crate::store::summary::Summary;
 use crate::store::{unix_now, DeviceRow, Patch, Release, Rollout, Store, Write, PATCH_IMAGE_BIT};
 
 pub use plan::reason_text;
@@ -75,6 +78,8 @@ pub struct Fleet {
     sent: Mutex<HashMap<SentKey, (u64, i64)>>,
     next_check_in: u32,
     metrics: Arc<Metrics>,
+    /// The last summary, for the dashboard and the API.
+    glance: glance::Glance,
     /// Seconds since midnight UTC, for maintenance windows.
     clock: Box<dyn Fn() -> u32 + Send + Sync>,
 }
@@ -112,6 +117,7 @@ impl Fleet {
             sent: Mutex::new(HashMap::new()),
             next_check_in,
             metrics: Arc::new(Metrics::default()),
+            glance: glance::Glance::default(),
             clock: Box::new(|| (unix_now() % 86_400) as u32),
         };
         fleet.refresh(true).await?;
@@ -123,6 +129,13 @@ impl Fleet {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The fleet at a glance, as the dashboard and the API show it: read from the store once
+    /// for every viewer for a while ([`glance`]).
+    pub async fn summary(&self) -> anyhow::Result<Arc<Summary>> {
+        let config = self.snapshot().version;
+        self.glance.get(&self.store, config).await
     }
 
     /// The counters.

@@ -172,8 +172,8 @@ impl From<&DeviceRow> for DeviceView {
 }
 
 async fn fleet(Extract(s): Extract<Arc<State>>) -> ApiResult {
-    let summary = s.fleet.store().summary().await.map_err(internal)?;
-    Ok(Json(summary).into_response())
+    let summary = s.fleet.summary().await.map_err(internal)?;
+    Ok(Json(&*summary).into_response())
 }
 
 async fn releases(Extract(s): Extract<Arc<State>>) -> ApiResult {

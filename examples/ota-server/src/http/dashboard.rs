@@ -264,7 +264,7 @@ pub fn render(s: &Summary) -> String {
 
 /// `GET /`.
 pub async fn page(Extract(s): Extract<Arc<State>>) -> Response {
-    match s.fleet.store().summary().await {
+    match s.fleet.summary().await {
         Ok(summary) => Html(render(&summary)).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,6 +1,8 @@
 //! The fleet at a glance, as the dashboard and `GET /api/v1/fleet` show it: aggregates in SQL,
 //! so a page over a hundred thousand devices reads a few hundred rows.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use super::{unix_now, vtext, Store};
@@ -116,6 +118,12 @@ pub struct Summary {
     pub bytes: Vec<BytesPerUpdate>,
 }
 
+/// Failure lines (result and reason) shown at most, the most frequent first.
+pub const MAX_FAILURE_LINES: usize = 50;
+
+/// The results that count as failures, as SQL.
+const FAILED: &str = "('failed', 'rolled back', 'refused', 'rejected')";
+
 /// Grace beyond a device's interval before it counts as silent, seconds.
 pub const SILENCE_GRACE_SECS: i64 = 30;
 
@@ -124,43 +132,50 @@ impl Store {
     pub async fn summary(&self) -> anyhow::Result<Summary> {
         let now = unix_now();
         let db = self.backend();
-        let versions: Vec<VersionCount> = db
+        // One pass over every device, counting by class, version and phase: the versions
+        // per class and each rollout's progress are summed from these few groups (a query
+        // each read the table once per rollout). No index spares these reads: every
+        // check-in rewrites its device's row, and on SQLite one more index on `devices`,
+        // even a partial one that no row entered, halved the serving rate at 256 clients.
+        let mut groups = Vec::new();
+        for r in db
             .query(
-                "SELECT class, running, COUNT(*) FROM devices GROUP BY class, running ORDER BY class, running",
+                "SELECT class, running, running_seq, phase, COUNT(*) FROM devices
+                 GROUP BY class, running, running_seq, phase",
                 vec![],
             )
             .await?
-            .iter()
-            .map(|r| {
-                Ok(VersionCount {
-                    class: r.text(0)?,
-                    version: r.text(1)?,
-                    devices: r.num(2)?,
-                })
+        {
+            let n: u64 = r.num(4)?;
+            groups.push((r.text(0)?, r.text(1)?, r.num::<u32>(2)?, r.text(3)?, n));
+        }
+        let mut by_version: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        for (class, running, _, _, n) in &groups {
+            *by_version.entry((class, running)).or_default() += n;
+        }
+        let versions: Vec<VersionCount> = by_version
+            .into_iter()
+            .map(|((class, version), devices)| VersionCount {
+                class: class.to_string(),
+                version: version.to_string(),
+                devices,
             })
-            .collect::<anyhow::Result<_>>()?;
+            .collect();
         let devices = versions.iter().map(|v| v.devices).sum();
         let mut rollouts = Vec::new();
         for r in self.rollouts().await? {
-            let phases: Vec<(String, u64)> = db
-                .query(
-                    "SELECT phase, COUNT(*) FROM devices WHERE class = $1 GROUP BY phase ORDER BY phase",
-                    params![r.class.as_str()],
-                )
-                .await?
-                .iter()
-                .map(|x| Ok((x.text(0)?, x.num(1)?)))
-                .collect::<anyhow::Result<_>>()?;
-            let updated = db
-                .query(
-                    "SELECT COUNT(*) FROM devices WHERE class = $1 AND running_seq >= $2",
-                    params![r.class.as_str(), r.release.sequence],
-                )
-                .await?
-                .first()
-                .map(|x| x.num(0))
-                .transpose()?
-                .unwrap_or(0);
+            let mut by_phase: BTreeMap<&str, u64> = BTreeMap::new();
+            let mut updated = 0;
+            for (_, _, seq, phase, n) in groups.iter().filter(|g| g.0 == r.class) {
+                *by_phase.entry(phase).or_default() += n;
+                if *seq >= r.release.sequence {
+                    updated += n;
+                }
+            }
+            let phases: Vec<(String, u64)> = by_phase
+                .into_iter()
+                .map(|(p, n)| (p.to_string(), n))
+                .collect();
             rollouts.push(RolloutProgress {
                 class: r.class.clone(),
                 version: vtext(r.release.version),
@@ -176,39 +191,49 @@ impl Store {
                 halted: r.release.halted.clone(),
             });
         }
-        let mut failures = Vec::new();
+        // Every failed device's (result, reason), its group's size and rank by last seen, in
+        // one pass: the five most recent of each group are its examples.
+        let mut failures: Vec<FailureCount> = Vec::new();
         for r in db
             .query(
-                "SELECT result, reason, COUNT(*) FROM devices WHERE result IN ('failed', 'rolled back', 'refused', 'rejected')
-                 GROUP BY result, reason ORDER BY COUNT(*) DESC, result, reason LIMIT 50",
+                &format!("SELECT result, reason, n, id FROM (
+                     SELECT result, reason, id,
+                            COUNT(*) OVER (PARTITION BY result, reason) AS n,
+                            ROW_NUMBER() OVER (PARTITION BY result, reason ORDER BY last_seen DESC, id) AS k
+                     FROM devices WHERE result IN {FAILED}
+                 ) AS f WHERE k <= 5 ORDER BY n DESC, result, reason, k"),
                 vec![],
             )
             .await?
         {
-            let (result, reason) = (r.text(0)?, r.text(1)?);
-            let examples = db
-                .query(
-                    "SELECT id FROM devices WHERE result = $1 AND reason = $2 ORDER BY last_seen DESC LIMIT 5",
-                    params![result.as_str(), reason.as_str()],
-                )
-                .await?
-                .iter()
-                .map(|x| x.text(0))
-                .collect::<Result<_, _>>()?;
+            let (result, reason, id) = (r.text(0)?, r.text(1)?, r.text(3)?);
+            if let Some(f) = failures
+                .last_mut()
+                .filter(|f| f.result == result && f.reason == reason)
+            {
+                f.examples.push(id);
+                continue;
+            }
+            if failures.len() == MAX_FAILURE_LINES {
+                break;
+            }
             failures.push(FailureCount {
                 result,
                 reason,
                 devices: r.num(2)?,
-                examples,
+                examples: vec![id],
             });
         }
-        let silent_cond = "last_seen + next_check_in + $1 < $2";
-        let silent = db
+        // The 50 silent the longest, and (the window counts before the limit) how many in all.
+        let rows = db
             .query(
-                &format!("SELECT id, class, running, last_seen, next_check_in FROM devices WHERE {silent_cond} ORDER BY last_seen LIMIT 50"),
+                "SELECT id, class, running, last_seen, next_check_in, COUNT(*) OVER ()
+                 FROM devices WHERE last_seen + next_check_in + $1 < $2 ORDER BY last_seen, id LIMIT 50",
                 params![SILENCE_GRACE_SECS, now],
             )
-            .await?
+            .await?;
+        let silent_total = rows.first().map(|r| r.num(5)).transpose()?.unwrap_or(0);
+        let silent = rows
             .iter()
             .map(|r| {
                 Ok(Silent {
@@ -220,16 +245,6 @@ impl Store {
                 })
             })
             .collect::<anyhow::Result<_>>()?;
-        let silent_total = db
-            .query(
-                &format!("SELECT COUNT(*) FROM devices WHERE {silent_cond}"),
-                params![SILENCE_GRACE_SECS, now],
-            )
-            .await?
-            .first()
-            .map(|r| r.num(0))
-            .transpose()?
-            .unwrap_or(0);
         let releases = self.releases().await?;
         let mut bytes = Vec::new();
         for t in self.transfer_totals().await? {
