@@ -1,9 +1,9 @@
 //! Server instances as processes of their own, each held to a fixed share of one core by a
 //! cgroup CPU quota: the stand-in for instances on machines of their own.
 //!
-//! On a two-core machine one uncapped instance, PostgreSQL and the clients already keep both
-//! cores busy, so a second instance can only take CPU from the first: that measures the
-//! machine. With each instance capped well below what the machine has spare, an instance is
+//! On a two-core machine one uncapped instance, PostgreSQL and the clients leave too little
+//! CPU for a second instance (1.4-1.6 of 2 cores busy with one), so a second instance mostly
+//! takes CPU from the first: that measures the machine. With each instance capped well below what the machine has spare, an instance is
 //! the bottleneck, and two of them show whether the design scales on one database (shared
 //! rows, locks, replay floors) rather than whether the machine has a third core.
 
@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ota_server::fleet::Fleet;
 use ota_server::serve::spawn_coap;
@@ -27,24 +28,34 @@ pub struct CpuCap {
 }
 
 impl CpuCap {
-    /// A cgroup named `name` allowed `share` of one core: cgroup v2's `cpu.max` where the
-    /// unified hierarchy is mounted at `/sys/fs/cgroup`, else v1's `cpu` controller.
+    /// A cgroup named `name` allowed `share` of one core (at least a tenth: the kernel's
+    /// smallest quota is 1 ms): cgroup v2's `cpu.max` where the unified hierarchy is mounted at
+    /// `/sys/fs/cgroup`, else v1's `cpu` controller.
     pub fn new(name: &str, share: f64) -> Result<CpuCap, String> {
         let quota = ((share * PERIOD_US as f64) as u64).max(1000);
         let root = Path::new("/sys/fs/cgroup");
         if root.join("cgroup.controllers").exists() {
-            // v2: enabling the controller for the root's children is a no-op when it is on.
-            let _ = std::fs::write(root.join("cgroup.subtree_control"), "+cpu");
-            let dir = root.join(name);
-            make_dir(&dir)?;
-            write(&dir.join("cpu.max"), &format!("{quota} {PERIOD_US}"))?;
-            Ok(CpuCap { dir })
+            // v2: the controller must be on for the root's children (a no-op when it is).
+            let enabled = std::fs::write(root.join("cgroup.subtree_control"), "+cpu");
+            let cap = CpuCap {
+                dir: make_dir(&root.join(name))?,
+            };
+            if !cap.dir.join("cpu.max").exists() {
+                return Err(format!(
+                    "no cpu controller in {} ({enabled:?})",
+                    cap.dir.display()
+                ));
+            }
+            write(&cap.dir.join("cpu.max"), &format!("{quota} {PERIOD_US}"))?;
+            Ok(cap)
         } else {
-            let dir = root.join("cpu").join(name);
-            make_dir(&dir)?;
-            write(&dir.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
-            write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
-            Ok(CpuCap { dir })
+            // Made before the writes, so that a failed write removes the directory.
+            let cap = CpuCap {
+                dir: make_dir(&root.join("cpu").join(name))?,
+            };
+            write(&cap.dir.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
+            write(&cap.dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+            Ok(cap)
         }
     }
 
@@ -60,10 +71,10 @@ impl Drop for CpuCap {
     }
 }
 
-fn make_dir(dir: &Path) -> Result<(), String> {
+fn make_dir(dir: &Path) -> Result<PathBuf, String> {
     match std::fs::create_dir(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Ok(()) => Ok(dir.to_path_buf()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(dir.to_path_buf()),
         Err(e) => Err(format!("cannot create cgroup {}: {e}", dir.display())),
     }
 }
@@ -78,6 +89,7 @@ pub struct Instance {
     child: Child,
     /// Where it answers.
     pub addr: SocketAddr,
+    /// Its cgroup, removed once the child has ended (fields drop after [`Drop::drop`]).
     _cap: CpuCap,
 }
 
@@ -94,32 +106,44 @@ impl Instance {
             .spawn()
             .map_err(|e| format!("cannot start an instance: {e}"))?;
         let entered = cap.enter(child.id());
-        let mut line = String::new();
+        // The address it prints once serving, waited for on a thread of its own: a child that
+        // hangs (a database that does not answer) must not hang the bench.
+        let (tx, rx) = std::sync::mpsc::channel();
         if let Some(out) = child.stdout.take() {
-            let _ = BufReader::new(out).read_line(&mut line);
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let _ = BufReader::new(out).read_line(&mut line);
+                let _ = tx.send(line);
+            });
         }
-        let addr = line.trim().parse().ok();
-        match (entered, addr) {
-            (Ok(()), Some(addr)) => Ok(Instance {
-                child,
-                addr,
-                _cap: cap,
-            }),
-            (entered, _) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(entered
-                    .err()
-                    .unwrap_or_else(|| format!("the instance printed no address: {line:?}")))
-            }
-        }
+        let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
+        let mut instance = Instance {
+            child,
+            addr: "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
+            _cap: cap,
+        };
+        entered?;
+        instance.addr = line.trim().parse().map_err(|_| {
+            format!("the instance printed no address within {START_TIMEOUT:?}: {line:?}")
+        })?;
+        Ok(instance)
     }
 }
 
+/// How long an instance may take to start serving.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Drop for Instance {
     fn drop(&mut self) {
-        // Closing its stdin ends it; a kill is the fallback.
+        // Closing its stdin asks it to end; one that has not within a second is killed.
         drop(self.child.stdin.take());
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

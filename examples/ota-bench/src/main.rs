@@ -284,7 +284,8 @@ fn image(len: usize) -> Vec<u8> {
 
 /// `ota-bench load`: the server under load (issue 16's table): 10 000 provisioned devices,
 /// 64 and 256 closed-loop clients, SQLite, and PostgreSQL (`OTA_PG_URL`, which `.ci/run` sets
-/// from its throwaway cluster) with one and two instances on one port.
+/// from its throwaway cluster) with one and two instances on one port, in this process and
+/// then as processes held to a share of a core each ([`capped`]).
 fn load_table(sqlite_only: bool) {
     let pg = if sqlite_only {
         String::new()
@@ -320,10 +321,13 @@ fn load_table(sqlite_only: bool) {
     let share: f64 = std::env::var("OTA_LOAD_CAP")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(CAPPED_SHARE);
+        .unwrap_or(CAPPED_SHARE)
+        // The kernel's smallest quota in a 10 ms period: 1 ms.
+        .max(0.1);
     let cap_name1 = format!("PostgreSQL, 1, capped {share} core");
     let cap_name2 = format!("PostgreSQL, 2, capped {share} each");
-    let mut one_pg = [0.0f64; 2];
+    // One instance's rate per client count, for the two-instance row after it.
+    let mut one_pg: [Option<f64>; 2] = [None; 2];
     let pg_runs = [
         ("PostgreSQL, 1", 1, None),
         ("PostgreSQL, 2", 2, None),
@@ -346,7 +350,7 @@ fn load_table(sqlite_only: bool) {
                     Ok(s) => s,
                     Err(e) => {
                         println!("{name:<34} {clients:>8}  not measured: {e}");
-                        one_pg[k] = f64::NAN;
+                        one_pg[k] = None;
                         continue;
                     }
                 };
@@ -359,10 +363,15 @@ fn load_table(sqlite_only: bool) {
                         1e3 * clients as f64 / s.per_sec
                     ),
                     1 => {
-                        one_pg[k] = s.per_sec;
+                        one_pg[k] = Some(s.per_sec);
                         String::new()
                     }
-                    _ => format!("  ({:.2}x one instance; goal 1.6x)", s.per_sec / one_pg[k]),
+                    _ => match one_pg[k] {
+                        Some(one) => {
+                            format!("  ({:.2}x one instance; goal 1.6x)", s.per_sec / one)
+                        }
+                        None => "  (one instance not measured)".to_string(),
+                    },
                 };
                 let busy = s
                     .busy_cores
@@ -378,7 +387,7 @@ fn load_table(sqlite_only: bool) {
     if !sqlite_only {
         println!(
             "capped: each instance a process of its own held to {share} of a core (a cgroup CPU quota), standing in for\n\
-             an instance per machine: uncapped, one instance, PostgreSQL and the clients already fill this machine's cores"
+             an instance per machine: uncapped, one instance, PostgreSQL and the clients leave too little CPU for a second"
         );
     }
 }

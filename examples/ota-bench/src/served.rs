@@ -136,11 +136,8 @@ pub fn load(
     total: usize,
     first_seq: u64,
 ) -> Result<Served, String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let mut children = Vec::new();
+    let mut rt = None;
     let mut addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     match (cap, location) {
         (Some(share), Location::Postgres(url)) => {
@@ -152,14 +149,19 @@ pub fn load(
         }
         (Some(_), Location::Dir(_)) => return Err("capped instances need PostgreSQL".into()),
         (None, _) => {
-            addr = rt.block_on(async {
+            let server = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            addr = server.block_on(async {
                 for _ in 0..instances {
                     let store = Store::open_at(location).await.unwrap();
                     let app = Arc::new(Fleet::new(store, 3600, 256 << 20).await.unwrap());
                     addr = spawn_coap(app, addr, 2).unwrap().0;
                 }
                 addr
-            })
+            });
+            rt = Some(server);
         }
     }
     let mut shares: Vec<Vec<_>> = (0..clients).map(|_| Vec::new()).collect();

@@ -10,15 +10,17 @@ use std::time::{Duration, Instant as Wall};
 use ota_server::store::summary::{Summary, MAX_FAILURE_LINES, SILENCE_GRACE_SECS};
 use ota_server::store::{DeviceRow, Location, Store, Write};
 
-/// Distinct failure reasons among the rows: devices of a large fleet fail for many reasons
-/// (an unknown result code is its own reason), and each is a line of the dashboard.
-const REASONS: usize = 40;
+/// Distinct reasons among the failed rows: devices of a large fleet fail for many reasons (an
+/// unknown result code is its own reason), and each is a line of the dashboard, which shows
+/// the most frequent [`MAX_FAILURE_LINES`].
+const REASONS: usize = 60;
 
 /// Summaries timed per figure (the median is printed).
 const RUNS: usize = 5;
 
 /// Rows `from..to` of a fleet of devices of `class`: most idle on one of two versions, 5 %
-/// downloading, 4 % failed or rolled back for one of [`REASONS`] reasons, 2 % silent.
+/// downloading, 4 % failed for one of [`REASONS`] reasons, rolled back, refused or rejected,
+/// 2 % silent.
 fn rows(class: &str, from: usize, to: usize, now: i64) -> Vec<DeviceRow> {
     (from..to)
         .map(|i| {
@@ -30,6 +32,8 @@ fn rows(class: &str, from: usize, to: usize, now: i64) -> Vec<DeviceRow> {
             let (result, reason) = match i % 25 {
                 0 => ("failed", format!("code {} (LwM2M 9)", i / 25 % REASONS)),
                 1 => ("rolled back", "health check failed".to_string()),
+                2 if i % 100 == 2 => ("refused", "bad manifest signature".to_string()),
+                3 if i % 100 == 3 => ("rejected", "not enough flash".to_string()),
                 _ if updated => ("success", "success".to_string()),
                 _ => ("", String::new()),
             };
@@ -93,12 +97,14 @@ fn check(s: &Summary, rows: &[DeviceRow]) {
         .map(|v| ((v.class.as_str(), v.version.as_str()), v.devices))
         .collect();
     assert_eq!(got, versions.into_iter().collect::<Vec<_>>(), "versions");
+    // The bench's one rollout: release 1.1.0, sequence 1.
+    assert_eq!(s.rollouts.len(), 1, "rollouts");
     for ro in &s.rollouts {
+        assert_eq!(ro.version, "1.1.0");
         let mut phases: BTreeMap<&str, u64> = BTreeMap::new();
         let mut updated = 0;
         for r in rows.iter().filter(|r| r.class == ro.class) {
             *phases.entry(&r.phase).or_default() += 1;
-            // The bench's release is sequence 1.
             updated += u64::from(r.running_seq >= 1);
         }
         let got: Vec<_> = ro.phases.iter().map(|(p, n)| (p.as_str(), *n)).collect();

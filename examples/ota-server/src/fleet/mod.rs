@@ -134,7 +134,9 @@ impl Fleet {
     /// The fleet at a glance, as the dashboard and the API show it: read from the store once
     /// for every viewer for a while ([`glance`]).
     pub async fn summary(&self) -> anyhow::Result<Arc<Summary>> {
-        let config = self.snapshot().version;
+        // The store's counter, not this instance's snapshot of it: a change from the CLI or
+        // another instance shows at once, not at the next refresh.
+        let config = self.store.config_version().await?;
         self.glance.get(&self.store, config).await
     }
 

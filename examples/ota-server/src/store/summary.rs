@@ -192,7 +192,9 @@ impl Store {
             });
         }
         // Every failed device's (result, reason), its group's size and rank by last seen, in
-        // one pass: the five most recent of each group are its examples.
+        // one pass: the five most recent of each group are its examples. The lines are
+        // ordered here (most devices first, then by result and reason byte by byte), so that
+        // both databases order them alike whatever their collation.
         let mut failures: Vec<FailureCount> = Vec::new();
         for r in db
             .query(
@@ -201,7 +203,7 @@ impl Store {
                             COUNT(*) OVER (PARTITION BY result, reason) AS n,
                             ROW_NUMBER() OVER (PARTITION BY result, reason ORDER BY last_seen DESC, id) AS k
                      FROM devices WHERE result IN {FAILED}
-                 ) AS f WHERE k <= 5 ORDER BY n DESC, result, reason, k"),
+                 ) AS f WHERE k <= 5 ORDER BY result, reason, k"),
                 vec![],
             )
             .await?
@@ -214,9 +216,6 @@ impl Store {
                 f.examples.push(id);
                 continue;
             }
-            if failures.len() == MAX_FAILURE_LINES {
-                break;
-            }
             failures.push(FailureCount {
                 result,
                 reason,
@@ -224,6 +223,10 @@ impl Store {
                 examples: vec![id],
             });
         }
+        failures.sort_by(|a, b| {
+            (b.devices, &a.result, &a.reason).cmp(&(a.devices, &b.result, &b.reason))
+        });
+        failures.truncate(MAX_FAILURE_LINES);
         // The 50 silent the longest, and (the window counts before the limit) how many in all.
         let rows = db
             .query(
