@@ -103,6 +103,13 @@ fn count(n: u64, noun: &str) -> String {
     }
 }
 
+/// `HH:MM:SS UTC` of Unix seconds `at`: when a summary was read (one is shown to every viewer
+/// for a while, [`crate::fleet::glance`]).
+fn time_of_day(at: i64) -> String {
+    let s = at.rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02} UTC", s / 3600, s / 60 % 60, s % 60)
+}
+
 /// The page for `s`.
 pub fn render(s: &Summary) -> String {
     let mut o = String::new();
@@ -110,11 +117,12 @@ pub fn render(s: &Summary) -> String {
         o,
         "<!doctype html><html lang=en><head><meta charset=utf-8><meta http-equiv=refresh content=10>\
          <meta name=viewport content=\"width=device-width\"><link rel=icon href=\"data:,\"><title>ota fleet</title><style>{STYLE}</style></head><body>\
-         <header><h1>ota fleet</h1><span>{}</span><span>{}</span><span>{}</span><span>{} silent</span></header><main>",
+         <header><h1>ota fleet</h1><span>{}</span><span>{}</span><span>{}</span><span>{} silent</span><span class=muted>read {}</span></header><main>",
         count(s.devices, "device"),
         count(s.rollouts.len() as u64, "rollout"),
         count(s.failures.iter().map(|f| f.devices).sum::<u64>(), "failure"),
-        s.silent_total
+        s.silent_total,
+        time_of_day(s.at)
     );
 
     // Rollouts.
@@ -280,6 +288,12 @@ pub async fn page(Extract(s): Extract<Arc<State>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_time_a_summary_was_read() {
+        assert_eq!(time_of_day(0), "00:00:00 UTC");
+        assert_eq!(time_of_day(86_400 + 3600 * 13 + 60 * 7 + 9), "13:07:09 UTC");
+    }
 
     #[test]
     fn text_from_devices_is_escaped() {
