@@ -36,7 +36,9 @@ use sha2::{Digest as _, Sha256};
 use crate::cache::ImageCache;
 use crate::metrics::Metrics;
 use crate::store::summary::Summary;
-use crate::store::{unix_now, DeviceRow, Patch, Release, Rollout, Store, Write, PATCH_IMAGE_BIT};
+use crate::store::{
+    unix_now, Credentials, DeviceRow, Patch, Release, Rollout, Store, Write, PATCH_IMAGE_BIT,
+};
 
 pub use plan::reason_text;
 
@@ -48,6 +50,17 @@ pub const REFRESH: Duration = Duration::from_millis(500);
 
 /// How long a "may this device fetch this image" answer is reused.
 const FETCH_DECISION_TTL: Duration = Duration::from_secs(10);
+
+/// How long credentials read at start may answer a device's first look-up. A server started
+/// under load (a restart, a deploy) is asked for every device's credentials within seconds;
+/// read one by one, each read its pages from the file again. The CoAP server asks again
+/// every minute, so a device removed from the store meanwhile is noticed within a minute and
+/// this long after a start, and a replay floor read at start is still the device's own: this
+/// process is its only writer, and it advances a floor only once the device's context exists.
+pub const FIRST_KEYS_VALID: Duration = Duration::from_secs(10);
+
+/// Credentials read at start (see [`FIRST_KEYS_VALID`]): when, and by kid.
+type FirstKeys = (Instant, HashMap<Vec<u8>, Credentials>);
 
 /// Bytes sent are counted per (device, release, whether as a patch).
 type SentKey = (String, u32, bool);
@@ -70,6 +83,9 @@ pub struct Fleet {
     images: Mutex<ImageCache>,
     /// Device id → provisioned class (credentials do not change).
     classes: Mutex<HashMap<String, String>>,
+    /// Credentials by kid as read at start and when, when this process is the only writer:
+    /// each handed out once, within [`FIRST_KEYS_VALID`] of the read.
+    first_keys: Mutex<Option<FirstKeys>>,
     /// Device rows, when this process is their only writer.
     devices: Option<Mutex<HashMap<String, DeviceRow>>>,
     fetch: Mutex<HashMap<(String, ImageId), (bool, Instant)>>,
@@ -91,18 +107,26 @@ impl Fleet {
         // The only writer holds every device's row in memory, and every device's class: read
         // once here. Looked up one by one as devices first spoke, they made a server just
         // started answer at half its later rate, as each batched commit empties a reading
-        // connection's page cache and every lookup read its pages from the file again.
-        let (devices, classes) = if store.backend().sole_writer() {
+        // connection's page cache and every lookup read its pages from the file again. So
+        // are the credentials, for the first look-ups after the start ([`FIRST_KEYS_VALID`]).
+        let (devices, classes, first_keys) = if store.backend().sole_writer() {
+            let read_at = Instant::now();
+            let creds = store.all_credentials().await?;
             let rows = store.all_devices().await?;
-            let classes = store.device_classes().await?;
+            let classes = creds
+                .iter()
+                .map(|c| (c.id.clone(), c.class.clone()))
+                .collect();
+            let by_kid = creds.into_iter().map(|c| (c.kid.clone(), c)).collect();
             (
                 Some(Mutex::new(
                     rows.into_iter().map(|r| (r.id.clone(), r)).collect(),
                 )),
-                classes.into_iter().collect(),
+                classes,
+                Some((read_at, by_kid)),
             )
         } else {
-            (None, HashMap::new())
+            (None, HashMap::new(), None)
         };
         let fleet = Self {
             store,
@@ -112,6 +136,7 @@ impl Fleet {
             })),
             images: Mutex::new(ImageCache::new(cache_bytes)),
             classes: Mutex::new(classes),
+            first_keys: Mutex::new(first_keys),
             devices,
             fetch: Mutex::new(HashMap::new()),
             sent: Mutex::new(HashMap::new()),
@@ -193,8 +218,29 @@ impl Fleet {
         }
     }
 
+    /// `kid`'s credentials as read at start, once, within [`FIRST_KEYS_VALID`] of the read;
+    /// `None` for a later or second look-up (the store answers those).
+    fn first_key(&self, kid: &[u8]) -> Option<Credentials> {
+        self.expire_first_keys();
+        let mut first = self.first_keys.lock().ok()?;
+        first.as_mut()?.1.remove(kid)
+    }
+
+    /// Lets go of the credentials read at start once they may no longer answer.
+    fn expire_first_keys(&self) {
+        if let Ok(mut first) = self.first_keys.lock() {
+            if first
+                .as_ref()
+                .is_some_and(|(read_at, _)| read_at.elapsed() >= FIRST_KEYS_VALID)
+            {
+                *first = None;
+            }
+        }
+    }
+
     /// One round of [`Fleet::maintain`].
     pub async fn tick(&self) -> anyhow::Result<()> {
+        self.expire_first_keys();
         self.flush_sent();
         self.refresh(false).await?;
         let snapshot = self.snapshot();
@@ -729,12 +775,15 @@ impl DeviceKeys for Fleet {
 
     fn lookup_async<'a>(&'a self, kid: &'a [u8]) -> KeyFuture<'a, Option<DeviceKey>> {
         Box::pin(async move {
-            let cred = match self.store.credentials_by_kid(kid).await {
-                Ok(c) => c?,
-                Err(e) => {
-                    eprintln!("ota-server: credentials lookup: {e:#}");
-                    return None;
-                }
+            let cred = match self.first_key(kid) {
+                Some(c) => c,
+                None => match self.store.credentials_by_kid(kid).await {
+                    Ok(c) => c?,
+                    Err(e) => {
+                        eprintln!("ota-server: credentials lookup: {e:#}");
+                        return None;
+                    }
+                },
             };
             if let Ok(mut m) = self.classes.lock() {
                 m.insert(cred.id.clone(), cred.class.clone());

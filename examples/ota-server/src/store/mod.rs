@@ -641,17 +641,14 @@ impl Store {
         rows.first().map(credentials_of).transpose()
     }
 
-    /// Every provisioned device's class, by id (a server that is the only writer loads them
+    /// Every provisioned device's credentials (a server that is the only writer loads them
     /// once at start rather than one lookup per device).
-    pub async fn device_classes(&self) -> anyhow::Result<Vec<(String, String)>> {
-        let rows = self
-            .db
-            .query("SELECT id, class FROM credentials", vec![])
-            .await?;
-        rows.iter().map(|r| Ok((r.text(0)?, r.text(1)?))).collect()
+    pub async fn all_credentials(&self) -> anyhow::Result<Vec<Credentials>> {
+        let rows = self.db.query(CREDENTIAL_COLUMNS, vec![]).await?;
+        rows.iter().map(credentials_of).collect()
     }
 
-    /// Every device's row (see [`Store::device_classes`]).
+    /// Every device's row (see [`Store::all_credentials`]).
     pub async fn all_devices(&self) -> anyhow::Result<Vec<DeviceRow>> {
         let rows = self.db.query(DEVICE_COLUMNS, vec![]).await?;
         rows.iter().map(device_of).collect()
