@@ -4,6 +4,15 @@
 //! responder and handler; between them a simulated link (`ota_test_support::sim`) in simulated
 //! time, so figures that depend on latency come out the same on any machine. The host throughput
 //! figures are wall-clock measurements on this machine.
+//!
+//! | command | what it prints |
+//! |---|---|
+//! | `ota-bench` | the headline table (`.ci/run`) |
+//! | `ota-bench loss` | the goodput and demo-link rows of issue 14 alone |
+//! | `ota-bench bottleneck` | the shared-cell rows alone |
+//! | `ota-bench load [--sqlite-only]` | the server under load (`OTA_PG_URL` for PostgreSQL; `OTA_LOAD_DEVICES`, `OTA_LOAD_CAP`) |
+//! | `ota-bench summary` | the dashboard summary's cost at 20 000 and 200 000 devices, checked |
+//! | `ota-bench serve-instance URL ADDR` | one capped server instance, started by `load` |
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
