@@ -148,6 +148,10 @@ pub fn load(
             }
         }
         (Some(_), Location::Dir(_)) => return Err("capped instances need PostgreSQL".into()),
+        // One server per SQLite directory (`ServeLock`): it is its rows' only writer.
+        (None, Location::Dir(_)) if instances > 1 => {
+            return Err("one instance per SQLite directory".into())
+        }
         (None, _) => {
             let server = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -384,6 +384,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(k) => (Some(keys::load_signing(k)?), Some(keys::load_public(k)?)),
                 None => (None, None),
             };
+            // One serve per SQLite data directory (see ServeLock), held until the process ends.
+            let _lock = match db.db {
+                None => Some(ota_server::store::sqlite::ServeLock::take(&db.data)?),
+                Some(_) => None,
+            };
             let store = db.open().await?;
             serve::run(
                 store,

@@ -56,7 +56,8 @@ const FETCH_DECISION_TTL: Duration = Duration::from_secs(10);
 /// read one by one, each read its pages from the file again. The CoAP server asks again
 /// every minute, so a device removed from the store meanwhile is noticed within a minute and
 /// this long after a start, and a replay floor read at start is still the device's own: this
-/// process is its only writer, and it advances a floor only once the device's context exists.
+/// process is its only writer (`serve` holds [`crate::store::sqlite::ServeLock`] on the data
+/// directory), and it advances a floor only once the device's context exists.
 pub const FIRST_KEYS_VALID: Duration = Duration::from_secs(10);
 
 /// Credentials read at start (see [`FIRST_KEYS_VALID`]): when, and by kid.
@@ -221,9 +222,13 @@ impl Fleet {
     /// `kid`'s credentials as read at start, once, within [`FIRST_KEYS_VALID`] of the read;
     /// `None` for a later or second look-up (the store answers those).
     fn first_key(&self, kid: &[u8]) -> Option<Credentials> {
-        self.expire_first_keys();
         let mut first = self.first_keys.lock().ok()?;
-        first.as_mut()?.1.remove(kid)
+        let (read_at, by_kid) = first.as_mut()?;
+        if read_at.elapsed() >= FIRST_KEYS_VALID {
+            *first = None;
+            return None;
+        }
+        by_kid.remove(kid)
     }
 
     /// Lets go of the credentials read at start once they may no longer answer.

@@ -68,6 +68,49 @@ fn execute(conn: &Connection, sql: &str, params: &[Value]) -> anyhow::Result<u64
     Ok(stmt.execute(rusqlite::params_from_iter(params.iter()))? as u64)
 }
 
+/// `serve`'s hold on a SQLite data directory: an exclusive `flock` on `DIR/serve.lock` for the
+/// life of the process (the kernel lets go when it exits, however it exits). A second `serve`
+/// on the same directory is refused: a serving process keeps device rows and the
+/// credentials read at start in memory as their only writer, and two would hand out replay
+/// floors and overwrite rows behind each other's back. Other commands (`release`, `device
+/// add`) take no lock and may run beside it.
+pub struct ServeLock {
+    _file: std::fs::File,
+}
+
+impl ServeLock {
+    /// Takes the lock on `dir` (created if missing), or says who holds it.
+    pub fn take(dir: &Path) -> anyhow::Result<ServeLock> {
+        use std::io::Write as _;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join("serve.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        #[cfg(unix)]
+        if let Err(e) =
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            if e == rustix::io::Errno::WOULDBLOCK {
+                bail!(
+                    "another ota-server serve uses {} (pid {}): one serve per SQLite data directory (several instances need --db postgres://…)",
+                    dir.display(),
+                    holder.trim()
+                );
+            }
+            bail!("cannot lock {}: {e}", path.display());
+        }
+        file.set_len(0)?;
+        writeln!(file, "{}", std::process::id())?;
+        Ok(ServeLock { _file: file })
+    }
+}
+
 fn connect(path: &Path) -> anyhow::Result<Connection> {
     let conn = Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     conn.busy_timeout(Duration::from_secs(10))?;
