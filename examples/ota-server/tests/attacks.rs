@@ -319,7 +319,15 @@ fn bad_device_ids_never_reach_the_store() {
     let mut empty = plain_post(b"c", &[], 50);
     empty.push(0xFF);
     codes.push(code(&exchange(&socket, &empty)));
-    let status = data.status();
+    // Rows are written behind the answers, in batches: wait (up to 5 s) for ok-id's.
+    let mut status = data.status();
+    for _ in 0..50 {
+        if status.contains("ok-id") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        status = data.status();
+    }
     println!("ids a/b + # '' 33 bytes, ok-id, empty payload: {codes:?}");
     assert_eq!(
         codes,
