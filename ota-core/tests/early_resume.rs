@@ -358,6 +358,8 @@ const MEMORY: PathMemory = PathMemory {
     min_rtt_ms: 2 * ONE_WAY_MS as u32,
     window: 8,
     fail_rate: 32,
+    twice: false,
+    drops_copies: false,
 };
 
 /// The next wake of a device given [`MEMORY`] (or not), its first check-in lost.

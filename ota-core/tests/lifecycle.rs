@@ -280,6 +280,7 @@ fn a_power_of_two_link_never_narrows_chunks_below_its_smallest_block() {
         max_chunk: 1024,
         pow2_chunks: true,
         overhead: 128,
+        copies: true,
     };
     let mut config = bare_config();
     limits.apply_within(&mut config, 130);
@@ -292,4 +293,30 @@ fn a_power_of_two_link_never_narrows_chunks_below_its_smallest_block() {
     let mut config = bare_config();
     limits.apply_within(&mut config, 128 + 700);
     assert_eq!(config.max_chunk, 512);
+}
+
+#[test]
+fn a_link_that_cannot_copy_turns_copies_off_and_one_that_can_leaves_the_choice() {
+    use ota_core::runtime::LinkLimits;
+    let stream = LinkLimits {
+        max_chunk: 1024,
+        pow2_chunks: false,
+        overhead: 32,
+        copies: false,
+    };
+    let datagrams = LinkLimits {
+        copies: true,
+        ..stream
+    };
+    let mut config = bare_config();
+    assert!(config.request_copies, "on by default");
+    datagrams.apply(&mut config);
+    assert!(config.request_copies);
+    stream.apply(&mut config);
+    assert!(!config.request_copies);
+    datagrams.apply(&mut config);
+    assert!(
+        !config.request_copies,
+        "a link never turns on what was turned off"
+    );
 }

@@ -109,6 +109,11 @@ fn run(s: &Scenario, max_wakes: u32) -> (Outcome, MemStorage, Vec<u8>, usize) {
         if let Some(m) = path.filter(|_| s.seed % 2 == 0) {
             dev.remember_path(m);
         }
+        // A third of the scenarios may send requests twice; the host handler answers both
+        // copies (a server without a copy filter), so the device meets duplicate replies too.
+        if s.seed % 3 == 0 {
+            dev.server_drops_copies();
+        }
         dev.restore_from(&mut storage).unwrap();
         let (millis, bytes) = s.budgets[(out.wakes as usize) % s.budgets.len()];
         dev.wake(Instant(now), WakeBudget { bytes, millis });
@@ -116,11 +121,14 @@ fn run(s: &Scenario, max_wakes: u32) -> (Outcome, MemStorage, Vec<u8>, usize) {
         down.clear();
 
         for _step in 0..20_000 {
-            while let Some(n) = dev.poll_transmit(Instant(now), &mut buf).map(|t| {
-                dev.link_bytes(t.len as u64, 0);
-                t.len
+            while let Some((n, twice)) = dev.poll_transmit(Instant(now), &mut buf).map(|t| {
+                dev.link_bytes(t.len as u64 * (1 + u64::from(t.twice)), 0);
+                (t.len, t.twice)
             }) {
                 up.send(now, &buf[..n], &s.faults, &mut rng);
+                if twice {
+                    up.send(now, &buf[..n], &s.faults, &mut rng);
+                }
             }
             if drain(&mut dev, &mut storage, &mut rng, s.reset_percent) {
                 out.resets += 1;
@@ -251,10 +259,25 @@ fn time_budget_resumes_across_wakes_without_refetch() {
 
 #[test]
 fn byte_budget_is_respected() {
+    byte_budget_is_respected_with(false);
+}
+
+#[test]
+fn byte_budget_is_respected_with_requests_sent_twice() {
+    byte_budget_is_respected_with(true);
+}
+
+/// A 3000-byte budget; `pairs`: the device starts with its requests in pairs, each counted
+/// twice on the link.
+fn byte_budget_is_respected_with(pairs: bool) {
     let img = image(16 * 1024, 5);
     let handler = handler(&img, 512);
     let mut storage = MemStorage::new(32 * 1024);
     let mut dev: Device<Ed25519Verifier> = Device::new(config(32 * 1024, 4), verifier());
+    if pairs {
+        dev.server_drops_copies();
+    }
+    let mut twice_seen = false;
     dev.wake(
         Instant(0),
         WakeBudget {
@@ -266,7 +289,8 @@ fn byte_budget_is_respected() {
     let mut pending: Vec<Vec<u8>> = Vec::new();
     loop {
         while let Some(n) = dev.poll_transmit(Instant(0), &mut buf).map(|t| {
-            dev.link_bytes(t.len as u64, 0);
+            dev.link_bytes(t.len as u64 * (1 + u64::from(t.twice)), 0);
+            twice_seen |= t.twice;
             t.len
         }) {
             if let Ok(Some(r)) = handler.handle(&buf[..n], ota_core::host::Peer::Anonymous) {
@@ -286,6 +310,7 @@ fn byte_budget_is_respected() {
         dev.link_bytes(0, msg.len() as u64);
         let _ = dev.handle_message(Instant(0), &msg);
     }
+    assert_eq!(twice_seen, pairs);
     let used = dev.stats().bytes_sent + dev.stats().bytes_received;
     assert!(used <= 3_000, "spent {used} bytes of a 3000-byte budget");
     assert!(dev.stats().payload_bytes_accepted >= 1024, "made progress");

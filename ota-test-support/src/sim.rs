@@ -11,7 +11,7 @@
 
 pub mod bottleneck;
 
-use ota_core::device::{Device, Sent, SleepReason};
+use ota_core::device::{Device, SleepReason, Transmit};
 use ota_core::host::{DesiredState, Handler, ImageSource};
 use ota_core::manifest::Verifier;
 use ota_core::runtime::block::block_on;
@@ -387,6 +387,8 @@ impl<D: DesiredState, I: ImageSource> Link for SimLink<'_, D, I> {
             max_chunk: u16::MAX,
             pow2_chunks: false,
             overhead: ota_core::runtime::WIRE_CHUNK_OVERHEAD,
+            // The host handler answers every datagram: a copy would bring a second chunk.
+            copies: false,
         }
     }
 
@@ -401,7 +403,7 @@ impl<D: DesiredState, I: ImageSource> Link for SimLink<'_, D, I> {
 impl<D: DesiredState, I: ImageSource> Session for &mut SimLink<'_, D, I> {
     type Error = usize;
 
-    async fn send(&mut self, _what: Sent, msg: &[u8]) -> Result<(), LinkError<usize>> {
+    async fn send(&mut self, _t: Transmit, msg: &[u8]) -> Result<(), LinkError<usize>> {
         self.up
             .send(self.clock.0.get(), msg, self.profile, self.rng);
         self.bytes.0 += msg.len() as u64;

@@ -25,6 +25,8 @@ pub struct CoapClient<V, const CHUNK: usize = 1024, const WINDOW: usize = MAX_WI
     dev: Device<V, CHUNK, WINDOW>,
     framing: CoapFraming,
     scratch: [u8; 256],
+    /// A datagram to send once more, back to back ([`ota_core::device::Transmit::twice`]).
+    again: Option<heapless::Vec<u8, 256>>,
 }
 
 impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> CoapClient<V, CHUNK, WINDOW> {
@@ -38,6 +40,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> CoapClient<V, CHUNK, 
             dev: Device::new(config, verifier),
             framing: CoapFraming::new(seed),
             scratch: [0; 256],
+            again: None,
         }
     }
 
@@ -78,8 +81,17 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> CoapClient<V, CHUNK, 
         self.framing.stats()
     }
 
-    /// The next datagram to send at `now`, built in `buf`.
+    /// The next datagram to send at `now`, built in `buf`. A request the device sends twice
+    /// comes out of two calls in a row, the same bytes each time.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if let Some(again) = self.again.take() {
+            if let Some(dst) = buf.get_mut(..again.len()) {
+                dst.copy_from_slice(&again);
+                self.framing.count_copy(again.len());
+                self.dev.link_bytes(again.len() as u64, 0);
+                return Some(again.len());
+            }
+        }
         let n = match self.framing.poll_ack(buf) {
             Some(n) => n,
             None => {
@@ -90,6 +102,10 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> CoapClient<V, CHUNK, 
                 loop {
                     let t = self.dev.poll_transmit(now, &mut self.scratch)?;
                     if let Some(n) = self.framing.frame(t.what, self.scratch.get(..t.len)?, buf) {
+                        if t.twice {
+                            self.again =
+                                buf.get(..n).and_then(|b| heapless::Vec::from_slice(b).ok());
+                        }
                         break n;
                     }
                 }
@@ -106,7 +122,11 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> CoapClient<V, CHUNK, 
         datagram: &mut [u8],
     ) -> Result<(), ClientError> {
         self.dev.link_bytes(0, datagram.len() as u64);
-        match self.framing.parse(datagram)? {
+        let parsed = self.framing.parse(datagram)?;
+        if self.framing.drops_copies() {
+            self.dev.server_drops_copies();
+        }
+        match parsed {
             Parsed::Message(m) => Ok(self.dev.handle_message(now, m)?),
             Parsed::Chunk(c) => Ok(self.dev.handle_chunk(now, &c)?),
             Parsed::Nothing => Ok(()),

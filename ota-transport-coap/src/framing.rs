@@ -162,6 +162,8 @@ pub struct ClientStats {
     pub datagrams_received: u32,
     /// Bytes received.
     pub bytes_received: u64,
+    /// Requests sent a second time, back to back (counted in `datagrams_sent` too).
+    pub copies_sent: u32,
 }
 
 /// What a response carried for the state machine.
@@ -226,6 +228,8 @@ pub struct CoapFraming<const X: usize = EXCHANGES> {
     etag: Option<(ImageId, Vec<u8, 8>)>,
     security: Option<Security>,
     stats: ClientStats,
+    /// The server said it drops copies of a request ([`opt::DROPS_COPIES`]).
+    drops_copies: bool,
 }
 
 impl CoapFraming {
@@ -253,6 +257,7 @@ impl<const X: usize> CoapFraming<X> {
             etag: None,
             security: None,
             stats: ClientStats::default(),
+            drops_copies: false,
         }
     }
 
@@ -303,6 +308,25 @@ impl<const X: usize> CoapFraming<X> {
     /// Datagram counters.
     pub fn stats(&self) -> &ClientStats {
         &self.stats
+    }
+
+    /// True once a check-in response said the server drops the second copy of a request sent
+    /// twice ([`opt::DROPS_COPIES`]): the device sends nothing twice before it knows
+    /// ([`Device::server_drops_copies`]); another server would answer both copies.
+    ///
+    /// [`Device::server_drops_copies`]: ota_core::device::Device::server_drops_copies
+    pub fn drops_copies(&self) -> bool {
+        self.drops_copies
+    }
+
+    /// Counts a second send of the `n`-byte datagram just framed ([`Transmit::twice`]): the
+    /// same bytes, which the server takes as one request.
+    ///
+    /// [`Transmit::twice`]: ota_core::device::Transmit::twice
+    pub fn count_copy(&mut self, n: usize) {
+        self.stats.datagrams_sent += 1;
+        self.stats.bytes_sent += n as u64;
+        self.stats.copies_sent += 1;
     }
 
     /// An acknowledgement owed for a separate response, built in `buf`.
@@ -356,13 +380,11 @@ impl<const X: usize> CoapFraming<X> {
                 )
             }
         };
-        let secure = self.security.is_some();
         let (i, before) = exchange_for(
             &mut self.exchanges,
             &mut self.next_mid,
             &mut self.next_token,
             key,
-            secure,
         )?;
         let ex = *self.exchanges.get(i)?;
         let built = match self.security.as_mut() {
@@ -414,9 +436,13 @@ impl<const X: usize> CoapFraming<X> {
             .exchanges
             .iter()
             .position(|e| {
+                // Each send goes under a new message id: without OSCORE (where nothing is
+                // authenticated anyway) the token names the exchange, with it the message
+                // ids of the last two sends, whose sequence numbers open the response.
                 e.token == d.token
                     && (d.kind != MsgType::Ack
                         || e.mid == d.mid
+                        || self.security.is_none()
                         || e.sealed.for_mid(e.mid, d.mid).is_some())
             })
             .ok_or(ClientError::Unmatched)?;
@@ -483,6 +509,10 @@ impl<const X: usize> CoapFraming<X> {
         for item in d.items() {
             match item.map_err(|_| ClientError::Options)? {
                 Item::Option {
+                    number: opt::DROPS_COPIES,
+                    ..
+                } if ex.key == Key::CheckIn => self.drops_copies = true,
+                Item::Option {
                     number: opt::BLOCK2,
                     value,
                 } => {
@@ -521,8 +551,10 @@ impl<const X: usize> CoapFraming<X> {
     }
 }
 
-/// The exchange for `key`: for a plain retransmission the same message id and token; a new
-/// message id (same token) for a protected one, which is sealed anew; a new exchange otherwise.
+/// The exchange for `key`: a retransmission goes under a new message id with the same token
+/// (a protected one is sealed anew); a new exchange otherwise. Only a copy sent back to back
+/// ([`Transmit::twice`](ota_core::device::Transmit::twice)) repeats a message id, and the
+/// server drops it by that id: a resend must not look like a copy.
 /// Returns its index and, if it was already there, the message id of its previous send; `None`
 /// if there is no room at all (`X` = 0). One search per send.
 fn exchange_for<const X: usize>(
@@ -530,14 +562,11 @@ fn exchange_for<const X: usize>(
     next_mid: &mut u16,
     next_token: &mut u16,
     key: Key,
-    secure: bool,
 ) -> Option<(usize, Option<u16>)> {
     if let Some((i, ex)) = exchanges.iter_mut().enumerate().find(|(_, e)| e.key == key) {
         let before = ex.mid;
-        if secure {
-            *next_mid = next_mid.wrapping_add(1);
-            ex.mid = *next_mid;
-        }
+        *next_mid = next_mid.wrapping_add(1);
+        ex.mid = *next_mid;
         return Some((i, Some(before)));
     }
     *next_mid = next_mid.wrapping_add(1);

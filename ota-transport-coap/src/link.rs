@@ -4,7 +4,7 @@
 
 use core::future::Future;
 
-use ota_core::device::{Device, DeviceConfig, Event, Sent};
+use ota_core::device::{Device, DeviceConfig, Event, Transmit};
 use ota_core::manifest::Verifier;
 use ota_core::runtime::block::{block_on, BlockingClock, BusyClock};
 use ota_core::runtime::{
@@ -22,6 +22,7 @@ pub const LIMITS: LinkLimits = LinkLimits {
     max_chunk: 1024,
     pow2_chunks: true,
     overhead: OVERHEAD,
+    copies: true,
 };
 
 /// The largest request: the largest message a device sends ([`MAX_SENT_LEN`]) and its CoAP
@@ -175,17 +176,22 @@ impl<S: AsyncDatagram, C: ota_core::runtime::Clock, const X: usize> Session
 {
     type Error = S::Error;
 
-    async fn send(&mut self, what: Sent, msg: &[u8]) -> Result<(), LinkError<S::Error>> {
-        let Some(n) = self.framing.frame(what, msg, &mut self.tx) else {
+    async fn send(&mut self, t: Transmit, msg: &[u8]) -> Result<(), LinkError<S::Error>> {
+        let Some(n) = self.framing.frame(t.what, msg, &mut self.tx) else {
             // Nothing CoAP can carry (the loop stores a sequence reservation before it sends,
             // and the device refuses manifests whose chunk size CoAP cannot carry): the state
             // machine's timer gives up on it.
             return Ok(());
         };
-        self.socket
-            .send(self.tx.get(..n).unwrap_or(&[]))
-            .await
-            .map_err(LinkError::Fatal)
+        let datagram = self.tx.get(..n).unwrap_or(&[]);
+        self.socket.send(datagram).await.map_err(LinkError::Fatal)?;
+        if t.twice {
+            // The same bytes again: the server answers whichever arrives first and drops the
+            // other (`server::engine`'s copy filter).
+            self.framing.count_copy(n);
+            self.socket.send(datagram).await.map_err(LinkError::Fatal)?;
+        }
+        Ok(())
     }
 
     async fn recv<'b>(
@@ -225,6 +231,10 @@ impl<S: AsyncDatagram, C: ota_core::runtime::Clock, const X: usize> Session
 
     fn counter_to_store(&mut self) -> Option<u64> {
         self.framing.sequence_reservation()
+    }
+
+    fn drops_copies(&self) -> bool {
+        self.framing.drops_copies()
     }
 
     fn counter_stored(&mut self, value: u64) {

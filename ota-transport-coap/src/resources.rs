@@ -56,6 +56,13 @@ pub mod opt {
     pub const SIZE2: u16 = 28;
     /// Size1.
     pub const SIZE1: u16 = 60;
+    /// In a check-in response that starts or resumes a download: this server drops the second
+    /// copy of a request sent twice back
+    /// to back ([`ota_core::device::Transmit::twice`]), so the device may send them (empty,
+    /// elective, from the experimental range of RFC 7252 section 12.2; inside OSCORE when
+    /// protected). Another CoAP server would answer both copies, so a device sends none until
+    /// it has seen this.
+    pub const DROPS_COPIES: u16 = 65_000;
 }
 
 /// Codes, `class << 5 | detail`.

@@ -1,8 +1,9 @@
 //! A response that comes after its request was sent again still counts: the chunk is taken,
 //! or, if another send's response brought it first, the state machine is told that send is
-//! off the link. Plain CoAP resends keep their message id; OSCORE seals each send anew under a
-//! new message id and sequence number, so the response to the send before the latest must be
-//! matched and opened with that send's.
+//! off the link. Every resend goes under a new message id (only a copy sent back to back repeats
+//! one, and the server drops it): a plain response is matched by its token; OSCORE seals each
+//! send anew under a new sequence number too, so the response to the send before the latest
+//! must be matched and opened with that send's.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
@@ -30,8 +31,14 @@ fn the_response_to_the_send_before_a_resend_is_taken() {
         client.device_mut().drive_storage(&mut storage).unwrap();
         // The first block request; its response is held back.
         let n = client.poll_transmit(Instant(100), &mut req).unwrap();
-        let first = responder.respond(0, peer, &req[..n], &mut resp).unwrap();
+        let sent = req[..n].to_vec();
+        let first = responder.respond(0, peer, &sent, &mut resp).unwrap();
         let mut late = resp[..first].to_vec();
+        // A device with no memory of the path sends its requests twice: the copy is the same
+        // datagram, which the server drops.
+        let c = client.poll_transmit(Instant(100), &mut req).unwrap();
+        assert_eq!(req[..c], sent[..], "secure {secure}");
+        assert!(responder.respond(5, peer, &req[..c], &mut resp).is_none());
         // Its timer passes: the same block is asked for again.
         let due = client.device().poll_timeout().unwrap();
         client.device_mut().handle_timeout(due);

@@ -33,7 +33,7 @@ use minimq::{
     PeerError, PubError, Publication, QoS, ReasonCode, ResourceError, Session, SubscriptionOptions,
     TopicFilter,
 };
-use ota_core::device::{Device, Event, Sent, SleepReason};
+use ota_core::device::{Device, Event, Sent, SleepReason, Transmit};
 use ota_core::manifest::Verifier;
 use ota_core::runtime::{
     self, Incoming, Link, LinkError, LinkLimits, OpenContext, Opened, Storage,
@@ -295,6 +295,8 @@ impl<'l, 'b, C: Connector> Link for MqttLink<'l, 'b, C> {
             max_chunk: 1024,
             pow2_chunks: false,
             overhead: ota_core::runtime::WIRE_CHUNK_OVERHEAD,
+            // TCP resends what it loses; a second publish would only be answered twice.
+            copies: false,
         }
     }
 
@@ -402,8 +404,8 @@ impl<'l, 'b, C: Connector> Link for MqttLink<'l, 'b, C> {
 impl<IO: Io> runtime::Session for MqttSession<'_, '_, IO> {
     type Error = MqttError;
 
-    async fn send(&mut self, what: Sent, msg: &[u8]) -> Result<(), LinkError<MqttError>> {
-        let kind = match what {
+    async fn send(&mut self, t: Transmit, msg: &[u8]) -> Result<(), LinkError<MqttError>> {
+        let kind = match t.what {
             Sent::CheckIn => Kind::CheckIn,
             Sent::ChunkRequest { .. } => Kind::Request,
             Sent::Report => Kind::Report,

@@ -69,7 +69,7 @@ pub fn goodput_rows(rows: &mut Vec<(String, String)>) {
                     "goodput/loss-adj. rate, {rtt} ms RTT, {loss:>2} % loss: new | Aimd | stop-and-wait"
                 ),
                 format!(
-                    "{:.0} % | {:.0} % | {:.0} %",
+                    "{:.1} % | {:.1} % | {:.1} %",
                     100.0 * new,
                     100.0 * today,
                     100.0 * saw
@@ -114,7 +114,10 @@ fn bottleneck(congestion: Congestion, queue_limit: usize) -> BottleneckReport {
         c.window = WINDOW;
         c.congestion = congestion;
         c.staging_capacity = capacity;
-        let dev: Device<_, 1024> = Device::new(c, verifier.clone());
+        let mut dev: Device<_, 1024> = Device::new(c, verifier.clone());
+        // The cell's server drops the second copy of a request sent twice, as ota-server does
+        // (the simulation names each send, and a copy shares its name).
+        dev.server_drops_copies();
         (dev, MemStorage::new(capacity))
     })
     .expect("the bottleneck run ends")
@@ -140,17 +143,19 @@ pub fn bottleneck_rows(rows: &mut Vec<(String, String)>) {
         ));
         let detail = |r: &BottleneckReport| {
             format!(
-                "{:.0}/{:.0}, {}, {}, {}",
+                "{:.0}/{:.0}, {}, {}, {}, {}/{}",
                 r.mean_queue.0,
                 r.mean_queue.1,
                 r.down.queue_drops,
                 r.retransmissions,
-                r.duplicate_chunks
+                r.duplicate_chunks,
+                r.copies.0,
+                r.copies.1
             )
         };
         rows.push((
             format!(
-                "  queue {queue}: mean queue 1st/2nd half, tail drops, resent requests, duplicate chunks"
+                "  queue {queue}: mean queue 1st/2nd half, tail drops, resent requests, duplicate chunks, pairs sent/copies dropped"
             ),
             format!("{} | {}", detail(&new), detail(&today)),
         ));

@@ -115,6 +115,11 @@ impl Metrics {
                 "Retransmissions answered from the cache.",
                 g(&s.duplicates),
             );
+            counter(
+                "ota_coap_copies_total",
+                "Requests a device sent twice back to back whose second copy was dropped.",
+                g(&s.copies),
+            );
             let (buckets, count, sum) = s.latency.snapshot();
             let _ = writeln!(o, "# HELP ota_request_duration_seconds Time from a CoAP datagram's arrival to its answer.\n# TYPE ota_request_duration_seconds histogram");
             for (le, n) in buckets {

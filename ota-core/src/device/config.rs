@@ -51,6 +51,15 @@ pub struct DeviceConfig {
     /// before the reply (under [`Congestion::LossTolerant`] only). On by default; off, a resumed
     /// wake waits one round trip for the reply before its first chunk request.
     pub early_resume: bool,
+    /// Under [`Congestion::LossTolerant`], once [`TWICE_ON`] or more of the requests go
+    /// unanswered, each request goes twice, back to back ([`Transmit::twice`]), until fewer
+    /// than [`TWICE_OFF`] of these pairs do. On by default; the link's limits turn it off
+    /// where copies cannot help ([`crate::runtime::LinkLimits::copies`]: a stream).
+    ///
+    /// [`TWICE_ON`]: super::TWICE_ON
+    /// [`TWICE_OFF`]: super::TWICE_OFF
+    /// [`Transmit::twice`]: super::Transmit::twice
+    pub request_copies: bool,
 }
 
 impl DeviceConfig {
@@ -85,6 +94,7 @@ impl DeviceConfig {
             fallback_sleep_secs: 3600,
             congestion: Congestion::LossTolerant,
             early_resume: true,
+            request_copies: true,
         })
     }
 }

@@ -42,8 +42,8 @@ use heapless::Deque;
 use sha2::{Digest as _, Sha256};
 
 pub use config::{DeviceConfig, MAX_WINDOW};
-pub use congestion::Congestion;
 use congestion::Controller;
+pub use congestion::{Congestion, TWICE_OFF, TWICE_ON};
 pub use path::PathMemory;
 use rtt::RttEstimator;
 pub use transmit::{Sent, Transmit};
@@ -258,6 +258,8 @@ pub struct Device<V, const CHUNK: usize = 1024, const WINDOW: usize = MAX_WINDOW
     /// Chunk writes still queued or running for a download the check-in reply did not confirm
     /// (see [`Device::resume_early`]): their completions mark and persist nothing.
     stale_writes: u8,
+    /// The server drops the second copy of a request sent twice ([`Device::server_drops_copies`]).
+    drops_copies: bool,
     stats: Stats,
 }
 
@@ -302,8 +304,17 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             events: Deque::new(),
             pending_sleep: None,
             stale_writes: 0,
+            drops_copies: false,
             stats: Stats::default(),
         }
+    }
+
+    /// The link learnt that the server drops the second copy of a request sent twice back to
+    /// back (CoAP: an option in the check-in response): from now on, and in later wakes given
+    /// this wake's [`PathMemory`], requests may go twice ([`Transmit::twice`]). Until then
+    /// they go once, as another server would answer both copies.
+    pub fn server_drops_copies(&mut self) {
+        self.drops_copies = true;
     }
 
     /// The configuration (the application updates `last_outcome` through [`Device::config_mut`]).
@@ -365,11 +376,13 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     /// to the next wake's device with [`Device::remember_path`] (see [`PathMemory`]).
     pub fn path_memory(&self) -> Option<PathMemory> {
         let min_rtt_ms = self.cc.min_rtt().or(self.rtt.srtt())?;
-        let (window, fail_rate) = self.cc.memory();
+        let (window, fail_rate, twice) = self.cc.memory();
         Some(PathMemory {
             min_rtt_ms,
             window,
             fail_rate,
+            twice,
+            drops_copies: self.drops_copies,
         })
     }
 
@@ -387,8 +400,8 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             .min_rtt_ms
             .saturating_mul(2)
             .clamp(self.config.min_rto_ms, self.config.max_rto_ms);
-        self.cc
-            .remember(memory.window, memory.fail_rate, &self.config);
+        self.cc.remember(memory, &self.config);
+        self.drops_copies |= memory.drops_copies;
     }
 
     /// Starts a wake at `now` with the given budget: the next [`Device::poll_transmit`] yields
@@ -556,6 +569,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             return Some(Transmit {
                 len,
                 what: Sent::Report,
+                twice: self.twice(),
             });
         }
         match self.state {
@@ -568,6 +582,12 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             State::Downloading => self.transmit_request(now, buf),
             _ => None,
         }
+    }
+
+    /// Whether requests go twice now: the link allows it, the server drops copies and the
+    /// path loses that much.
+    fn twice(&self) -> bool {
+        self.config.request_copies && self.drops_copies && self.cc.twice()
     }
 
     fn transmit_checkin(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
@@ -609,6 +629,8 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         Some(Transmit {
             len,
             what: Sent::CheckIn,
+            // Most wakes send nothing else: the first send goes once.
+            twice: self.checkin_attempts > 1 && self.twice(),
         })
     }
 
@@ -644,6 +666,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
                 len,
                 chunk_size,
             },
+            twice: self.twice(),
         })
     }
 
@@ -761,11 +784,12 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         Some((o.offset, o.len))
     }
 
-    /// Estimated radio bytes for one chunk request and its reply.
-    fn exchange_cost(len: u16) -> u64 {
+    /// Estimated radio bytes for one chunk request and its reply, the request twice while
+    /// requests go twice.
+    fn exchange_cost(&self, len: u16) -> u64 {
         // Request: envelope 2 + image 5 + offset 5 + len 3; reply: envelope 2 + image 5 +
         // offset 5 + length 2 + CRC 4 + payload. Upper bounds, so the budget is never overrun.
-        15 + 18 + u64::from(len)
+        15 * (1 + u64::from(self.twice())) + 18 + u64::from(len)
     }
 
     fn budget_allows(&self, now: Instant, len: u16) -> bool {
@@ -779,10 +803,10 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
                 .window
                 .items
                 .iter()
-                .map(|o| Self::exchange_cost(o.len) * (1 + u64::from(o.copies)))
+                .map(|o| self.exchange_cost(o.len) * (1 + u64::from(o.copies)))
                 .sum::<u64>()
-                + Self::exchange_cost(len) * self.window.orphans(now) as u64;
-            if self.used_bytes() + in_flight + Self::exchange_cost(len) > u64::from(budget) {
+                + self.exchange_cost(len) * self.window.orphans(now) as u64;
+            if self.used_bytes() + in_flight + self.exchange_cost(len) > u64::from(budget) {
                 return false;
             }
         }

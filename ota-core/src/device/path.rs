@@ -18,6 +18,8 @@
 /// | `min_rtt_ms` | its first guess of the timeout, before it measures one: twice the path's smallest round trip (RACK-TLP's probe timeout), within [`DeviceConfig::min_rto_ms`](super::DeviceConfig::min_rto_ms) and [`max_rto_ms`](super::DeviceConfig::max_rto_ms) (in place of [`initial_rto_ms`](super::DeviceConfig::initial_rto_ms)) |
 /// | `window` | its window starts at half of it (at least the usual two, at most [`DeviceConfig::window`](super::DeviceConfig::window)); the queue test cuts it back at once if the path has a queue |
 /// | `fail_rate` | its prior for the share of requests that go unanswered (the copies' gate, how many timeouts in a row mean silence), at most a half |
+/// | `twice` | its requests start out sent twice, as the last wake's ended ([`DeviceConfig::request_copies`](super::DeviceConfig::request_copies)) |
+/// | `drops_copies` | it may send requests twice before the server says again that it drops copies ([`Device::server_drops_copies`](super::Device::server_drops_copies)): a resent check-in, chunk requests resumed early |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PathMemory {
     /// The smallest round trip the wake measured, ms: the path with no queue. A wake's check-in
@@ -29,4 +31,8 @@ pub struct PathMemory {
     pub window: u8,
     /// Share of requests unanswered, in 256ths (an average over the wake's last outcomes).
     pub fail_rate: u8,
+    /// Requests went twice at the end of the wake (`fail_rate` was measured so).
+    pub twice: bool,
+    /// The server drops the second copy of a request sent twice.
+    pub drops_copies: bool,
 }

@@ -10,6 +10,12 @@ pub struct Transmit {
     pub len: usize,
     /// What it is.
     pub what: Sent,
+    /// Send it twice, back to back: the path loses so many datagrams that a second copy costs
+    /// less than the wait for a lost request (see [`DeviceConfig::request_copies`]). A server
+    /// that takes both answers one; a link that cannot copy sends it once.
+    ///
+    /// [`DeviceConfig::request_copies`]: super::DeviceConfig::request_copies
+    pub twice: bool,
 }
 
 /// The kinds of message a device sends.

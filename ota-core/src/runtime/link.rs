@@ -2,7 +2,7 @@
 
 use core::future::Future;
 
-use crate::device::Sent;
+use crate::device::Transmit;
 use crate::time::Instant;
 use crate::wire::{Chunk, DigestPrefix};
 
@@ -25,6 +25,12 @@ pub struct LinkLimits {
     /// tags): a receive buffer of `max_chunk + overhead` bytes holds any chunk message, and a
     /// smaller one narrows the chunks the device asks for ([`LinkLimits::apply_within`]).
     pub overhead: u16,
+    /// A request sent twice is two chances to get through, and the server answers one
+    /// (datagrams lost one by one: CoAP over UDP). Off for a stream (MQTT over TCP), which
+    /// resends by itself; [`DeviceConfig::request_copies`] follows it.
+    ///
+    /// [`DeviceConfig::request_copies`]: crate::device::DeviceConfig::request_copies
+    pub copies: bool,
 }
 
 impl LinkLimits {
@@ -42,6 +48,7 @@ impl LinkLimits {
         let room = rx.saturating_sub(usize::from(self.overhead));
         let room = u16::try_from(room).unwrap_or(u16::MAX);
         config.max_chunk = config.max_chunk.min(self.max_chunk).min(room).max(1);
+        config.request_copies &= self.copies;
         if self.pow2_chunks {
             config.pow2_chunks = true;
             config.max_chunk = 1 << (15 - config.max_chunk.leading_zeros());
@@ -140,10 +147,11 @@ pub trait Session {
     /// The transport's error.
     type Error: core::fmt::Debug;
 
-    /// Sends one message the state machine produced.
+    /// Sends one message the state machine produced: `msg` is the `t.len` bytes it encoded;
+    /// a link that [copies](LinkLimits::copies) sends the datagram twice if `t.twice`.
     fn send(
         &mut self,
-        what: Sent,
+        t: Transmit,
         msg: &[u8],
     ) -> impl Future<Output = Result<(), LinkError<Self::Error>>>;
 
@@ -160,6 +168,13 @@ pub trait Session {
     /// See [`Link::take_link_bytes`].
     fn take_link_bytes(&mut self) -> (u64, u64) {
         (0, 0)
+    }
+
+    /// The server said it drops the second copy of a request sent twice back to back (CoAP:
+    /// an option in the check-in response); the loop tells the device
+    /// ([`crate::device::Device::server_drops_copies`]).
+    fn drops_copies(&self) -> bool {
+        false
     }
 
     /// A counter value the link needs stored before it can send again, if any (an OSCORE

@@ -285,7 +285,7 @@ struct Wake<'r> {
     budget: WakeBudget,
     end: Option<Instant>,
     /// A message the link could not take yet (`LinkError::Busy`).
-    pending: Option<(crate::device::Sent, usize)>,
+    pending: Option<crate::device::Transmit>,
     tx: [u8; TX],
     rx: &'r mut [u8],
 }
@@ -364,20 +364,20 @@ impl Wake<'_> {
                     }
                     session.counter_stored(v);
                 }
-                let (what, len) = match self.pending.take() {
+                let t = match self.pending.take() {
                     Some(p) => p,
                     None => match dev.poll_transmit(clock.now(), &mut self.tx) {
-                        Some(t) => (t.what, t.len),
+                        Some(t) => t,
                         None => break,
                     },
                 };
-                let sent = session.send(what, self.tx.get(..len).unwrap_or(&[])).await;
+                let sent = session.send(t, self.tx.get(..t.len).unwrap_or(&[])).await;
                 let (tx, rx) = session.take_link_bytes();
                 dev.link_bytes(tx, rx);
                 match sent {
                     Ok(()) => {}
                     Err(LinkError::Busy) => {
-                        self.pending = Some((what, len));
+                        self.pending = Some(t);
                         break;
                     }
                     Err(LinkError::Lost) => return Step::Lost,
@@ -401,6 +401,9 @@ impl Wake<'_> {
             match got {
                 Ok(Some(incoming)) => {
                     let now = clock.now();
+                    if session.drops_copies() {
+                        dev.server_drops_copies();
+                    }
                     // Bad or late input is dropped; the state machine's timers fetch again
                     // what it still needs.
                     let _ = match incoming {

@@ -20,6 +20,9 @@ pub struct Send {
     pub offset: Option<u32>,
     pub checkin: bool,
     pub lost: bool,
+    /// The device asked for it to go twice ([`ota_core::device::Transmit::twice`]); the exact
+    /// link carries it as one send (`lost` is the pair's fate).
+    pub twice: bool,
 }
 
 type InFlight = Vec<(u64, Vec<u8>)>;
@@ -58,6 +61,7 @@ pub fn wake<D: DesiredState>(
                 },
                 checkin: matches!(decoded, Message::CheckIn(_)),
                 lost: false,
+                twice: t.twice,
             };
             send.lost = lose(log, &send);
             log.push(send);
@@ -117,10 +121,23 @@ pub fn woken<D: DesiredState>(
     budget: WakeBudget,
     lose: &dyn Fn(&[Send], &Send) -> bool,
 ) -> Woken {
+    woken_with(img_len, handler, (window, congestion), budget, lose, |_| {})
+}
+
+/// [`woken`] with `prepare` run on the new device before it wakes.
+pub fn woken_with<D: DesiredState>(
+    img_len: usize,
+    handler: &Handler<D, MemImages>,
+    (window, congestion): (u8, Congestion),
+    budget: WakeBudget,
+    lose: &dyn Fn(&[Send], &Send) -> bool,
+    prepare: impl FnOnce(&mut Device<Ed25519Verifier>),
+) -> Woken {
     let mut storage = MemStorage::new(img_len as u32 + 4096);
     let mut cfg = super::config(storage.capacity(), window);
     cfg.congestion = congestion;
     let mut dev: Device<Ed25519Verifier> = Device::new(cfg, super::verifier());
+    prepare(&mut dev);
     let (mut now, mut log) = (1_000, vec![]);
     let reason = wake(
         &mut dev,

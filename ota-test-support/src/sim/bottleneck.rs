@@ -51,6 +51,9 @@ pub struct BottleneckReport {
     pub retransmissions: u64,
     /// Chunks that arrived as duplicates or late (the link carried them for nothing).
     pub duplicate_chunks: u64,
+    /// Requests sent twice back to back (`Transmit::twice`), and second copies the server
+    /// dropped because the first had arrived.
+    pub copies: (u64, u64),
     /// Devices that staged the image within the run.
     pub staged: u32,
 }
@@ -73,7 +76,15 @@ struct Member<V: Verifier, const C: usize, const W: usize, S> {
     awake: bool,
     /// When it went to sleep, if it did.
     slept_at: Option<u64>,
+    /// Its sends so far: each names its datagram on the uplink, and a copy shares its name.
+    sends: u32,
+    /// The names the server saw last, so it answers one copy of a pair (as the CoAP server
+    /// drops a byte-identical datagram by its message id).
+    seen: std::collections::VecDeque<u32>,
 }
+
+/// Uplink tags: the device's index in the low bits, the send's name above.
+const DEVICE_BITS: u32 = 20;
 
 /// Runs `scenario`: device `i` is `make(i)` (a device and its storage, restored or fresh),
 /// woken once with no budget at a random moment, and served by `handler` through the shared
@@ -99,6 +110,8 @@ where
                 wakes_at: rng.below(scenario.start_spread_ms.max(1)),
                 awake: false,
                 slept_at: None,
+                sends: 0,
+                seen: Default::default(),
             }
         })
         .collect();
@@ -109,6 +122,7 @@ where
     let mut now = 0u64;
     let half = scenario.duration_ms / 2;
     let mut queue_area = [0f64; 2];
+    let mut copies = (0u64, 0u64);
     const MAX_STEPS: usize = 10_000_000;
     for _ in 0..MAX_STEPS {
         for (i, m) in members.iter_mut().enumerate() {
@@ -124,9 +138,14 @@ where
                 continue;
             }
             while let Some(t) = m.dev.poll_transmit(Instant(now), &mut buf) {
-                up.send_tagged(now, tag, buf.get(..t.len).unwrap_or(&[]), &link, &mut rng);
-                // Counted as sent even when the queue drops it: the device spent the bytes.
-                m.dev.link_bytes(t.len as u64, 0);
+                let named = tag | (m.sends << DEVICE_BITS);
+                m.sends = (m.sends + 1) & (u32::MAX >> DEVICE_BITS);
+                for _ in 0..if t.twice { 2 } else { 1 } {
+                    up.send_tagged(now, named, buf.get(..t.len).unwrap_or(&[]), &link, &mut rng);
+                    // Counted as sent even when the queue drops it: the device spent the bytes.
+                    m.dev.link_bytes(t.len as u64, 0);
+                }
+                copies.0 += u64::from(t.twice);
             }
             m.dev
                 .drive_storage(&mut m.storage)
@@ -174,7 +193,19 @@ where
             *slot += q * span as f64;
         }
         now = next;
-        for (tag, req) in up.due_tagged(now) {
+        for (named, req) in up.due_tagged(now) {
+            let tag = named & ((1 << DEVICE_BITS) - 1);
+            let name = named >> DEVICE_BITS;
+            if let Some(m) = members.get_mut(tag as usize) {
+                if m.seen.contains(&name) {
+                    copies.1 += 1;
+                    continue;
+                }
+                if m.seen.len() >= 64 {
+                    m.seen.pop_front();
+                }
+                m.seen.push_back(name);
+            }
             if let Ok(Some(reply)) = handler.handle(&req, Peer::Anonymous) {
                 down.send_tagged(now, tag, &reply, &link, &mut rng);
             }
@@ -221,6 +252,7 @@ where
             .iter()
             .map(|m| u64::from(m.dev.stats().duplicate_chunks))
             .sum(),
+        copies,
         staged: members
             .iter()
             .filter(|m| {

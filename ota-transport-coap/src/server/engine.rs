@@ -38,6 +38,17 @@ const IN_PROGRESS_MS: u64 = 5_000;
 /// (its replay window restarts at the stored floor) when its device next speaks.
 pub const MAX_CONTEXTS: usize = 100_000;
 
+/// How long a datagram is remembered so that a byte-identical one from the same peer is taken
+/// for a copy and dropped, ms. A device sends a request twice back to back on a lossy path
+/// (`ota_core::device::Transmit::twice`): the copies arrive milliseconds apart, and a device
+/// resends under a new message id. A generic client's retransmission repeats the message id
+/// after RFC 7252's ACK_TIMEOUT (2 s at least), so it is answered.
+pub const COPY_MS: u64 = 1_000;
+
+/// Datagrams remembered for the copy filter, all shards together: more arriving within
+/// [`COPY_MS`] push the oldest out, so a copy may be answered (a wasted response, no harm).
+const COPY_ENTRIES: usize = 16_384;
+
 /// Shards of the context and deduplication maps: requests of different devices rarely wait
 /// for one another.
 const SHARDS: usize = 16;
@@ -57,6 +68,38 @@ struct Cached {
     at: u64,
     /// `None` while the request is being decided.
     response: Option<Arc<[u8]>>,
+}
+
+/// The datagrams of the last [`COPY_MS`]: peer and message id to the datagram's CRC and
+/// arrival, and their order of arrival.
+#[derive(Default)]
+struct Recent {
+    map: HashMap<(SocketAddr, u16), (u32, u64)>,
+    order: VecDeque<((SocketAddr, u16), u64)>,
+}
+
+impl Recent {
+    /// True if the datagram `(key, crc)` arriving at `now_ms` is a copy of one seen within
+    /// [`COPY_MS`]; otherwise remembers it.
+    fn copy(&mut self, now_ms: u64, key: (SocketAddr, u16), crc: u32, cap: usize) -> bool {
+        while let Some(&(old, at)) = self.order.front() {
+            if now_ms.saturating_sub(at) < COPY_MS && self.order.len() < cap {
+                break;
+            }
+            self.order.pop_front();
+            if self.map.get(&old).is_some_and(|&(_, a)| a == at) {
+                self.map.remove(&old);
+            }
+        }
+        match self.map.get(&key) {
+            Some(&(c, at)) if c == crc && now_ms.saturating_sub(at) < COPY_MS => true,
+            _ => {
+                self.map.insert(key, (crc, now_ms));
+                self.order.push_back((key, now_ms));
+                false
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -185,6 +228,8 @@ struct Reply<'a> {
     etag: Option<[u8; 4]>,
     block: Option<Block>,
     size2: Option<u32>,
+    /// Tell the device copies of its requests are dropped ([`opt::DROPS_COPIES`]).
+    drops_copies: bool,
     payload: &'a [u8],
 }
 
@@ -195,6 +240,7 @@ impl Reply<'_> {
             etag: None,
             block: None,
             size2: None,
+            drops_copies: false,
             payload: diagnostic,
         }
     }
@@ -219,10 +265,23 @@ fn write_reply(
         let skip = bytes.iter().take_while(|&&b| b == 0).count();
         m.add_option(opt::SIZE2, bytes.get(skip..).unwrap_or(&[]))?;
     }
+    if reply.drops_copies {
+        m.add_option(opt::DROPS_COPIES, &[])?;
+    }
     if !reply.payload.is_empty() {
         m.set_payload(reply.payload)?;
     }
     Ok(())
+}
+
+/// True if `payload` is a check-in reply that starts or resumes a download.
+fn offers_download(payload: &[u8]) -> bool {
+    matches!(
+        ota_core::wire::decode(payload),
+        Ok(ota_core::wire::Message::CheckInReply(
+            ota_core::wire::CheckInReply::Update { .. }
+        ))
+    )
 }
 
 /// The payload of a protected message (its ciphertext).
@@ -239,6 +298,7 @@ pub struct Engine {
     security: Security,
     contexts: Sharded<HashMap<Vec<u8>, Known>>,
     dedup: Sharded<Dedup>,
+    recent: Sharded<Recent>,
     next_mid: AtomicU32,
     stats: Arc<ServerStats>,
     on_refusal: Option<RefusalLog>,
@@ -260,6 +320,7 @@ impl Engine {
             security,
             contexts: Sharded::new(),
             dedup: Sharded::new(),
+            recent: Sharded::new(),
             next_mid: AtomicU32::new(0x4000),
             stats: Arc::new(ServerStats::default()),
             on_refusal: None,
@@ -388,6 +449,14 @@ impl Engine {
         }
         let key = (peer, d.mid);
         let crc = ota_core::crc32::checksum(datagram);
+        if self
+            .recent
+            .lock(&key)
+            .is_some_and(|mut r| r.copy(now_ms, key, crc, COPY_ENTRIES / SHARDS))
+        {
+            self.stats.copies.fetch_add(1, Ordering::Relaxed);
+            return Step::Drop;
+        }
         if let Some(step) = self.duplicate(now_ms, key, d.token, crc) {
             self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
             return step;
@@ -579,6 +648,8 @@ impl Engine {
                     etag: None,
                     block: None,
                     size2: None,
+                    // Only where a download follows: "nothing for you" stays as small as it was.
+                    drops_copies: offers_download(&block_buf),
                     payload: &block_buf,
                 }
             }
@@ -654,6 +725,7 @@ impl Engine {
                 ..block
             }),
             size2: (block.num == 0).then_some(info.size),
+            drops_copies: false,
             payload: buf.get(..n).unwrap_or(&[]),
         }
     }

@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use ota_core::host::{now_or_never, DesiredState, Handler, HandlerError, ImageError, ImageSource};
 
-pub use engine::{Answer, Engine, Pending, Step, What, MAX_CONTEXTS};
+pub use engine::{Answer, Engine, Pending, Step, What, COPY_MS, MAX_CONTEXTS};
 pub use socket::{bind, serve_app, serve_app_on};
 pub use stats::{LatencyHistogram, ServerStats};
 

@@ -14,6 +14,8 @@ pub struct ServerStats {
     pub block_bytes: AtomicU64,
     /// Answered from the deduplication cache (or dropped while the first was being decided).
     pub duplicates: AtomicU64,
+    /// Copies a device sent back to back, dropped (the first was answered).
+    pub copies: AtomicU64,
     /// Error responses (4.xx, 5.xx).
     pub errors: AtomicU64,
     /// Datagrams dropped or reset without a response.
