@@ -112,7 +112,7 @@ fn run(s: &Scenario, max_wakes: u32) -> (Outcome, MemStorage, Vec<u8>, usize) {
         // A third of the scenarios may send requests twice; the host handler answers both
         // copies (a server without a copy filter), so the device meets duplicate replies too.
         if s.seed % 3 == 0 {
-            dev.server_drops_copies();
+            dev.server_drops_copies(true);
         }
         dev.restore_from(&mut storage).unwrap();
         let (millis, bytes) = s.budgets[(out.wakes as usize) % s.budgets.len()];
@@ -275,7 +275,7 @@ fn byte_budget_is_respected_with(pairs: bool) {
     let mut storage = MemStorage::new(32 * 1024);
     let mut dev: Device<Ed25519Verifier> = Device::new(config(32 * 1024, 4), verifier());
     if pairs {
-        dev.server_drops_copies();
+        dev.server_drops_copies(true);
     }
     let mut twice_seen = false;
     dev.wake(

@@ -74,7 +74,7 @@ fn nothing_goes_twice_before_the_server_said_it_drops_copies() {
 #[test]
 fn a_wake_that_remembers_nothing_starts_in_pairs_and_a_clean_path_ends_them() {
     let w = run(Congestion::LossTolerant, &clean, |d| {
-        d.server_drops_copies()
+        d.server_drops_copies(true)
     });
     assert!(!w.log.iter().find(|s| s.checkin).unwrap().twice);
     let chunks = chunk_sends(&w.log);
@@ -132,11 +132,13 @@ fn a_remembered_lossy_path_starts_in_pairs_and_a_resent_check_in_goes_twice() {
 
 #[test]
 fn aimd_and_a_device_with_copies_off_never_send_twice() {
-    let w = run(Congestion::Aimd, &every_other, |d| d.server_drops_copies());
+    let w = run(Congestion::Aimd, &every_other, |d| {
+        d.server_drops_copies(true)
+    });
     assert!(w.log.iter().all(|s| !s.twice));
     let w = run(Congestion::LossTolerant, &every_other, |d| {
         d.config_mut().request_copies = false;
-        d.server_drops_copies();
+        d.server_drops_copies(true);
     });
     assert!(w.log.iter().all(|s| !s.twice));
 }

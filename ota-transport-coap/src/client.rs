@@ -20,13 +20,18 @@ pub fn rfc7252_timers(config: &mut DeviceConfig, seed: u32) {
     config.max_attempts = 5;
 }
 
+/// How long after its first send a copy may still go, ms (a caller drains
+/// [`CoapClient::poll_transmit`] at one instant).
+const AGAIN_MS: u64 = 10;
+
 /// An `ota-core` device speaking CoAP.
 pub struct CoapClient<V, const CHUNK: usize = 1024, const WINDOW: usize = MAX_WINDOW> {
     dev: Device<V, CHUNK, WINDOW>,
     framing: CoapFraming,
     scratch: [u8; 256],
-    /// A datagram to send once more, back to back ([`ota_core::device::Transmit::twice`]).
-    again: Option<heapless::Vec<u8, 256>>,
+    /// A datagram to send once more, back to back ([`ota_core::device::Transmit::twice`]),
+    /// and when it was framed.
+    again: Option<(Instant, heapless::Vec<u8, 256>)>,
 }
 
 impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> CoapClient<V, CHUNK, WINDOW> {
@@ -84,8 +89,11 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> CoapClient<V, CHUNK, 
     /// The next datagram to send at `now`, built in `buf`. A request the device sends twice
     /// comes out of two calls in a row, the same bytes each time.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        if let Some(again) = self.again.take() {
-            if let Some(dst) = buf.get_mut(..again.len()) {
+        if let Some((at, again)) = self.again.take() {
+            // A copy goes with its first send or not at all: one polled for later would arrive
+            // as a second request (under OSCORE, a replay).
+            let fresh = now.since(at) <= AGAIN_MS;
+            if let Some(dst) = buf.get_mut(..again.len()).filter(|_| fresh) {
                 dst.copy_from_slice(&again);
                 self.framing.count_copy(again.len());
                 self.dev.link_bytes(again.len() as u64, 0);
@@ -103,8 +111,10 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> CoapClient<V, CHUNK, 
                     let t = self.dev.poll_transmit(now, &mut self.scratch)?;
                     if let Some(n) = self.framing.frame(t.what, self.scratch.get(..t.len)?, buf) {
                         if t.twice {
-                            self.again =
-                                buf.get(..n).and_then(|b| heapless::Vec::from_slice(b).ok());
+                            self.again = buf
+                                .get(..n)
+                                .and_then(|b| heapless::Vec::from_slice(b).ok())
+                                .map(|b| (now, b));
                         }
                         break n;
                     }
@@ -123,8 +133,8 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> CoapClient<V, CHUNK, 
     ) -> Result<(), ClientError> {
         self.dev.link_bytes(0, datagram.len() as u64);
         let parsed = self.framing.parse(datagram)?;
-        if self.framing.drops_copies() {
-            self.dev.server_drops_copies();
+        if let Some(drops) = self.framing.drops_copies() {
+            self.dev.server_drops_copies(drops);
         }
         match parsed {
             Parsed::Message(m) => Ok(self.dev.handle_message(now, m)?),

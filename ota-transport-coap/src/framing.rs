@@ -17,7 +17,7 @@ use coap_message::MinimalWritableMessage as _;
 use coap_message_implementations::inmemory::{MessageMut, SliceBufferMut, WriteError};
 use heapless::{Deque, Vec};
 use ota_core::device::{RecvError, Sent};
-use ota_core::wire::{Chunk, ImageId};
+use ota_core::wire::{CheckInReply, Chunk, ImageId, Message};
 
 use crate::block::Block;
 use crate::client_security::Security;
@@ -228,8 +228,9 @@ pub struct CoapFraming<const X: usize = EXCHANGES> {
     etag: Option<(ImageId, Vec<u8, 8>)>,
     security: Option<Security>,
     stats: ClientStats,
-    /// The server said it drops copies of a request ([`opt::DROPS_COPIES`]).
-    drops_copies: bool,
+    /// Whether the server drops copies of a request ([`opt::DROPS_COPIES`]), as the last
+    /// check-in response that offered a download said.
+    drops_copies: Option<bool>,
 }
 
 impl CoapFraming {
@@ -257,7 +258,7 @@ impl<const X: usize> CoapFraming<X> {
             etag: None,
             security: None,
             stats: ClientStats::default(),
-            drops_copies: false,
+            drops_copies: None,
         }
     }
 
@@ -310,12 +311,13 @@ impl<const X: usize> CoapFraming<X> {
         &self.stats
     }
 
-    /// True once a check-in response said the server drops the second copy of a request sent
-    /// twice ([`opt::DROPS_COPIES`]): the device sends nothing twice before it knows
+    /// Whether the server drops the second copy of a request sent twice
+    /// ([`opt::DROPS_COPIES`]), as the last check-in response that offered a download said
+    /// (`None` before one came): the device sends nothing twice unless it does
     /// ([`Device::server_drops_copies`]); another server would answer both copies.
     ///
     /// [`Device::server_drops_copies`]: ota_core::device::Device::server_drops_copies
-    pub fn drops_copies(&self) -> bool {
+    pub fn drops_copies(&self) -> Option<bool> {
         self.drops_copies
     }
 
@@ -467,8 +469,11 @@ impl<const X: usize> CoapFraming<X> {
                     Some(p) => sec.open(seq, p, datagram)?,
                     None => {
                         if outer_code >> 5 != 2 {
-                            // OSCORE errors come back unprotected (no context, replay).
-                            self.exchanges.swap_remove(pos);
+                            // OSCORE errors come back unprotected (no context, replay), so
+                            // anyone could have sent this one: the exchange stays for the
+                            // protected answer or the timer. (A request's second copy that a
+                            // busy server let through is refused as a replay while the first
+                            // is answered.)
                             return Err(ClientError::Response(outer_code));
                         }
                         return Err(ClientError::Unprotected);
@@ -506,12 +511,13 @@ impl<const X: usize> CoapFraming<X> {
         let mut block = None;
         let mut etag = None;
         let mut payload: &'a [u8] = &[];
+        let mut copies_option = false;
         for item in d.items() {
             match item.map_err(|_| ClientError::Options)? {
                 Item::Option {
                     number: opt::DROPS_COPIES,
                     ..
-                } if ex.key == Key::CheckIn => self.drops_copies = true,
+                } => copies_option = true,
                 Item::Option {
                     number: opt::BLOCK2,
                     value,
@@ -527,7 +533,16 @@ impl<const X: usize> CoapFraming<X> {
             }
         }
         match ex.key {
-            Key::CheckIn => Ok(Parsed::Message(payload)),
+            Key::CheckIn => {
+                // The server says with each offer whether it drops copies; its silence on an
+                // offer says it does not (another server, or an older one).
+                if let Ok(Message::CheckInReply(CheckInReply::Update { .. })) =
+                    ota_core::wire::decode(payload)
+                {
+                    self.drops_copies = Some(copies_option);
+                }
+                Ok(Parsed::Message(payload))
+            }
             Key::Report => Ok(Parsed::Nothing),
             Key::Block { image, offset } | Key::Answered { image, offset } => {
                 // A server that ignored Block2 sends the resource from its start.

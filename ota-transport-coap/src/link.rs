@@ -233,7 +233,7 @@ impl<S: AsyncDatagram, C: ota_core::runtime::Clock, const X: usize> Session
         self.framing.sequence_reservation()
     }
 
-    fn drops_copies(&self) -> bool {
+    fn drops_copies(&self) -> Option<bool> {
         self.framing.drops_copies()
     }
 

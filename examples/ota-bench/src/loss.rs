@@ -117,7 +117,7 @@ fn bottleneck(congestion: Congestion, queue_limit: usize) -> BottleneckReport {
         let mut dev: Device<_, 1024> = Device::new(c, verifier.clone());
         // The cell's server drops the second copy of a request sent twice, as ota-server does
         // (the simulation names each send, and a copy shares its name).
-        dev.server_drops_copies();
+        dev.server_drops_copies(true);
         (dev, MemStorage::new(capacity))
     })
     .expect("the bottleneck run ends")

@@ -64,7 +64,8 @@
 //!   and in a one-wake download those forty cost 2 points at 30 % loss. The first send of a
 //!   check-in always goes once (most wakes send nothing else). Nothing goes twice before the
 //!   server said it drops the second copy ([`Device::server_drops_copies`]); another server
-//!   would answer both. While requests go twice, Vegas keeps [`ALPHA_PAIRS`] to
+//!   would answer both. Until then the gate holds still: single requests' outcomes would be
+//!   read against the pairs' threshold. While requests go twice, Vegas keeps [`ALPHA_PAIRS`] to
 //!   [`BETA_PAIRS`] of its chunks queued (one and a half to two and a half): a queue of one
 //!   drains at every run of lost exchanges.
 //!
@@ -382,8 +383,13 @@ pub(crate) struct Controller {
     queued: bool,
     /// A send was found lost this wake (copies need a loss seen, not only the prior).
     lost_any: bool,
-    /// Requests go twice ([`TWICE_ON`], [`TWICE_OFF`]).
+    /// The gate wants requests to go twice ([`TWICE_ON`], [`TWICE_OFF`]); they do while
+    /// `may_twice` too.
     twice: bool,
+    /// The device may send requests twice: the link copies and the server drops copies
+    /// ([`Controller::allow_twice`]). Until it may, the gate holds still, as single requests'
+    /// outcomes would be read against the pairs' threshold.
+    may_twice: bool,
     /// The share of sends unanswered that decides `twice`, 1/65536ths: a slower average
     /// than `fail_rate` (2^-[`TWICE_WEIGHT_SHIFT`] per outcome), so its noise rarely crosses a
     /// threshold; set to the other mode's equivalent when `twice` flips.
@@ -423,6 +429,7 @@ impl Controller {
             queued: false,
             lost_any: false,
             twice: start.2,
+            may_twice: false,
             // Pairs start where the gate puts them when it turns them on.
             twice_gate: u16::from(if start.2 { TWICE_ON_PAIRS } else { start.1 }) << 8,
             start,
@@ -455,9 +462,15 @@ impl Controller {
         (self.cwnd, self.fail_rate, self.twice)
     }
 
-    /// Requests go twice now (under [`Congestion::LossTolerant`] only).
+    /// Requests go twice now (under [`Congestion::LossTolerant`] only, once allowed).
     pub fn twice(&self) -> bool {
-        self.mode == Congestion::LossTolerant && self.twice
+        self.mode == Congestion::LossTolerant && self.may_twice && self.twice
+    }
+
+    /// Whether the device may send requests twice (see `may_twice`); set at every wake and
+    /// whenever it changes.
+    pub fn allow_twice(&mut self, may: bool) {
+        self.may_twice = may;
     }
 
     /// A new wake: the path may have changed since the last one.
@@ -632,6 +645,9 @@ impl Controller {
         } else {
             kept
         };
+        if !self.may_twice {
+            return;
+        }
         let g = self.twice_gate - (self.twice_gate >> TWICE_WEIGHT_SHIFT);
         self.twice_gate = if failed {
             g.saturating_add(u16::MAX >> TWICE_WEIGHT_SHIFT)
@@ -967,6 +983,48 @@ mod tests {
             order,
             copies: 0,
         }
+    }
+
+    /// The gate: pairs from the start of a wake with no memory, off after ten answered, on
+    /// again when half the single requests fail; it holds still while pairs are not allowed,
+    /// so single requests are never judged against the pairs' threshold.
+    #[test]
+    fn the_twice_gate_switches_with_a_gap_and_holds_without_permission() {
+        let mut cc = Controller::new(&config());
+        assert!(!cc.twice(), "nothing twice before it is allowed");
+        for _ in 0..40 {
+            cc.outcome(false);
+        }
+        assert!(cc.twice, "held still: the prior's pairs");
+        assert_eq!(cc.twice_gate, u16::from(TWICE_ON_PAIRS) << 8);
+        cc.allow_twice(true);
+        assert!(cc.twice());
+        let mut answered = 0;
+        while cc.twice() {
+            cc.outcome(false);
+            answered += 1;
+        }
+        assert_eq!(answered, 10);
+        assert_eq!(cc.twice_gate, u16::from(TWICE_OFF_SINGLE) << 8);
+        // Half the single requests failing: on again, at the pairs' equivalent.
+        let mut outcomes = 0;
+        while !cc.twice() && outcomes < 1_000 {
+            cc.outcome(outcomes % 2 == 0);
+            outcomes += 1;
+        }
+        assert!((20..=80).contains(&outcomes), "{outcomes}");
+        assert_eq!(cc.twice_gate, u16::from(TWICE_ON_PAIRS) << 8);
+        // Pairs failing a third of the time (a path losing 30 %) keep them on.
+        for i in 0..3_000 {
+            cc.outcome(i % 3 == 0);
+            assert!(cc.twice(), "off after {i}");
+        }
+        // Under Aimd nothing goes twice.
+        let mut aimd = config();
+        aimd.congestion = Congestion::Aimd;
+        let mut cc = Controller::new(&aimd);
+        cc.allow_twice(true);
+        assert!(!cc.twice());
     }
 
     /// The window grows to what the path holds, the bandwidth-delay product and two chunks of

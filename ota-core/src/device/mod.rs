@@ -309,12 +309,20 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         }
     }
 
-    /// The link learnt that the server drops the second copy of a request sent twice back to
-    /// back (CoAP: an option in the check-in response): from now on, and in later wakes given
-    /// this wake's [`PathMemory`], requests may go twice ([`Transmit::twice`]). Until then
-    /// they go once, as another server would answer both copies.
-    pub fn server_drops_copies(&mut self) {
-        self.drops_copies = true;
+    /// What the link learnt of the server: whether it drops the second copy of a request sent
+    /// twice back to back (CoAP: an option in a check-in response that offers a download).
+    /// While it does, in this wake and in later ones given this wake's [`PathMemory`],
+    /// requests may go twice ([`Transmit::twice`]); otherwise they go once, as another
+    /// server would answer both copies.
+    pub fn server_drops_copies(&mut self, drops: bool) {
+        self.drops_copies = drops;
+        self.cc.allow_twice(self.may_twice());
+    }
+
+    /// Requests may go twice: the link copies ([`DeviceConfig::request_copies`]) and the
+    /// server drops copies.
+    fn may_twice(&self) -> bool {
+        self.config.request_copies && self.drops_copies
     }
 
     /// The configuration (the application updates `last_outcome` through [`Device::config_mut`]).
@@ -401,7 +409,8 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             .saturating_mul(2)
             .clamp(self.config.min_rto_ms, self.config.max_rto_ms);
         self.cc.remember(memory, &self.config);
-        self.drops_copies |= memory.drops_copies;
+        self.drops_copies = memory.drops_copies;
+        self.cc.allow_twice(self.may_twice());
     }
 
     /// Starts a wake at `now` with the given budget: the next [`Device::poll_transmit`] yields
@@ -421,6 +430,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         self.checkin_due = now;
         self.checkin_attempts = 0;
         self.cc.on_wake(now, &self.config);
+        self.cc.allow_twice(self.may_twice());
         self.pending_sleep = None;
         self.events.clear();
         self.ops.clear();
@@ -587,7 +597,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     /// Whether requests go twice now: the link allows it, the server drops copies and the
     /// path loses that much.
     fn twice(&self) -> bool {
-        self.config.request_copies && self.drops_copies && self.cc.twice()
+        self.may_twice() && self.cc.twice()
     }
 
     fn transmit_checkin(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {

@@ -170,11 +170,12 @@ pub trait Session {
         (0, 0)
     }
 
-    /// The server said it drops the second copy of a request sent twice back to back (CoAP:
-    /// an option in the check-in response); the loop tells the device
+    /// Whether the server drops the second copy of a request sent twice back to back, once
+    /// the link has learnt it (CoAP: an option in a check-in response that offers a
+    /// download, or its absence); the loop tells the device
     /// ([`crate::device::Device::server_drops_copies`]).
-    fn drops_copies(&self) -> bool {
-        false
+    fn drops_copies(&self) -> Option<bool> {
+        None
     }
 
     /// A counter value the link needs stored before it can send again, if any (an OSCORE

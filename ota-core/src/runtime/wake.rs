@@ -401,8 +401,8 @@ impl Wake<'_> {
             match got {
                 Ok(Some(incoming)) => {
                     let now = clock.now();
-                    if session.drops_copies() {
-                        dev.server_drops_copies();
+                    if let Some(drops) = session.drops_copies() {
+                        dev.server_drops_copies(drops);
                     }
                     // Bad or late input is dropped; the state machine's timers fetch again
                     // what it still needs.

@@ -42,11 +42,15 @@ pub const MAX_CONTEXTS: usize = 100_000;
 /// for a copy and dropped, ms. A device sends a request twice back to back on a lossy path
 /// (`ota_core::device::Transmit::twice`): the copies arrive milliseconds apart, and a device
 /// resends under a new message id. A generic client's retransmission repeats the message id
-/// after RFC 7252's ACK_TIMEOUT (2 s at least), so it is answered.
+/// after RFC 7252's ACK_TIMEOUT (2 s unless configured lower), so it is answered; one
+/// configured below a second would see its first retransmission dropped and its second
+/// answered.
 pub const COPY_MS: u64 = 1_000;
 
 /// Datagrams remembered for the copy filter, all shards together: more arriving within
-/// [`COPY_MS`] push the oldest out, so a copy may be answered (a wasted response, no harm).
+/// [`COPY_MS`] push the oldest out, and a copy that gets through is answered again (plain) or
+/// refused as a replay (OSCORE), which the device ignores while it waits for the first
+/// copy's answer: a wasted response and a refusal logged, nothing lost.
 const COPY_ENTRIES: usize = 16_384;
 
 /// Shards of the context and deduplication maps: requests of different devices rarely wait

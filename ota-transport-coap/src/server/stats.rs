@@ -14,7 +14,8 @@ pub struct ServerStats {
     pub block_bytes: AtomicU64,
     /// Answered from the deduplication cache (or dropped while the first was being decided).
     pub duplicates: AtomicU64,
-    /// Copies a device sent back to back, dropped (the first was answered).
+    /// Datagrams dropped as a device's second copy of one received within
+    /// [`super::COPY_MS`] (counted in `dropped` too).
     pub copies: AtomicU64,
     /// Error responses (4.xx, 5.xx).
     pub errors: AtomicU64,
