@@ -46,7 +46,7 @@ for i in $(seq -w 1 "$DEVICES"); do
   extra=()
   [ "$((10#$i))" -le $FAILING ] && extra=(--fail-health-check)
   timeout 300 $D --server "coap://127.0.0.1:$port" --id "m-$i" --class meter --key "$T/keys" \
-    --credentials "$T/m-$i.cred" --state "$T/m-$i" --wake-every 1 --budget-ms 400 \
+    --credentials "$T/m-$i.cred" --state "$T/m-$i" --wake-every 1 --budget-ms 400 --budget-bytes 40000 \
     --exit-when-idle --max-wakes 200 "${extra[@]}" 2>"$T/m-$i.log" &
   devs+=($!)
 done
