@@ -88,6 +88,10 @@ fn roundtrip(msg: &Message<'_>) {
     let bytes = encode_vec(msg);
     assert_eq!(&decode(&bytes).unwrap(), msg);
     assert_eq!(peek_kind(&bytes), Some(msg.kind()));
+    assert_eq!(
+        peek_offer(&bytes),
+        matches!(msg, Message::CheckInReply(CheckInReply::Update { .. }))
+    );
     let mut buf = vec![0u8; bytes.len()];
     assert_eq!(encode(msg, &mut buf).unwrap(), bytes.len());
     assert_eq!(buf, bytes);

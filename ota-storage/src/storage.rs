@@ -310,7 +310,9 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
     /// Write-once mode, on open: every chunk slot below [`Self::committed_end`] that is not
     /// committed must still be erased. One that is not (a write cut by a power failure, which
     /// may not be written again) costs its sector: the chunks committed in it are forgotten
-    /// (journaled first), then the sector is erased, and they are fetched again.
+    /// (journaled first), then the sector is erased, and they are fetched again. So are chunks
+    /// committed ahead of it past the sector (on a lossy link, beyond holes) that the resume
+    /// state's `ahead` bitmap cannot reach from the sector's start: at most `MAX_AHEAD`.
     async fn recover_torn_chunks(&mut self) -> Result<(), StorageError<F::Error>> {
         let (Some((state, _)), Some(chunk)) = (self.snap.download, self.chunk_size()) else {
             return Ok(());

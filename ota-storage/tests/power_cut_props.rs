@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use ota_core::resume::MAX_AHEAD;
 use ota_core::wire::ResultCode;
 use proptest::prelude::*;
 
@@ -59,7 +60,8 @@ fn check_patch<const W: usize, const E: usize>(c: &Case, write_once: bool) {
 }
 
 /// Write-once flash: chunk sizes are powers of two from the write unit up (the storage refuses
-/// sizes whose chunks share a unit or straddle a sector), and a torn chunk costs its sector.
+/// sizes whose chunks share a unit or straddle a sector), and a torn chunk costs its sector
+/// (and chunks ahead of it past the sector, see `check_mode`).
 fn check_write_once<const W: usize, const E: usize>(c: &Case) {
     let pow2 = 1u16 << (15 - c.chunk.leading_zeros());
     let c = Case {
@@ -88,12 +90,6 @@ fn check_mode<const W: usize, const E: usize>(c: &Case, write_once: bool, patch:
         loss_percent: if c.lossy { 15 } else { 0 },
         power_off_sleep: c.power_off_sleep,
     };
-    let bound = if write_once {
-        // A torn chunk costs the chunks of its sector.
-        E as u64 + u64::from(s.chunk)
-    } else {
-        u64::from(s.chunk)
-    };
     let expect = if c.healthy {
         End::Updated
     } else {
@@ -103,19 +99,51 @@ fn check_mode<const W: usize, const E: usize>(c: &Case, write_once: bool, patch:
     assert_eq!(end, expect);
     let total = flash.ops();
     for ix in &c.cuts {
-        let k = ix.index(total as usize) as u64;
-        let mut flash = fresh_flash::<W, E>(&s);
-        flash.set_cut_seed(c.seed ^ k);
-        let (end, stats, _) = live::<W, E>(&s, flash, Some(k));
-        assert!(
-            stats.accepted_payload <= s.transfer_len() as u64 + bound,
-            "cut {k}: {stats:?}"
-        );
-        assert!(
-            end == expect || end == End::RolledBack(ResultCode::TRIAL_RESET),
-            "cut {k}: {end:?}"
-        );
+        cut_at::<W, E>(&s, ix.index(total as usize) as u64, c.seed, expect);
     }
+}
+
+/// Lives `s` with a power cut at flash operation `k`: the update ends as it would without the
+/// cut (or rolled back by the trial's reset), and the cut cost at most what it may.
+fn cut_at<const W: usize, const E: usize>(s: &Scenario, k: u64, seed: u64, expect: End) {
+    let bound = if s.write_once {
+        // A torn chunk costs the chunks of its sector, and those written ahead of it past the
+        // sector that the resume state's bitmap cannot carry back to the sector's start (at
+        // most `MAX_AHEAD`: a lossy link left holes below them).
+        E as u64 + u64::from(s.chunk) * (1 + u64::from(MAX_AHEAD))
+    } else {
+        u64::from(s.chunk)
+    };
+    let mut flash = fresh_flash::<W, E>(s);
+    flash.set_cut_seed(seed ^ k);
+    let (end, stats, _) = live::<W, E>(s, flash, Some(k));
+    assert!(
+        stats.accepted_payload <= s.transfer_len() as u64 + bound,
+        "cut {k}: {stats:?}"
+    );
+    assert!(
+        end == expect || end == End::RolledBack(ResultCode::TRIAL_RESET),
+        "cut {k}: {end:?}"
+    );
+}
+
+/// Found by the write-once property below: 16-byte chunks on a lossy link, the cut tearing the
+/// chunk at 6 080 in the sector from 4 096 while two chunks past 6 144 were already written.
+/// Both are fetched again (2 080 bytes beyond the image, one sector and two chunks).
+#[test]
+fn write_once_cut_with_chunks_written_past_the_torn_sector() {
+    let s = Scenario {
+        old: bytes(7937, 0),
+        new: bytes(6217, 0xABCD),
+        chunk: 16,
+        healthy: true,
+        wake_bytes: 400 + 16 + 40,
+        write_once: true,
+        patch: None,
+        loss_percent: 15,
+        power_off_sleep: true,
+    };
+    cut_at::<8, 2048>(&s, 811, 0, End::Updated);
 }
 
 proptest! {

@@ -218,3 +218,31 @@ fn an_offer_without_the_option_ends_pairs_and_a_late_copy_is_not_sent() {
     assert!(client.stats().datagrams_sent > sent, "requests went out");
     assert_eq!(client.stats().copies_sent, 0, "none of them twice");
 }
+
+/// Pairs reordered on the way (the second request's first copy overtakes the first's copy):
+/// each copy is still dropped, plain and under OSCORE, without a refusal.
+#[test]
+fn reordered_copies_are_dropped() {
+    let img = image(8 * 1024, 7);
+    let peer = "127.0.0.1:5683".parse().unwrap();
+    for secure in [false, true] {
+        let (mut responder, mut client, _storage) = offered(&img, 4, secure);
+        let stats = responder.stats();
+        let (mut req, mut resp) = ([0u8; 512], [0u8; 1400]);
+        let mut sent = Vec::new();
+        while let Some(n) = client.poll_transmit(Instant(10), &mut req) {
+            sent.push(req[..n].to_vec());
+        }
+        assert!(sent.len() >= 4, "secure {secure}: two pairs at least");
+        let (a, b) = (&sent[0], &sent[2]);
+        assert_eq!(sent[1], *a);
+        assert_eq!(sent[3], *b);
+        let mut answered = 0;
+        for (t, d) in [(20, a), (21, b), (22, a), (23, b)] {
+            answered += usize::from(responder.respond(t, peer, d, &mut resp).is_some());
+        }
+        assert_eq!(answered, 2, "secure {secure}");
+        assert_eq!(stats.copies.load(Ordering::Relaxed), 2, "secure {secure}");
+        assert_eq!(stats.replays.load(Ordering::Relaxed), 0, "secure {secure}");
+    }
+}

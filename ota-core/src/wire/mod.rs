@@ -132,6 +132,15 @@ pub fn peek_kind(bytes: &[u8]) -> Option<MessageKind> {
     }
 }
 
+/// Postcard index of [`CheckInReply::Update`].
+const REPLY_UPDATE: u8 = 1;
+
+/// True if `bytes` is a check-in reply offering an update, from its first three bytes, without
+/// checking or decoding the rest: for a transport marking a reply it has just encoded.
+pub fn peek_offer(bytes: &[u8]) -> bool {
+    matches!(bytes, [PROTOCOL_VERSION, 1, REPLY_UPDATE, ..])
+}
+
 const CRC_LEN: usize = 4;
 
 /// Encodes `msg` with its envelope into `buf`, returning the number of bytes written.

@@ -8,6 +8,7 @@
 //! one engine serves any number of tasks; the application's decision is awaited without any
 //! lock held.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash};
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use ota_core::host::{HandlerError, ImageError, ImageInfo, Peer};
 use ota_core::wire::ImageId;
 use ota_oscore::{ReplayWindow, SecurityContext};
 
+use super::copies::{Accepted, PlainCopies, COPY_MS};
 use super::{DeviceKeys, Refusal, RefusalLog, Security, ServerConfig, ServerStats};
 use crate::block::Block;
 use crate::resources::{self, code, opt};
@@ -38,20 +40,13 @@ const IN_PROGRESS_MS: u64 = 5_000;
 /// (its replay window restarts at the stored floor) when its device next speaks.
 pub const MAX_CONTEXTS: usize = 100_000;
 
-/// How long a datagram is remembered so that a byte-identical one from the same peer is taken
-/// for a copy and dropped, ms. A device sends a request twice back to back on a lossy path
-/// (`ota_core::device::Transmit::twice`): the copies arrive milliseconds apart, and a device
-/// resends under a new message id. A generic client's retransmission repeats the message id
-/// after RFC 7252's ACK_TIMEOUT (2 s unless configured lower), so it is answered; one
-/// configured below a second would see its first retransmission dropped and its second
-/// answered.
-pub const COPY_MS: u64 = 1_000;
-
-/// Datagrams remembered for the copy filter, all shards together: more arriving within
-/// [`COPY_MS`] push the oldest out, and a copy that gets through is answered again (plain) or
-/// refused as a replay (OSCORE), which the device ignores while it waits for the first
-/// copy's answer: a wasted response and a refusal logged, nothing lost.
-const COPY_ENTRIES: usize = 16_384;
+/// Whether an authenticated request's sequence number is new.
+enum Freshness {
+    Fresh,
+    /// Accepted from the same peer within [`COPY_MS`]: a device's copy.
+    Copy,
+    Replay,
+}
 
 /// Shards of the context and deduplication maps: requests of different devices rarely wait
 /// for one another.
@@ -62,6 +57,8 @@ struct Known {
     window: ReplayWindow,
     device: Arc<str>,
     checked_at: u64,
+    /// The last sequence numbers accepted, to tell a device's copy from a replay.
+    accepted: Accepted,
 }
 
 struct Cached {
@@ -70,40 +67,10 @@ struct Cached {
     /// (two devices behind one address reusing a message id and token get their own).
     request: u32,
     at: u64,
+    /// When these bytes last arrived: the same again within [`COPY_MS`] is a device's copy.
+    seen: u64,
     /// `None` while the request is being decided.
     response: Option<Arc<[u8]>>,
-}
-
-/// The datagrams of the last [`COPY_MS`]: peer and message id to the datagram's CRC and
-/// arrival, and their order of arrival.
-#[derive(Default)]
-struct Recent {
-    map: HashMap<(SocketAddr, u16), (u32, u64)>,
-    order: VecDeque<((SocketAddr, u16), u64)>,
-}
-
-impl Recent {
-    /// True if the datagram `(key, crc)` arriving at `now_ms` is a copy of one seen within
-    /// [`COPY_MS`]; otherwise remembers it.
-    fn copy(&mut self, now_ms: u64, key: (SocketAddr, u16), crc: u32, cap: usize) -> bool {
-        while let Some(&(old, at)) = self.order.front() {
-            if now_ms.saturating_sub(at) < COPY_MS && self.order.len() < cap {
-                break;
-            }
-            self.order.pop_front();
-            if self.map.get(&old).is_some_and(|&(_, a)| a == at) {
-                self.map.remove(&old);
-            }
-        }
-        match self.map.get(&key) {
-            Some(&(c, at)) if c == crc && now_ms.saturating_sub(at) < COPY_MS => true,
-            _ => {
-                self.map.insert(key, (crc, now_ms));
-                self.order.push_back((key, now_ms));
-                false
-            }
-        }
-    }
 }
 
 #[derive(Default)]
@@ -278,16 +245,6 @@ fn write_reply(
     Ok(())
 }
 
-/// True if `payload` is a check-in reply that starts or resumes a download.
-fn offers_download(payload: &[u8]) -> bool {
-    matches!(
-        ota_core::wire::decode(payload),
-        Ok(ota_core::wire::Message::CheckInReply(
-            ota_core::wire::CheckInReply::Update { .. }
-        ))
-    )
-}
-
 /// The payload of a protected message (its ciphertext).
 fn d_payload<'a>(d: &Datagram<'a>, p: &secure::Protected) -> Option<&'a [u8]> {
     d.items().find_map(|i| match i {
@@ -302,7 +259,7 @@ pub struct Engine {
     security: Security,
     contexts: Sharded<HashMap<Vec<u8>, Known>>,
     dedup: Sharded<Dedup>,
-    recent: Sharded<Recent>,
+    plain_copies: PlainCopies,
     next_mid: AtomicU32,
     stats: Arc<ServerStats>,
     on_refusal: Option<RefusalLog>,
@@ -324,7 +281,7 @@ impl Engine {
             security,
             contexts: Sharded::new(),
             dedup: Sharded::new(),
-            recent: Sharded::new(),
+            plain_copies: PlainCopies::new(),
             next_mid: AtomicU32::new(0x4000),
             stats: Arc::new(ServerStats::default()),
             on_refusal: None,
@@ -389,9 +346,12 @@ impl Engine {
             &key.device_sender_id,
         )
         .ok()?;
-        let window = match shard.remove(kid) {
-            Some(old) if *old.device == *key.device => old.window,
-            _ => key.floor.map_or(ReplayWindow::new(), ReplayWindow::above),
+        let (window, accepted) = match shard.remove(kid) {
+            Some(old) if *old.device == *key.device => (old.window, old.accepted),
+            _ => (
+                key.floor.map_or(ReplayWindow::new(), ReplayWindow::above),
+                Accepted::default(),
+            ),
         };
         if shard.len() >= MAX_CONTEXTS / SHARDS {
             if let Some(victim) = shard.keys().next().cloned() {
@@ -403,18 +363,31 @@ impl Engine {
             window,
             device: key.device.into(),
             checked_at: now_ms,
+            accepted,
         };
         let found = (known.ctx.clone(), known.device.clone());
         shard.insert(kid.to_vec(), known);
         Some(found)
     }
 
-    /// Accepts `seq` in `kid`'s replay window if it is fresh (one step, under the lock).
-    fn accept(&self, kid: &[u8], seq: u64) -> bool {
-        self.contexts
-            .lock(kid)
-            .and_then(|mut s| s.get_mut(kid).map(|k| k.window.accept(seq)))
-            .unwrap_or(false)
+    /// Accepts `seq` in `kid`'s replay window if it is fresh (one step, under the lock); a
+    /// sequence number accepted from the same peer within [`COPY_MS`] is a device's copy.
+    fn accept(&self, now_ms: u64, peer: SocketAddr, kid: &[u8], seq: u64) -> Freshness {
+        let peer = self.plain_copies.peer(peer);
+        let Some(mut shard) = self.contexts.lock(kid) else {
+            return Freshness::Replay;
+        };
+        let Some(k) = shard.get_mut(kid) else {
+            return Freshness::Replay;
+        };
+        if k.window.accept(seq) {
+            k.accepted.record(seq, now_ms, peer);
+            Freshness::Fresh
+        } else if k.accepted.is_copy(seq, now_ms, peer) {
+            Freshness::Copy
+        } else {
+            Freshness::Replay
+        }
     }
 
     /// Step 1 for a datagram from `peer` at `now_ms` (milliseconds of any monotonic clock).
@@ -453,16 +426,7 @@ impl Engine {
         }
         let key = (peer, d.mid);
         let crc = ota_core::crc32::checksum(datagram);
-        if self
-            .recent
-            .lock(&key)
-            .is_some_and(|mut r| r.copy(now_ms, key, crc, COPY_ENTRIES / SHARDS))
-        {
-            self.stats.copies.fetch_add(1, Ordering::Relaxed);
-            return Step::Drop;
-        }
         if let Some(step) = self.duplicate(now_ms, key, d.token, crc) {
-            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
             return step;
         }
         let frame = if d.kind == MsgType::Con {
@@ -509,7 +473,14 @@ impl Engine {
                 self.refuse(peer, code::UNAUTHORIZED, "request without OSCORE".into());
                 return self.send(frame, &Reply::error(code::UNAUTHORIZED, b"OSCORE required"));
             }
-            None => Self::route(&d),
+            None => {
+                // POSTs are remembered whole (`duplicate`); other plain requests here.
+                if d.code != code::POST && self.plain_copies.copy(now_ms, peer, datagram) {
+                    self.stats.copies.fetch_add(1, Ordering::Relaxed);
+                    return Step::Drop;
+                }
+                Self::route(&d)
+            }
             Some(p) => {
                 let opened = match self.open(now_ms, peer, &d, p, frame).await {
                     Ok(o) => o,
@@ -600,10 +571,17 @@ impl Engine {
         };
         inner.truncate(n);
         let seq = request.seq();
-        if !self.accept(kid, seq) {
-            self.stats.replays.fetch_add(1, Ordering::Relaxed);
-            let why = format!("replayed request for {device} (sequence {seq})");
-            return Err(refuse(code::UNAUTHORIZED, why));
+        match self.accept(now_ms, peer, kid, seq) {
+            Freshness::Fresh => {}
+            Freshness::Copy => {
+                self.stats.copies.fetch_add(1, Ordering::Relaxed);
+                return Err(Step::Drop);
+            }
+            Freshness::Replay => {
+                self.stats.replays.fetch_add(1, Ordering::Relaxed);
+                let why = format!("replayed request for {device} (sequence {seq})");
+                return Err(refuse(code::UNAUTHORIZED, why));
+            }
         }
         let post = inner.first() == Some(&code::POST);
         if post {
@@ -653,7 +631,7 @@ impl Engine {
                     block: None,
                     size2: None,
                     // Only where a download follows: "nothing for you" stays as small as it was.
-                    drops_copies: offers_download(&block_buf),
+                    drops_copies: ota_core::wire::peek_offer(&block_buf),
                     payload: &block_buf,
                 }
             }
@@ -787,7 +765,9 @@ impl Engine {
         }
     }
 
-    /// The step for a retransmission of a remembered POST, if `key` is one.
+    /// The step for a copy or a retransmission of a remembered POST, if `key` is one: a copy
+    /// (the same bytes again within [`COPY_MS`] of their last arrival) is dropped, a
+    /// retransmission answered from the cache.
     fn duplicate(
         &self,
         now_ms: u64,
@@ -795,17 +775,24 @@ impl Engine {
         token: &[u8],
         crc: u32,
     ) -> Option<Step> {
-        let shard = self.dedup.lock(&key)?;
-        let c = shard.map.get(&key)?;
+        let mut shard = self.dedup.lock(&key)?;
+        let c = shard.map.get_mut(&key)?;
         if c.token != token || c.request != crc {
             return None;
         }
-        let age = now_ms.saturating_sub(c.at);
-        match &c.response {
-            Some(r) if age < self.config.exchange_lifetime_ms => Some(Step::Send(r.to_vec())),
-            None if age < IN_PROGRESS_MS => Some(Step::Drop),
-            _ => None,
+        if now_ms.saturating_sub(c.seen) < COPY_MS {
+            self.stats.copies.fetch_add(1, Ordering::Relaxed);
+            return Some(Step::Drop);
         }
+        c.seen = now_ms;
+        let age = now_ms.saturating_sub(c.at);
+        let step = match &c.response {
+            Some(r) if age < self.config.exchange_lifetime_ms => Step::Send(r.to_vec()),
+            None if age < IN_PROGRESS_MS => Step::Drop,
+            _ => return None,
+        };
+        self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+        Some(step)
     }
 
     fn mark_in_progress(&self, now_ms: u64, key: (SocketAddr, u16), token: &[u8], crc: u32) {
@@ -840,20 +827,32 @@ impl Engine {
         let Ok(token) = heapless::Vec::from_slice(token) else {
             return;
         };
-        let fresh = shard
-            .map
-            .insert(
-                key,
-                Cached {
+        match shard.map.entry(key) {
+            Entry::Occupied(mut e) => {
+                let c = e.get_mut();
+                let seen = if c.request == request {
+                    c.seen.max(now_ms)
+                } else {
+                    now_ms
+                };
+                *c = Cached {
                     token,
                     request,
                     at: now_ms,
+                    seen,
                     response,
-                },
-            )
-            .is_none();
-        if fresh {
-            shard.order.push_back(key);
+                };
+            }
+            Entry::Vacant(e) => {
+                e.insert(Cached {
+                    token,
+                    request,
+                    at: now_ms,
+                    seen: now_ms,
+                    response,
+                });
+                shard.order.push_back(key);
+            }
         }
     }
 

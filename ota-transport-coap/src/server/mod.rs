@@ -23,6 +23,7 @@
 //! | [`stats`] | counters and the latency histogram of a running server |
 //! | [`socket`] | `SO_REUSEPORT` sockets with a large receive buffer, and the serving loops |
 
+mod copies;
 pub mod engine;
 pub mod socket;
 pub mod stats;
@@ -34,7 +35,8 @@ use std::sync::Arc;
 
 use ota_core::host::{now_or_never, DesiredState, Handler, HandlerError, ImageError, ImageSource};
 
-pub use engine::{Answer, Engine, Pending, Step, What, COPY_MS, MAX_CONTEXTS};
+pub use copies::COPY_MS;
+pub use engine::{Answer, Engine, Pending, Step, What, MAX_CONTEXTS};
 pub use socket::{bind, serve_app, serve_app_on};
 pub use stats::{LatencyHistogram, ServerStats};
 
