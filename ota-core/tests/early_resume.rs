@@ -20,7 +20,7 @@ use ota_core::{Device, DeviceConfig};
 use ota_test_support::MemStorage;
 
 const CHUNK: u16 = 512;
-const LEN: usize = 16 * CHUNK as usize;
+const LEN: usize = 24 * CHUNK as usize;
 
 /// What the server offers: the first release, nothing, or the second one.
 struct Switch {
@@ -291,7 +291,7 @@ fn a_budget_shorter_than_the_first_guess_of_the_round_trip_still_resumes() {
     cfg.initial_rto_ms = 8_000;
     let budget = WakeBudget {
         bytes: None,
-        millis: Some(2_500),
+        millis: Some(1_900),
     };
     let mut log = vec![];
     let reason = wake_as(&mut s, cfg, budget, &mut log, &clean);
@@ -445,5 +445,43 @@ fn a_remembered_path_that_changed_is_measured_afresh() {
     assert!(
         requests < 2 * distinct,
         "{requests} sends for {distinct} chunks"
+    );
+}
+
+/// A check-in lost again and again while the download resumed early gets its chunks: the
+/// path is alive, so the check-in is asked again at the measured timeout each time instead
+/// of backing off, and more often than `max_attempts` without the wake ending as link lost.
+#[test]
+fn a_check_in_lost_while_chunks_arrive_is_asked_again_without_backing_off() {
+    let mut s = after_a_partial_wake(Congestion::LossTolerant);
+    let mut cfg = config(s.storage.capacity(), 1);
+    cfg.early_resume = true;
+    let attempts = usize::from(cfg.max_attempts);
+    // The first `attempts + 1` check-ins are lost; chunks are not.
+    let lose = move |log: &[Send], send: &Send| {
+        send.checkin && log.iter().filter(|s| s.checkin).count() <= attempts
+    };
+    let mut log = vec![];
+    let memory = PathMemory {
+        window: 1,
+        ..MEMORY
+    };
+    let (reason, _) = wake_remembering(
+        &mut s,
+        cfg,
+        Some(memory),
+        WakeBudget::default(),
+        &mut log,
+        &lose,
+    );
+    assert_eq!(reason, SleepReason::Staged, "{log:?}");
+    let check_ins: Vec<u64> = log.iter().filter(|s| s.checkin).map(|s| s.at).collect();
+    assert!(check_ins.len() > attempts + 1, "{log:?}");
+    let gaps: Vec<u64> = check_ins.windows(2).map(|w| w[1] - w[0]).collect();
+    // Every gap after the first resend is as long as the one before it, not 1.5 to 3 times
+    // longer (a chunk arrived in between each time).
+    assert!(
+        gaps.windows(2).skip(1).all(|w| w[1] <= w[0]),
+        "gaps {gaps:?}"
     );
 }

@@ -142,3 +142,22 @@ fn aimd_and_a_device_with_copies_off_never_send_twice() {
     });
     assert!(w.log.iter().all(|s| !s.twice));
 }
+
+#[test]
+fn a_resent_check_in_goes_twice_before_the_server_said_anything_and_requests_do_not() {
+    // A wake that remembers nothing reads the path as lossy until shown otherwise; its first
+    // check-in is lost. A CoAP server answers a repeated message from its deduplication
+    // cache, so the resend may go twice; the chunk requests wait for the server's word.
+    let lose_first_checkin =
+        |log: &[Send], send: &Send| send.checkin && !log.iter().any(|s| s.checkin);
+    let w = run(Congestion::LossTolerant, &lose_first_checkin, |_| {});
+    let checkins: Vec<_> = w.log.iter().filter(|s| s.checkin).collect();
+    assert!(!checkins[0].twice);
+    assert!(checkins[1].twice);
+    assert!(chunk_sends(&w.log).iter().all(|s| !s.twice));
+    // With copies off, once.
+    let w = run(Congestion::LossTolerant, &lose_first_checkin, |d| {
+        d.config_mut().request_copies = false
+    });
+    assert!(w.log.iter().all(|s| !s.twice));
+}

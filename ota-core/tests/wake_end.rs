@@ -88,3 +88,79 @@ fn a_wake_without_chunks_remembers_the_check_ins_round_trip() {
         assert_eq!(w.dev.path_memory().map(|m| m.min_rtt_ms), remembered);
     }
 }
+
+/// The deadline passes while the chunk that completes the download is being written (a slow
+/// flash, or the reply arriving at the very end): the image is still verified and staged in
+/// this wake, local work that needs no radio, instead of a wake later after a check-in.
+#[test]
+fn a_download_completed_as_the_deadline_passes_is_staged_in_this_wake() {
+    use ota_core::device::Event;
+    use ota_core::host::Peer;
+    use ota_core::manifest::Ed25519Verifier;
+    use ota_core::storage::UpdateStorage;
+    use ota_core::{Device, Instant};
+    use ota_test_support::MemStorage;
+
+    let img = image(4 * usize::from(CHUNK), 5);
+    let handler = handler(&img, CHUNK);
+    let mut storage = MemStorage::new(8 * 1024);
+    // One request at a time, so the last chunk's reply can be held back alone.
+    let mut dev: Device<Ed25519Verifier> = Device::new(config(8 * 1024, 1), verifier());
+    let deadline = 10_000;
+    dev.wake(
+        Instant(0),
+        WakeBudget {
+            bytes: None,
+            millis: Some(deadline as u32),
+        },
+    );
+    let drain = |dev: &mut Device<Ed25519Verifier>, storage: &mut MemStorage| {
+        while let Some(op) = dev.poll_storage() {
+            storage.apply(op).unwrap();
+            dev.storage_done(Ok(()));
+        }
+    };
+    let mut buf = [0u8; 256];
+    let mut now = 0;
+    let mut replies = Vec::new();
+    // Exchanges until the last chunk's reply is all that is left.
+    for _ in 0..20 {
+        while let Some(t) = dev.poll_transmit(Instant(now), &mut buf) {
+            if let Ok(Some(r)) = handler.handle(&buf[..t.len], Peer::Anonymous) {
+                replies.push(r);
+            }
+        }
+        now += 2 * ONE_WAY_MS;
+        if dev.stats().payload_bytes_accepted == img.len() as u64 - u64::from(CHUNK) {
+            break;
+        }
+        for r in replies.drain(..) {
+            dev.handle_message(Instant(now), &r).unwrap();
+            drain(&mut dev, &mut storage);
+        }
+    }
+    assert_eq!(replies.len(), 1, "one chunk left to come");
+    let accepted = dev.stats().payload_bytes_accepted;
+    assert_eq!(accepted, img.len() as u64 - u64::from(CHUNK));
+    // It arrives at the deadline; the timer fires before its write is carried out.
+    dev.handle_message(Instant(deadline), &replies[0]).unwrap();
+    dev.handle_timeout(Instant(deadline));
+    drain(&mut dev, &mut storage);
+    let mut staged = false;
+    let mut slept = None;
+    for _ in 0..8 {
+        // The staged report goes out before the wake ends.
+        while dev.poll_transmit(Instant(deadline), &mut buf).is_some() {}
+        while let Some(e) = dev.poll_event() {
+            match e {
+                Event::Staged { .. } => staged = true,
+                Event::Sleep { reason, .. } => slept = Some(reason),
+                _ => {}
+            }
+        }
+        drain(&mut dev, &mut storage);
+    }
+    assert!(staged);
+    assert_eq!(slept, Some(SleepReason::Staged));
+    assert_eq!(storage.staged(img.len()), img);
+}

@@ -91,6 +91,26 @@ struct WakeCost {
     progress: Vec<(u64, u64)>,
 }
 
+/// The requests still on their way when the device went to sleep reach the server, which
+/// answers them: the link carries those replies though no one listens, so they count.
+fn answer_after_sleep(
+    responder: &mut Responder<SingleRelease, MemImages>,
+    up: &mut Pipe,
+    down: &mut Pipe,
+    link: &LinkProfile,
+    rng: &mut SimRng,
+    peer: std::net::SocketAddr,
+) {
+    let mut out = [0u8; 1400];
+    while let Some(t) = up.next_arrival() {
+        for req in up.due(t) {
+            if let Some(m) = responder.respond(t, peer, &req, &mut out) {
+                down.send(t, &out[..m], link, rng);
+            }
+        }
+    }
+}
+
 /// One CoAP wake over the simulated link. `reset_percent`: chance, before each storage
 /// operation, that power fails there (the wake ends, with whatever storage holds).
 #[allow(clippy::too_many_arguments)]
@@ -125,6 +145,7 @@ fn wake(
         c.device_mut().drive_storage(storage).unwrap();
         while let Some(e) = c.device_mut().poll_event() {
             if let Event::Sleep { reason, .. } = e {
+                answer_after_sleep(responder, &mut up, &mut down, link, rng, peer);
                 return cost(Some(reason), &up, &down, round_trips, progress);
             }
         }

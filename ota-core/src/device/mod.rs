@@ -221,6 +221,9 @@ struct Wake {
     deadline: Option<Instant>,
     budget: Option<WakeBudget>,
     bytes_at_start: u64,
+    /// The deadline ended a confirmed download with its last writes still pending: if they
+    /// complete it, it is verified and staged now (local work) instead of a wake later.
+    deadline_cut: bool,
 }
 
 /// The device-side state machine; `CHUNK` is the size of its one chunk buffer (the largest
@@ -241,6 +244,9 @@ pub struct Device<V, const CHUNK: usize = 1024, const WINDOW: usize = MAX_WINDOW
     checkin_sent: Option<Instant>,
     checkin_due: Instant,
     checkin_attempts: u8,
+    /// Check-in sends since the server was last heard (a chunk of a download resumed early
+    /// proves the path alive): what the check-in's timer backs off by and gives up after.
+    checkin_silent: u8,
     window: Window<WINDOW>,
     /// Congestion control: requests allowed in flight now (1..=`config.window`) and the
     /// retransmission timers, as [`DeviceConfig::congestion`] chooses.
@@ -285,6 +291,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
                 deadline: None,
                 budget: None,
                 bytes_at_start: 0,
+                deadline_cut: false,
             },
             restored: None,
             stored: None,
@@ -292,6 +299,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             checkin_sent: None,
             checkin_due: Instant(0),
             checkin_attempts: 0,
+            checkin_silent: 0,
             window: Window::default(),
             next_check_in: 0,
             rtt: RttEstimator::default(),
@@ -425,10 +433,12 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             deadline: budget.millis.map(|ms| now + u64::from(ms)),
             budget: (budget.bytes.is_some() || budget.millis.is_some()).then_some(budget),
             bytes_at_start: self.stats.bytes_sent + self.stats.bytes_received,
+            deadline_cut: false,
         };
         self.checkin_sent = None;
         self.checkin_due = now;
         self.checkin_attempts = 0;
+        self.checkin_silent = 0;
         self.cc.on_wake(now, &self.config);
         self.cc.allow_twice(self.may_twice());
         self.pending_sleep = None;
@@ -530,7 +540,8 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     }
 
     fn finish(&mut self, secs: u32, reason: SleepReason) {
-        if self.pending_sleep.is_none() {
+        // Staged outranks the deadline that ended the wake while the last chunk was written.
+        if self.pending_sleep.is_none() || reason == SleepReason::Staged {
             self.pending_sleep = Some((secs, reason));
         }
         if let Some(dl) = self.dl.as_mut() {
@@ -600,11 +611,22 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         self.may_twice() && self.cc.twice()
     }
 
+    /// The check-in went out `max_attempts` times in silence, or as often as any request may
+    /// while the path answers otherwise.
+    fn checkin_exhausted(&self) -> bool {
+        self.checkin_silent >= self.config.max_attempts
+            || self.checkin_attempts
+                >= self
+                    .config
+                    .max_attempts
+                    .saturating_mul(congestion::MAX_SENDS_FACTOR)
+    }
+
     fn transmit_checkin(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         if self.checkin_sent.is_some() && now < self.checkin_due {
             return None;
         }
-        if self.checkin_attempts >= self.config.max_attempts {
+        if self.checkin_exhausted() {
             return None;
         }
         let resume = self.resume_state().and_then(|s| {
@@ -628,19 +650,25 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         });
         let len = wire::encode(&msg, buf).ok()?;
         self.checkin_attempts += 1;
+        self.checkin_silent += 1;
         if self.checkin_attempts > 1 {
             self.stats.retransmissions += 1;
         }
         self.checkin_sent = Some(now);
+        // Backed off per send in silence only: while chunks arrive, a lost check-in is random
+        // loss, asked again at the measured timeout.
         self.checkin_due = now
             + self
                 .cc
-                .backed_off_rto(&self.rtt, &self.config, self.checkin_attempts);
+                .backed_off_rto(&self.rtt, &self.config, self.checkin_silent);
         Some(Transmit {
             len,
             what: Sent::CheckIn,
-            // Most wakes send nothing else: the first send goes once.
-            twice: self.checkin_attempts > 1 && self.twice(),
+            // Most wakes send nothing else: the first send goes once. A resend goes twice on
+            // a lossy path even before the server said it drops copies: a CoAP server answers
+            // a repeated message from its deduplication cache (RFC 7252 section 4.5), so one
+            // that keeps both sends a reply of a few dozen bytes twice at worst.
+            twice: self.checkin_attempts > 1 && self.config.request_copies && self.cc.pairs_gate(),
         })
     }
 
@@ -652,9 +680,13 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         // Retransmissions first, then new requests while the window and the budget allow.
         self.drop_late_resends(now);
         let oldest = self.window.oldest_sent();
+        let alone = self.window.items.len() == 1;
         let (offset, len) = match self.window.next_due(now) {
             Some(o) if self.cc.may_resend(o, &self.config, oldest) => {
                 self.cc.on_resend(now, o, &self.rtt, &self.config, oldest);
+                if alone {
+                    self.cc.alone(now, o, &self.config);
+                }
                 self.stats.retransmissions += 1;
                 (o.offset, o.len)
             }
@@ -1067,6 +1099,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
 
     fn on_chunk(&mut self, now: Instant, chunk: &Chunk<'_>) -> Result<(), RecvError> {
         self.cc.on_heard(now);
+        self.checkin_silent = 0;
         let Some(dl) = self.dl.as_ref() else {
             return Err(RecvError::Unexpected);
         };
@@ -1157,14 +1190,13 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
                     dl.stopping = true;
                 }
             }
-            State::CheckingIn
-                if self.checkin_attempts >= self.config.max_attempts && now >= self.checkin_due =>
-            {
+            State::CheckingIn if self.checkin_exhausted() && now >= self.checkin_due => {
                 self.finish(self.config.fallback_sleep_secs, SleepReason::LinkLost);
             }
             State::Downloading => {
                 if self.past_deadline(now) {
                     self.window.clear();
+                    self.wake.deadline_cut = true;
                     self.finish(self.next_check_in, SleepReason::BudgetExhausted);
                 } else if self.cc.exhausted(&self.window, now, &self.config) {
                     self.window.clear();
@@ -1238,7 +1270,9 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             }
             OpKind::Persist => {
                 let complete = self.dl.is_some_and(|d| d.state.is_complete(d.size()));
-                if complete && self.state == State::Downloading && self.ops.is_empty() {
+                let confirmed = self.state == State::Downloading
+                    || (self.state == State::Asleep && self.wake.deadline_cut);
+                if complete && confirmed && self.ops.is_empty() {
                     self.downloaded();
                 } else {
                     self.maybe_finish_stopped();
