@@ -37,12 +37,16 @@ const CONTEXT_RECHECK_MS: u64 = 60_000;
 const IN_PROGRESS_MS: u64 = 5_000;
 
 /// Most security contexts kept derived in memory; beyond it one is dropped and derived again
-/// (its replay window restarts at the stored floor) when its device next speaks.
+/// (its replay window restarts at the stored floor, and its block requests wait for its next
+/// check-in) when its device next speaks.
 pub const MAX_CONTEXTS: usize = 100_000;
 
 /// Whether an authenticated request's sequence number is new.
 enum Freshness {
-    Fresh,
+    /// New; `verified` as the context's flag ([`Known::verified`]).
+    Fresh {
+        verified: bool,
+    },
     /// Accepted from the same peer within [`COPY_MS`]: a device's copy.
     Copy,
     Replay,
@@ -59,6 +63,10 @@ struct Known {
     checked_at: u64,
     /// The last sequence numbers accepted, to tell a device's copy from a replay.
     accepted: Accepted,
+    /// A check-in or report from the device was found fresh against the store's floor since
+    /// this context was made. Until then the window starts at the floor, which only POSTs
+    /// move: a block request recorded before a restart would pass it, so none is served.
+    verified: bool,
 }
 
 struct Cached {
@@ -346,11 +354,14 @@ impl Engine {
             &key.device_sender_id,
         )
         .ok()?;
-        let (window, accepted) = match shard.remove(kid) {
-            Some(old) if *old.device == *key.device => (old.window, old.accepted),
+        let (window, accepted, verified) = match shard.remove(kid) {
+            Some(old) if *old.device == *key.device => (old.window, old.accepted, old.verified),
+            // Nothing stored: the device never sent a check-in, so there is nothing of it
+            // to replay.
             _ => (
                 key.floor.map_or(ReplayWindow::new(), ReplayWindow::above),
                 Accepted::default(),
+                key.floor.is_none(),
             ),
         };
         if shard.len() >= MAX_CONTEXTS / SHARDS {
@@ -364,6 +375,7 @@ impl Engine {
             device: key.device.into(),
             checked_at: now_ms,
             accepted,
+            verified,
         };
         let found = (known.ctx.clone(), known.device.clone());
         shard.insert(kid.to_vec(), known);
@@ -382,11 +394,28 @@ impl Engine {
         };
         if k.window.accept(seq) {
             k.accepted.record(seq, now_ms, peer);
-            Freshness::Fresh
+            Freshness::Fresh {
+                verified: k.verified,
+            }
         } else if k.accepted.is_copy(seq, now_ms, peer) {
             Freshness::Copy
         } else {
             Freshness::Replay
+        }
+    }
+
+    /// `kid`'s device sent a check-in or report with sequence number `seq` that the store
+    /// found fresh: its context is verified, and every sequence number up to the highest
+    /// accepted counts as seen (a block request recorded before a restart, below it, can no
+    /// longer pass).
+    fn verify(&self, kid: &[u8], seq: u64) {
+        let Some(mut shard) = self.contexts.lock(kid) else {
+            return;
+        };
+        if let Some(k) = shard.get_mut(kid).filter(|k| !k.verified) {
+            let top = k.window.highest().map_or(seq, |h| h.max(seq));
+            k.window = ReplayWindow::above(top);
+            k.verified = true;
         }
     }
 
@@ -571,8 +600,8 @@ impl Engine {
         };
         inner.truncate(n);
         let seq = request.seq();
-        match self.accept(now_ms, peer, kid, seq) {
-            Freshness::Fresh => {}
+        let verified = match self.accept(now_ms, peer, kid, seq) {
+            Freshness::Fresh { verified } => verified,
             Freshness::Copy => {
                 self.stats.copies.fetch_add(1, Ordering::Relaxed);
                 return Err(Step::Drop);
@@ -582,7 +611,7 @@ impl Engine {
                 let why = format!("replayed request for {device} (sequence {seq})");
                 return Err(refuse(code::UNAUTHORIZED, why));
             }
-        }
+        };
         let post = inner.first() == Some(&code::POST);
         if post {
             let fresh = match self.keys() {
@@ -594,6 +623,17 @@ impl Engine {
                 let why = format!("replayed check-in or report for {device} (sequence {seq})");
                 return Err(refuse(code::UNAUTHORIZED, why));
             }
+            if !verified {
+                self.verify(kid, seq);
+            }
+        } else if !verified {
+            // The device's next check-in verifies the context; a device resends this request
+            // under a new sequence number on its timer, and a wake starts with a check-in.
+            self.stats.replays.fetch_add(1, Ordering::Relaxed);
+            let why = format!(
+                "block request for {device} (sequence {seq}) before its first check-in since the server started"
+            );
+            return Err(refuse(code::UNAUTHORIZED, why));
         }
         Ok((inner, device, ctx, request))
     }
