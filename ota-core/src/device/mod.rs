@@ -540,8 +540,10 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     }
 
     fn finish(&mut self, secs: u32, reason: SleepReason) {
-        // Staged outranks the deadline that ended the wake while the last chunk was written.
-        if self.pending_sleep.is_none() || reason == SleepReason::Staged {
+        // An outcome (staged, or failed) outranks the deadline that ended the wake while the
+        // last chunk was written.
+        let outcome = matches!(reason, SleepReason::Staged | SleepReason::Failed);
+        if self.pending_sleep.is_none() || outcome {
             self.pending_sleep = Some((secs, reason));
         }
         if let Some(dl) = self.dl.as_mut() {

@@ -59,6 +59,15 @@ pub fn handler(image: &[u8], chunk_size: u16) -> Handler<SingleRelease, MemImage
     release(manifest_for(image, chunk_size)).handler(image)
 }
 
+/// A server whose manifest describes `image` but which serves `served` (a corrupt store).
+pub fn handler_serving(
+    image: &[u8],
+    served: &[u8],
+    chunk_size: u16,
+) -> Handler<SingleRelease, MemImages> {
+    release(manifest_for(image, chunk_size)).handler(served)
+}
+
 /// A point release of `old`: a few bytes changed, a few inserted (where `old` is long enough).
 pub fn point_release(old: &[u8], seed: u64) -> Vec<u8> {
     let mut new = old.to_vec();
