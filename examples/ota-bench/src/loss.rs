@@ -134,7 +134,7 @@ pub fn bottleneck_rows(rows: &mut Vec<(String, String)>) {
                 "bottleneck, 20 devices, 250 kbit/s, queue {queue}: goodput/link, Jain: new | Aimd"
             ),
             format!(
-                "{:.1} %, {:.3} | {:.1} %, {:.3}",
+                "{:.1} %, {:.4} | {:.1} %, {:.4}",
                 good(&new),
                 new.jain,
                 good(&today),

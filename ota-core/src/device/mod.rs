@@ -682,13 +682,11 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         // Retransmissions first, then new requests while the window and the budget allow.
         self.drop_late_resends(now);
         let oldest = self.window.oldest_sent();
-        let alone = self.window.items.len() == 1;
+        let ahead = self.window.items.len().saturating_sub(1);
         let (offset, len) = match self.window.next_due(now) {
             Some(o) if self.cc.may_resend(o, &self.config, oldest) => {
-                self.cc.on_resend(now, o, &self.rtt, &self.config, oldest);
-                if alone {
-                    self.cc.alone(now, o, &self.config);
-                }
+                self.cc
+                    .on_resend(now, o, &self.rtt, &self.config, oldest, ahead);
                 self.stats.retransmissions += 1;
                 (o.offset, o.len)
             }
@@ -738,7 +736,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             let in_time = self
                 .wake
                 .deadline
-                .is_none_or(|d| now + self.rtt.expected(&self.config) <= d);
+                .is_none_or(|d| now + self.reply_horizon() <= d);
             let timer = sent.filter(|_| in_time).map(|s| {
                 s + self
                     .cc
@@ -822,8 +820,9 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
         if !self.budget_allows(now, len) {
             return None;
         }
+        let ahead = self.window.items.len().saturating_sub(1);
         let o = self.window.copy_candidate()?;
-        self.cc.on_copy(now, o, &self.rtt, &self.config);
+        self.cc.on_copy(now, o, &self.rtt, &self.config, ahead);
         self.stats.retransmissions += 1;
         Some((o.offset, o.len))
     }
@@ -838,7 +837,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
 
     fn budget_allows(&self, now: Instant, len: u16) -> bool {
         if let Some(deadline) = self.wake.deadline {
-            if now + self.rtt.expected(&self.config) > deadline {
+            if now + self.reply_horizon() > deadline {
                 return false;
             }
         }
@@ -855,6 +854,19 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             }
         }
         true
+    }
+
+    /// How long before the wake's deadline the last request may go: the smoothed round trip
+    /// and its variation, or, where shorter, the path's minimum plus the replies of the
+    /// requests outstanding ([`Controller::reply_within`]). The smoothed round trip measured
+    /// replies queued behind a whole window; a wake's last requests, with few outstanding,
+    /// come back sooner, and stopping that early left the link idle for the last second of
+    /// the wake.
+    fn reply_horizon(&self) -> u64 {
+        let smoothed = self.rtt.expected(&self.config);
+        self.cc
+            .reply_within(self.window.items.len())
+            .map_or(smoothed, |r| r.min(smoothed))
     }
 
     fn past_deadline(&self, now: Instant) -> bool {
