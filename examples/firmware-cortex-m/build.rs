@@ -54,6 +54,27 @@ fn main() {
         signed.signature().0
     )
     .expect("write");
+    // The test server's answer to every check-in, encoded here as the real server would: the
+    // firmware itself carries no code to encode replies, which only a server sends.
+    let reply = ota_core::wire::encode_vec(&ota_core::wire::Message::CheckInReply(
+        ota_core::wire::CheckInReply::Update {
+            image: ota_core::wire::ImageId(1),
+            manifest: Some(ota_core::manifest::SignedManifest {
+                body: signed.body(),
+                signature: signed.signature(),
+            }),
+            resume_from: 0,
+            urgency: ota_core::wire::Urgency::Attempt,
+            next_check_in: 60,
+        },
+    ));
+    writeln!(
+        f,
+        "/// The check-in reply offering it (`offer()`, encoded).\npub static CHECKIN_REPLY: [u8; {}] = {:?};",
+        reply.len(),
+        reply
+    )
+    .expect("write");
     writeln!(
         f,
         "/// The vendor's public key.\npub static PUBLIC_KEY: [u8; 32] = {:?};",

@@ -98,6 +98,35 @@ fn roundtrip(msg: &Message<'_>) {
     // One byte short never fits.
     let mut short = vec![0u8; bytes.len() - 1];
     assert!(encode(msg, &mut short).is_err());
+    inbound_agrees(&bytes);
+    // The device's encoder writes the same bytes for what a device sends.
+    let outbound = match msg.clone() {
+        Message::CheckIn(m) => Some(Outbound::CheckIn(m)),
+        Message::ChunkRequest(m) => Some(Outbound::ChunkRequest(m)),
+        Message::Report(m) => Some(Outbound::Report(m)),
+        Message::CheckInReply(_) | Message::Chunk(_) => None,
+    };
+    if let Some(o) = outbound {
+        let mut out = vec![0u8; bytes.len()];
+        assert_eq!(encode_outbound(&o, &mut out).unwrap(), bytes.len());
+        assert_eq!(out, bytes);
+        assert!(encode_outbound(&o, &mut short).is_err());
+    }
+}
+
+/// The device's decoder accepts exactly what `decode` decodes to a reply or a chunk, as the
+/// same value, and refuses every kind a server receives as not inbound.
+fn inbound_agrees(bytes: &[u8]) {
+    match (decode(bytes), decode_inbound(bytes)) {
+        (Ok(Message::CheckInReply(a)), Ok(Inbound::CheckInReply(b))) => assert_eq!(a, b),
+        (Ok(Message::Chunk(a)), Ok(Inbound::Chunk(b))) => assert_eq!(a, b),
+        (Ok(m), Err(DecodeError::NotInbound(k))) => {
+            assert!(!matches!(m, Message::CheckInReply(_) | Message::Chunk(_)));
+            assert_eq!(k, bytes[1]);
+        }
+        (Err(_), Err(_)) => {}
+        (full, device) => panic!("decode {full:?} but decode_inbound {device:?}"),
+    }
 }
 
 proptest! {
@@ -185,6 +214,8 @@ proptest! {
         let mut with_version = bytes.clone();
         with_version.insert(0, PROTOCOL_VERSION);
         let _ = decode(&with_version);
+        inbound_agrees(&bytes);
+        inbound_agrees(&with_version);
         let _ = ResumeState::from_bytes(&bytes);
         let _ = StoredManifest::from_bytes(&bytes);
     }

@@ -17,7 +17,7 @@ use coap_message::MinimalWritableMessage as _;
 use coap_message_implementations::inmemory::{MessageMut, SliceBufferMut, WriteError};
 use heapless::{Deque, Vec};
 use ota_core::device::{RecvError, Sent};
-use ota_core::wire::{CheckInReply, Chunk, ImageId, Message};
+use ota_core::wire::{CheckInReply, Chunk, ImageId, Inbound};
 
 use crate::block::Block;
 use crate::client_security::Security;
@@ -536,8 +536,8 @@ impl<const X: usize> CoapFraming<X> {
             Key::CheckIn => {
                 // The server says with each offer whether it drops copies; its silence on an
                 // offer says it does not (another server, or an older one).
-                if let Ok(Message::CheckInReply(CheckInReply::Update { .. })) =
-                    ota_core::wire::decode(payload)
+                if let Ok(Inbound::CheckInReply(CheckInReply::Update { .. })) =
+                    ota_core::wire::decode_inbound(payload)
                 {
                     self.drops_copies = Some(copies_option);
                 }

@@ -3,7 +3,6 @@
 
 use coap_message::MinimalWritableMessage as _;
 use heapless::Vec;
-use ota_core::wire::{self, Message};
 use ota_transport_coap::block::Block;
 use ota_transport_coap::resources::{code, opt};
 use ota_transport_coap::udp::{self, Item, MsgType};
@@ -22,8 +21,7 @@ pub fn respond(d: &[u8], out: &mut [u8]) -> Option<usize> {
         inner.get_mut(..cipher.len())?.copy_from_slice(cipher);
         let (id, n) = ctx.open_request(&p.option, &mut inner, cipher.len()).ok()?;
         let inner_req = ota_transport_coap::secure::inner(&req, req.token, inner.get(..n)?)?;
-        let mut payload = [0u8; 256];
-        let reply = answer(&inner_req, &mut payload)?;
+        let reply = answer(&inner_req)?;
         let mut sealed = [0u8; 600];
         let len = ota_transport_coap::secure::build_inner(&mut sealed, |m| reply.write(m)).ok()?;
         let len = ctx.seal_response(&id, &mut sealed, len).ok()?;
@@ -34,13 +32,12 @@ pub fn respond(d: &[u8], out: &mut [u8]) -> Option<usize> {
         })
         .ok();
     }
-    let mut payload = [0u8; 256];
-    let reply = answer(&req, &mut payload)?;
+    let reply = answer(&req)?;
     udp::build(out, MsgType::Ack, req.mid, req.token, |m| reply.write(m)).ok()
 }
 
 /// The reply to one (inner) request.
-fn answer<'p>(req: &udp::Datagram<'_>, payload: &'p mut [u8; 256]) -> Option<Reply<'p>> {
+fn answer(req: &udp::Datagram<'_>) -> Option<Reply<'static>> {
     let mut path: Vec<&[u8], 3> = Vec::new();
     let mut block = None;
     for item in req.items() {
@@ -57,15 +54,11 @@ fn answer<'p>(req: &udp::Datagram<'_>, payload: &'p mut [u8; 256]) -> Option<Rep
         }
     }
     match (path.as_slice(), req.code) {
-        ([b"ota", b"c"], code::POST) => {
-            let reply = Message::CheckInReply(crate::offer());
-            let n = wire::encode(&reply, payload).ok()?;
-            Some(Reply {
-                code: code::CHANGED,
-                block: None,
-                payload: payload.get(..n)?,
-            })
-        }
+        ([b"ota", b"c"], code::POST) => Some(Reply {
+            code: code::CHANGED,
+            block: None,
+            payload: &crate::fixture::CHECKIN_REPLY,
+        }),
         ([b"ota", b"r"], code::POST) => Some(Reply {
             code: code::CHANGED,
             block: None,

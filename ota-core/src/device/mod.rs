@@ -55,8 +55,8 @@ use crate::storage::{Persisted, StorageFailure, StorageOp, UpdateStorage};
 use crate::time::Instant;
 use crate::wire::{
     self, Capabilities, CheckIn, CheckInReply, Chunk, ChunkRequest, DecodeError, DeferReason,
-    Digest, ImageId, LastOutcome, Message, Phase, Report, ResultCode, ResumeHint, Urgency, Version,
-    WakeBudget,
+    Digest, ImageId, Inbound, LastOutcome, Outbound, Phase, Report, ResultCode, ResumeHint,
+    Urgency, Version, WakeBudget,
 };
 
 /// Something the application should know about.
@@ -120,7 +120,7 @@ pub enum RecvError {
     /// They did not decode.
     #[error("undecodable message: {0}")]
     Decode(#[from] DecodeError),
-    /// A message a device never receives (a check-in, say).
+    /// A message a device never receives (a check-in, say), or a kind no message has.
     #[error("message not meant for a device")]
     NotForDevice,
     /// Not expected now (late reply, duplicate, unknown offset); dropped.
@@ -582,13 +582,13 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
 
     fn next_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         if let Some((image, phase, result)) = self.report.take() {
-            let msg = Message::Report(Report {
+            let msg = Outbound::Report(Report {
                 device_id: &self.config.device_id,
                 image,
                 phase,
                 result,
             });
-            let len = wire::encode(&msg, buf).ok()?;
+            let len = wire::encode_outbound(&msg, buf).ok()?;
             return Some(Transmit {
                 len,
                 what: Sent::Report,
@@ -637,7 +637,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
                 next_offset: s.next_offset,
             })
         });
-        let msg = Message::CheckIn(CheckIn {
+        let msg = Outbound::CheckIn(CheckIn {
             device_id: &self.config.device_id,
             vendor: self.config.vendor,
             class: self.config.class,
@@ -650,7 +650,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
             },
             budget: self.wake.budget,
         });
-        let len = wire::encode(&msg, buf).ok()?;
+        let len = wire::encode_outbound(&msg, buf).ok()?;
         self.checkin_attempts += 1;
         self.checkin_silent += 1;
         if self.checkin_attempts > 1 {
@@ -695,8 +695,8 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
                 None => self.copy_request(now)?,
             },
         };
-        let n = wire::encode(
-            &Message::ChunkRequest(ChunkRequest { image, offset, len }),
+        let n = wire::encode_outbound(
+            &Outbound::ChunkRequest(ChunkRequest { image, offset, len }),
             buf,
         )
         .ok()?;
@@ -887,10 +887,11 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     /// nothing from a message that fails is ever written as valid data.
     pub fn handle_message(&mut self, now: Instant, bytes: &[u8]) -> Result<(), RecvError> {
         self.stats.messages_received += 1;
-        match wire::decode(bytes)? {
-            Message::CheckInReply(reply) => self.on_reply(now, reply),
-            Message::Chunk(chunk) => self.on_chunk(now, &chunk),
-            _ => Err(RecvError::NotForDevice),
+        match wire::decode_inbound(bytes) {
+            Ok(Inbound::CheckInReply(reply)) => self.on_reply(now, reply),
+            Ok(Inbound::Chunk(chunk)) => self.on_chunk(now, &chunk),
+            Err(DecodeError::NotInbound(_)) => Err(RecvError::NotForDevice),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -1087,7 +1088,7 @@ impl<V: Verifier, const CHUNK: usize, const WINDOW: usize> Device<V, CHUNK, WIND
     }
 
     /// Feeds one chunk that a transport received in its own framing (a CoAP Block2 response,
-    /// say), as if it had arrived in a [`Message::Chunk`].
+    /// say), as if it had arrived in a [`Message::Chunk`](crate::wire::Message::Chunk).
     pub fn handle_chunk(&mut self, now: Instant, chunk: &Chunk<'_>) -> Result<(), RecvError> {
         self.stats.messages_received += 1;
         self.on_chunk(now, chunk)

@@ -88,6 +88,10 @@ pub enum DecodeError {
     /// A manifest body is longer than [`MAX_MANIFEST_BODY`].
     #[error("manifest body of {0} bytes exceeds the limit of {MAX_MANIFEST_BODY}")]
     ManifestTooLong(usize),
+    /// [`decode_inbound`] met a message of this kind byte, which no device receives (a
+    /// check-in, a chunk request, a report) or no message has.
+    #[error("message kind {0} is not one a device receives")]
+    NotInbound(u8),
 }
 
 /// Why a message could not be encoded.
@@ -122,7 +126,7 @@ pub fn peek_kind(bytes: &[u8]) -> Option<MessageKind> {
     match bytes {
         [PROTOCOL_VERSION, kind, ..] => Some(match *kind {
             0 => MessageKind::CheckIn,
-            1 => MessageKind::CheckInReply,
+            REPLY_KIND => MessageKind::CheckInReply,
             2 => MessageKind::ChunkRequest,
             KIND_CHUNK => MessageKind::Chunk,
             4 => MessageKind::Report,
@@ -138,7 +142,7 @@ const REPLY_UPDATE: u8 = 1;
 /// True if `bytes` is a check-in reply offering an update, from its first three bytes, without
 /// checking or decoding the rest: for a transport marking a reply it has just encoded.
 pub fn peek_offer(bytes: &[u8]) -> bool {
-    matches!(bytes, [PROTOCOL_VERSION, 1, REPLY_UPDATE, ..])
+    matches!(bytes, [PROTOCOL_VERSION, REPLY_KIND, REPLY_UPDATE, ..])
 }
 
 const CRC_LEN: usize = 4;
@@ -153,6 +157,44 @@ pub fn encode(msg: &Message<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
     if matches!(msg, Message::Chunk(_)) {
         return Ok(len);
     }
+    let (covered, rest) = buf.split_at_mut(len);
+    let trailer = rest.get_mut(..CRC_LEN).ok_or(EncodeError::BufferTooSmall)?;
+    trailer.copy_from_slice(&crate::crc32::checksum(covered).to_le_bytes());
+    Ok(len + CRC_LEN)
+}
+
+/// A message a device sends: what [`encode_outbound`] takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound<'a> {
+    /// [`Message::CheckIn`].
+    CheckIn(CheckIn<'a>),
+    /// [`Message::ChunkRequest`].
+    ChunkRequest(ChunkRequest),
+    /// [`Message::Report`].
+    Report(Report<'a>),
+}
+
+impl Serialize for Outbound<'_> {
+    /// As the same message in a [`Message`], under its index there.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Outbound::CheckIn(m) => s.serialize_newtype_variant("Message", 0, "CheckIn", m),
+            Outbound::ChunkRequest(m) => {
+                s.serialize_newtype_variant("Message", 2, "ChunkRequest", m)
+            }
+            Outbound::Report(m) => s.serialize_newtype_variant("Message", 4, "Report", m),
+        }
+    }
+}
+
+/// Encodes a message a device sends, byte for byte as [`encode`] would. The device's
+/// encoder: a build that calls only this carries no code to encode replies or chunks.
+pub fn encode_outbound(msg: &Outbound<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
+    let (head, body) = buf.split_first_mut().ok_or(EncodeError::BufferTooSmall)?;
+    *head = PROTOCOL_VERSION;
+    let len = 1 + postcard::to_slice(msg, body)
+        .map_err(|_| EncodeError::BufferTooSmall)?
+        .len();
     let (covered, rest) = buf.split_at_mut(len);
     let trailer = rest.get_mut(..CRC_LEN).ok_or(EncodeError::BufferTooSmall)?;
     trailer.copy_from_slice(&crate::crc32::checksum(covered).to_le_bytes());
@@ -203,27 +245,86 @@ pub fn encode_extended(
     Ok(len + CRC_LEN)
 }
 
-/// Decodes one message and the extension bytes between its body and its CRC (empty for a
-/// chunk).
-pub fn decode_extended(bytes: &[u8]) -> Result<(Message<'_>, &[u8]), DecodeError> {
+/// The postcard body of the message in `bytes` (its kind byte first), once the envelope's
+/// version and, for every kind but a chunk, its CRC trailer check out.
+fn checked_body(bytes: &[u8]) -> Result<&[u8], DecodeError> {
     let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
     if version != PROTOCOL_VERSION {
         return Err(DecodeError::UnsupportedVersion(version));
     }
-    let body = if rest.first() == Some(&KIND_CHUNK) {
-        rest
-    } else {
-        let split = bytes
-            .len()
-            .checked_sub(CRC_LEN)
-            .ok_or(DecodeError::BadCrc)?;
-        let (covered, crc) = bytes.split_at(split);
-        let crc: [u8; CRC_LEN] = crc.try_into().map_err(|_| DecodeError::BadCrc)?;
-        if split < 1 || crate::crc32::checksum(covered) != u32::from_le_bytes(crc) {
-            return Err(DecodeError::BadCrc);
+    if rest.first() == Some(&KIND_CHUNK) {
+        return Ok(rest);
+    }
+    let split = bytes
+        .len()
+        .checked_sub(CRC_LEN)
+        .ok_or(DecodeError::BadCrc)?;
+    let (covered, crc) = bytes.split_at(split);
+    let crc: [u8; CRC_LEN] = crc.try_into().map_err(|_| DecodeError::BadCrc)?;
+    if split < 1 || crate::crc32::checksum(covered) != u32::from_le_bytes(crc) {
+        return Err(DecodeError::BadCrc);
+    }
+    covered.get(1..).ok_or(DecodeError::BadCrc)
+}
+
+/// A message a device receives: what [`decode_inbound`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound<'a> {
+    /// [`Message::CheckInReply`].
+    CheckInReply(CheckInReply<'a>),
+    /// [`Message::Chunk`].
+    Chunk(Chunk<'a>),
+}
+
+/// Decodes a message a device receives, as [`decode`] would, refusing the kinds only a server
+/// receives with [`DecodeError::NotInbound`]. The device's decoder: a build that calls only
+/// this carries no code to decode check-ins, chunk requests or reports (1.6 KB of flash on
+/// the Cortex-M4 firmware).
+pub fn decode_inbound(bytes: &[u8]) -> Result<Inbound<'_>, DecodeError> {
+    let body = checked_body(bytes)?;
+    match body.split_first() {
+        Some((&REPLY_KIND, rest)) => {
+            let (reply, _) = postcard::take_from_bytes::<CheckInReply<'_>>(rest)
+                .map_err(DecodeError::Malformed)?;
+            check_manifest_len(&reply)?;
+            Ok(Inbound::CheckInReply(reply))
         }
-        covered.get(1..).ok_or(DecodeError::BadCrc)?
-    };
+        Some((&KIND_CHUNK, rest)) => {
+            let (chunk, _) =
+                postcard::take_from_bytes::<Chunk<'_>>(rest).map_err(DecodeError::Malformed)?;
+            check_payload_len(&chunk)?;
+            Ok(Inbound::Chunk(chunk))
+        }
+        Some((&kind, _)) => Err(DecodeError::NotInbound(kind)),
+        None => Err(DecodeError::Malformed(
+            postcard::Error::DeserializeUnexpectedEnd,
+        )),
+    }
+}
+
+/// Postcard index of [`Message::CheckInReply`].
+const REPLY_KIND: u8 = 1;
+
+fn check_manifest_len(reply: &CheckInReply<'_>) -> Result<(), DecodeError> {
+    match reply {
+        CheckInReply::Update {
+            manifest: Some(m), ..
+        } if m.body.len() > MAX_MANIFEST_BODY => Err(DecodeError::ManifestTooLong(m.body.len())),
+        _ => Ok(()),
+    }
+}
+
+fn check_payload_len(chunk: &Chunk<'_>) -> Result<(), DecodeError> {
+    if chunk.payload.len() > MAX_CHUNK_PAYLOAD {
+        return Err(DecodeError::PayloadTooLong(chunk.payload.len()));
+    }
+    Ok(())
+}
+
+/// Decodes one message and the extension bytes between its body and its CRC (empty for a
+/// chunk).
+pub fn decode_extended(bytes: &[u8]) -> Result<(Message<'_>, &[u8]), DecodeError> {
+    let body = checked_body(bytes)?;
     let (msg, extension) =
         postcard::take_from_bytes::<Message<'_>>(body).map_err(DecodeError::Malformed)?;
     msg.check_limits()?;
@@ -281,22 +382,11 @@ impl Message<'_> {
             Message::CheckIn(CheckIn { device_id, .. })
             | Message::Report(Report { device_id, .. }) => {
                 check_device_id(device_id)?;
+                Ok(())
             }
-            _ => {}
+            Message::Chunk(c) => check_payload_len(c),
+            Message::CheckInReply(r) => check_manifest_len(r),
+            Message::ChunkRequest(_) => Ok(()),
         }
-        if let Message::Chunk(c) = self {
-            if c.payload.len() > MAX_CHUNK_PAYLOAD {
-                return Err(DecodeError::PayloadTooLong(c.payload.len()));
-            }
-        }
-        if let Message::CheckInReply(CheckInReply::Update {
-            manifest: Some(m), ..
-        }) = self
-        {
-            if m.body.len() > MAX_MANIFEST_BODY {
-                return Err(DecodeError::ManifestTooLong(m.body.len()));
-            }
-        }
-        Ok(())
     }
 }
