@@ -147,6 +147,14 @@ pub fn peek_offer(bytes: &[u8]) -> bool {
 
 const CRC_LEN: usize = 4;
 
+/// Writes the CRC trailer after the `len` bytes of `buf` it covers; the message's length.
+fn append_crc(buf: &mut [u8], len: usize) -> Result<usize, EncodeError> {
+    let (covered, rest) = buf.split_at_mut(len);
+    let trailer = rest.get_mut(..CRC_LEN).ok_or(EncodeError::BufferTooSmall)?;
+    trailer.copy_from_slice(&crate::crc32::checksum(covered).to_le_bytes());
+    Ok(len + CRC_LEN)
+}
+
 /// Encodes `msg` with its envelope into `buf`, returning the number of bytes written.
 pub fn encode(msg: &Message<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
     let (head, body) = buf.split_first_mut().ok_or(EncodeError::BufferTooSmall)?;
@@ -157,10 +165,7 @@ pub fn encode(msg: &Message<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
     if matches!(msg, Message::Chunk(_)) {
         return Ok(len);
     }
-    let (covered, rest) = buf.split_at_mut(len);
-    let trailer = rest.get_mut(..CRC_LEN).ok_or(EncodeError::BufferTooSmall)?;
-    trailer.copy_from_slice(&crate::crc32::checksum(covered).to_le_bytes());
-    Ok(len + CRC_LEN)
+    append_crc(buf, len)
 }
 
 /// A message a device sends: what [`encode_outbound`] takes.
@@ -195,10 +200,7 @@ pub fn encode_outbound(msg: &Outbound<'_>, buf: &mut [u8]) -> Result<usize, Enco
     let len = 1 + postcard::to_slice(msg, body)
         .map_err(|_| EncodeError::BufferTooSmall)?
         .len();
-    let (covered, rest) = buf.split_at_mut(len);
-    let trailer = rest.get_mut(..CRC_LEN).ok_or(EncodeError::BufferTooSmall)?;
-    trailer.copy_from_slice(&crate::crc32::checksum(covered).to_le_bytes());
-    Ok(len + CRC_LEN)
+    append_crc(buf, len)
 }
 
 /// Encodes `msg` with its envelope into a new vector.
@@ -239,10 +241,7 @@ pub fn encode_extended(
         .ok_or(EncodeError::BufferTooSmall)?
         .copy_from_slice(extension);
     len = end;
-    let (covered, rest) = buf.split_at_mut(len);
-    let trailer = rest.get_mut(..CRC_LEN).ok_or(EncodeError::BufferTooSmall)?;
-    trailer.copy_from_slice(&crate::crc32::checksum(covered).to_le_bytes());
-    Ok(len + CRC_LEN)
+    append_crc(buf, len)
 }
 
 /// The postcard body of the message in `bytes` (its kind byte first), once the envelope's
