@@ -96,8 +96,9 @@ pub enum RecordError {
 impl Record {
     /// Encodes into `out`; returns the unpadded length.
     pub fn encode(&self, out: &mut [u8; MAX_RECORD]) -> usize {
-        let mut payload = [0u8; MAX_PAYLOAD];
-        let mut p = Cursor::new(&mut payload);
+        // The payload goes straight to its place after the length and kind bytes.
+        let (head, tail) = out.split_at_mut(2);
+        let mut p = Cursor::new(tail.get_mut(..MAX_PAYLOAD).unwrap_or_default());
         let kind = match self {
             Record::Header { seq } => {
                 p.put(&MAGIC);
@@ -106,9 +107,9 @@ impl Record {
             }
             Record::Begin { state, manifest } => {
                 p.put(&state.to_bytes());
-                let mut m = [0u8; StoredManifest::MAX_BYTES];
-                let n = manifest.to_bytes(&mut m).unwrap_or(0);
-                p.put(m.get(..n).unwrap_or(&[]));
+                // Fits: RESUME_STATE_LEN + StoredManifest::MAX_BYTES <= MAX_PAYLOAD (asserted).
+                let n = manifest.to_bytes(p.rest()).unwrap_or(0);
+                p.pos += n;
                 KIND_BEGIN
             }
             Record::Progress {
@@ -134,12 +135,13 @@ impl Record {
             }
         };
         let len = p.pos;
-        let mut o = Cursor::new(out);
-        o.put(&[len as u8, kind]);
-        o.put(payload.get(..len).unwrap_or(&[]));
-        let crc = checksum(o.written());
-        o.put(&crc.to_le_bytes());
-        o.pos
+        head.copy_from_slice(&[len as u8, kind]);
+        let end = 2 + len;
+        let crc = checksum(out.get(..end).unwrap_or(&[]));
+        if let Some(trailer) = out.get_mut(end..end + 4) {
+            trailer.copy_from_slice(&crc.to_le_bytes());
+        }
+        end + 4
     }
 
     /// Bytes the record at the start of `bytes` occupies before padding, from its length byte.
@@ -233,7 +235,8 @@ impl<'a> Cursor<'a> {
         self.pos = (self.pos + bytes.len()).min(self.buf.len());
     }
 
-    fn written(&self) -> &[u8] {
-        self.buf.get(..self.pos).unwrap_or(&[])
+    /// The room after what was written.
+    fn rest(&mut self) -> &mut [u8] {
+        self.buf.get_mut(self.pos..).unwrap_or_default()
     }
 }
