@@ -12,16 +12,17 @@ use ota_core::wire::{LastOutcome, ResultCode};
 use crate::flash::BlockingFlash;
 use crate::install::BootOutcome;
 use crate::layout::Layout;
+use crate::mode::{EitherMode, Multiwrite, WriteMode, WriteOnce};
 use crate::state::UpdateState;
 use crate::storage::{AsyncFlashStorage, StorageError};
 
 /// Staging, journal and install over one blocking NOR flash.
 #[derive(Debug)]
-pub struct FlashStorage<F> {
-    inner: AsyncFlashStorage<BlockingFlash<F>>,
+pub struct FlashStorage<F, M = Multiwrite> {
+    inner: AsyncFlashStorage<BlockingFlash<F>, M>,
 }
 
-impl<F: MultiwriteNorFlash> FlashStorage<F> {
+impl<F: MultiwriteNorFlash> FlashStorage<F, Multiwrite> {
     /// Opens the storage on flash that may rewrite a written unit (see
     /// [`AsyncFlashStorage::open`]).
     pub fn open(flash: F, layout: Layout) -> Result<Self, StorageError<F::Error>> {
@@ -30,7 +31,24 @@ impl<F: MultiwriteNorFlash> FlashStorage<F> {
     }
 }
 
-impl<F: NorFlash> FlashStorage<F> {
+impl<F: MultiwriteNorFlash> FlashStorage<F, EitherMode> {
+    /// Opens the storage in either mode, chosen at run time (see
+    /// [`AsyncFlashStorage::open_either`]).
+    pub fn open_either(
+        flash: F,
+        layout: Layout,
+        write_once: bool,
+    ) -> Result<Self, StorageError<F::Error>> {
+        let inner = block_on(AsyncFlashStorage::open_either(
+            BlockingFlash(flash),
+            layout,
+            write_once,
+        ))?;
+        Ok(Self { inner })
+    }
+}
+
+impl<F: NorFlash> FlashStorage<F, WriteOnce> {
     /// Opens the storage on write-once flash (see [`AsyncFlashStorage::open_write_once`]).
     pub fn open_write_once(flash: F, layout: Layout) -> Result<Self, StorageError<F::Error>> {
         let inner = block_on(AsyncFlashStorage::open_write_once(
@@ -39,7 +57,9 @@ impl<F: NorFlash> FlashStorage<F> {
         ))?;
         Ok(Self { inner })
     }
+}
 
+impl<F: NorFlash, M: WriteMode> FlashStorage<F, M> {
     /// The update state.
     pub fn state(&self) -> UpdateState {
         self.inner.state()
@@ -107,7 +127,7 @@ impl<F: NorFlash> FlashStorage<F> {
     }
 }
 
-impl<F: NorFlash> UpdateStorage for FlashStorage<F> {
+impl<F: NorFlash, M: WriteMode> UpdateStorage for FlashStorage<F, M> {
     type Error = StorageError<F::Error>;
 
     fn capacity(&self) -> u32 {
@@ -155,7 +175,7 @@ impl<F: NorFlash> UpdateStorage for FlashStorage<F> {
     }
 }
 
-impl<F: NorFlash> CounterStore for FlashStorage<F> {
+impl<F: NorFlash, M: WriteMode> CounterStore for FlashStorage<F, M> {
     type Error = StorageError<F::Error>;
 
     fn load_counter(&mut self) -> Result<u64, Self::Error> {

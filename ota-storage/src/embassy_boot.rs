@@ -61,6 +61,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::install::BootOutcome;
 use crate::layout::Layout;
+use crate::mode::{EitherMode, Multiwrite, WriteMode, WriteOnce};
 use crate::state::UpdateState;
 use crate::storage::{AsyncFlashStorage, StorageError};
 
@@ -90,8 +91,8 @@ pub enum EmbassyBootError<E> {
 }
 
 /// The state machine's storage, staging into embassy-boot's DFU partition.
-pub struct EmbassyBootStorage<'a, F, S> {
-    inner: AsyncFlashStorage<F>,
+pub struct EmbassyBootStorage<'a, F, S, M = Multiwrite> {
+    inner: AsyncFlashStorage<F, M>,
     state: S,
     aligned: &'a mut [u8],
 }
@@ -109,7 +110,7 @@ fn check_aligned<S: NorFlash, E>(aligned: &[u8]) -> Result<(), EmbassyBootError<
     }
 }
 
-impl<'a, F: MultiwriteNorFlash, S: NorFlash> EmbassyBootStorage<'a, F, S> {
+impl<'a, F: MultiwriteNorFlash, S: NorFlash> EmbassyBootStorage<'a, F, S, Multiwrite> {
     /// Opens it on flash that may rewrite a written unit: `flash` holds `layout` (`active` and
     /// `dfu` exactly as embassy-boot's partitions, DFU at least one page larger; `journal` our
     /// own), `state` is embassy-boot's state partition and `aligned` its buffer
@@ -130,8 +131,28 @@ impl<'a, F: MultiwriteNorFlash, S: NorFlash> EmbassyBootStorage<'a, F, S> {
     }
 }
 
-impl<'a, F: NorFlash, S: NorFlash> EmbassyBootStorage<'a, F, S> {
-    /// [`Self::open`] on write-once flash (the internal flash of most MCUs embassy runs on).
+impl<'a, F: MultiwriteNorFlash, S: NorFlash> EmbassyBootStorage<'a, F, S, EitherMode> {
+    /// [`EmbassyBootStorage::open`] in write-once mode if `write_once`, chosen at run time (see
+    /// [`AsyncFlashStorage::open_either`]).
+    pub async fn open_either(
+        flash: F,
+        layout: Layout,
+        state: S,
+        aligned: &'a mut [u8],
+        write_once: bool,
+    ) -> Result<Self, EmbassyBootError<F::Error>> {
+        check_aligned::<S, F::Error>(aligned)?;
+        let inner = AsyncFlashStorage::open_either(flash, layout, write_once).await?;
+        Ok(Self {
+            inner,
+            state,
+            aligned,
+        })
+    }
+}
+
+impl<'a, F: NorFlash, S: NorFlash> EmbassyBootStorage<'a, F, S, WriteOnce> {
+    /// [`EmbassyBootStorage::open`] on write-once flash (the internal flash of most MCUs embassy runs on).
     pub async fn open_write_once(
         flash: F,
         layout: Layout,
@@ -146,9 +167,11 @@ impl<'a, F: NorFlash, S: NorFlash> EmbassyBootStorage<'a, F, S> {
             aligned,
         })
     }
+}
 
+impl<'a, F: NorFlash, S: NorFlash, M: WriteMode> EmbassyBootStorage<'a, F, S, M> {
     /// The storage underneath (state, outcome, the flash).
-    pub fn storage(&self) -> &AsyncFlashStorage<F> {
+    pub fn storage(&self) -> &AsyncFlashStorage<F, M> {
         &self.inner
     }
 
@@ -330,7 +353,9 @@ impl<'a, F: NorFlash, S: NorFlash> EmbassyBootStorage<'a, F, S> {
 }
 
 /// The device's wake loop runs on it directly.
-impl<F: NorFlash, S: NorFlash> ota_core::runtime::Storage for EmbassyBootStorage<'_, F, S> {
+impl<F: NorFlash, S: NorFlash, M: WriteMode> ota_core::runtime::Storage
+    for EmbassyBootStorage<'_, F, S, M>
+{
     type Error = StorageError<F::Error>;
 
     async fn load(&mut self) -> Result<Persisted, Self::Error> {

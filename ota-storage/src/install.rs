@@ -21,6 +21,7 @@
 use embedded_storage_async::nor_flash::NorFlash;
 use ota_core::wire::ResultCode;
 
+use crate::mode::WriteMode;
 use crate::state::UpdateState;
 use crate::storage::{AsyncFlashStorage, StorageError};
 
@@ -42,7 +43,7 @@ pub enum BootOutcome {
     },
 }
 
-impl<F: NorFlash> AsyncFlashStorage<F> {
+impl<F: NorFlash, M: WriteMode> AsyncFlashStorage<F, M> {
     /// The staged image is to be installed at the next boot.
     pub async fn request_install(&mut self) -> Result<(), StorageError<F::Error>> {
         match self.snap.state {

@@ -7,6 +7,7 @@
 //! | [`record`] | the journal's record format |
 //! | [`state`] | the update state, download to confirm or revert |
 //! | [`storage`] | [`AsyncFlashStorage`]: the state machine's storage over the DFU slot, async, multiwrite or write-once |
+//! | [`mode`] | the write mode, multiwrite or write-once, as a type |
 //! | [`patch`] | patch downloads: the patch in the slot's tail, the image rebuilt in its head (the rebuild with feature `delta`, on by default) |
 //! | [`install`] | the swap, trial boot, confirm and rollback |
 //! | [`blocking`] | [`FlashStorage`]: the same over a blocking flash driver, `ota_core::UpdateStorage` |
@@ -28,6 +29,7 @@ pub mod flash;
 pub mod install;
 pub mod journal;
 pub mod layout;
+pub mod mode;
 pub mod patch;
 pub mod record;
 pub mod state;
@@ -41,6 +43,7 @@ struct ReadmeDoctests;
 pub use blocking::FlashStorage;
 pub use install::BootOutcome;
 pub use layout::{Layout, LayoutError, Partition};
+pub use mode::{EitherMode, Multiwrite, WriteMode, WriteOnce};
 pub use patch::PatchError;
 pub use state::UpdateState;
 pub use storage::{AsyncFlashStorage, StorageError};

@@ -37,6 +37,7 @@ mod rebuild;
 use embedded_storage_async::nor_flash::NorFlash;
 use ota_core::manifest::PatchInfo;
 
+use crate::mode::WriteMode;
 use crate::storage::{AsyncFlashStorage, StorageError};
 
 /// Why a staged patch does not rebuild the image (`ota_core`'s `StorageFailure::Patch`).
@@ -113,7 +114,7 @@ impl PatchPlace {
     }
 }
 
-impl<F: NorFlash> AsyncFlashStorage<F> {
+impl<F: NorFlash, M: WriteMode> AsyncFlashStorage<F, M> {
     /// See `ota_core::storage::StorageOp::Rebuild`: checks the staged patch's digest and the
     /// running image, erases the image's sectors of the slot and rebuilds the image there from
     /// the running one and the patch. Asked again after a reset that cut it short, it does all

@@ -1,7 +1,8 @@
 //! [`AsyncFlashStorage`]: the `ota-core` storage operations over NOR flash, async
 //! (`embedded-storage-async`); [`crate::FlashStorage`] is the same over blocking flash.
 //!
-//! Two ways to write the staging slot, chosen when the storage is opened:
+//! Two ways to write the staging slot, chosen when the storage is opened and fixed by its type
+//! ([`crate::mode`]):
 //!
 //! | mode | flash | a chunk cut by a power failure |
 //! |---|---|---|
@@ -33,6 +34,7 @@ use ota_core::wire::LastOutcome;
 
 use crate::journal::{Journal, JournalError, Snapshot};
 use crate::layout::{Layout, LayoutError};
+use crate::mode::{EitherMode, Multiwrite, WriteMode, WriteOnce};
 use crate::patch::{PatchError, PatchPlace};
 use crate::record::Record;
 use crate::state::UpdateState;
@@ -130,7 +132,7 @@ impl<E> From<JournalError<E>> for StorageError<E> {
 
 /// Staging, journal and install over one NOR flash, async.
 #[derive(Debug)]
-pub struct AsyncFlashStorage<F> {
+pub struct AsyncFlashStorage<F, M = Multiwrite> {
     pub(crate) flash: F,
     pub(crate) layout: Layout,
     pub(crate) journal: Journal,
@@ -138,30 +140,44 @@ pub struct AsyncFlashStorage<F> {
     /// Staging bytes below this offset were erased during this download (RAM only; recomputed
     /// from the committed progress on open).
     erased_until: u32,
-    /// Never program a write unit twice between erases.
-    write_once: bool,
+    /// Whether a write unit is never programmed twice between erases.
+    mode: M,
 }
 
-impl<F: MultiwriteNorFlash> AsyncFlashStorage<F> {
+impl<F: MultiwriteNorFlash> AsyncFlashStorage<F, Multiwrite> {
     /// Opens the storage on flash that may rewrite a written unit (clearing more bits): checks
     /// the layout, reads the journal.
     pub async fn open(flash: F, layout: Layout) -> Result<Self, StorageError<F::Error>> {
-        Self::open_mode(flash, layout, false).await
+        Self::open_mode(flash, layout, Multiwrite).await
     }
 }
 
-impl<F: NorFlash> AsyncFlashStorage<F> {
+impl<F: MultiwriteNorFlash> AsyncFlashStorage<F, EitherMode> {
+    /// Opens the storage in write-once mode if `write_once`, else multiwrite: for code that
+    /// runs both on one flash (tests, tools). It links both modes' code.
+    pub async fn open_either(
+        flash: F,
+        layout: Layout,
+        write_once: bool,
+    ) -> Result<Self, StorageError<F::Error>> {
+        Self::open_mode(flash, layout, EitherMode(write_once)).await
+    }
+}
+
+impl<F: NorFlash> AsyncFlashStorage<F, WriteOnce> {
     /// Opens the storage on flash whose write units are programmed once between erases (ECC
     /// flash, or any `NorFlash` that promises nothing more); recovers a chunk torn by a power
     /// cut by erasing its sector.
     pub async fn open_write_once(flash: F, layout: Layout) -> Result<Self, StorageError<F::Error>> {
-        Self::open_mode(flash, layout, true).await
+        Self::open_mode(flash, layout, WriteOnce).await
     }
+}
 
+impl<F: NorFlash, M: WriteMode> AsyncFlashStorage<F, M> {
     async fn open_mode(
         mut flash: F,
         layout: Layout,
-        write_once: bool,
+        mode: M,
     ) -> Result<Self, StorageError<F::Error>> {
         layout.validate(flash.capacity(), F::READ_SIZE, F::WRITE_SIZE, F::ERASE_SIZE)?;
         let sectors = layout.journal.size / F::ERASE_SIZE as u32;
@@ -172,10 +188,10 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
             journal,
             snap,
             erased_until: 0,
-            write_once,
+            mode,
         };
         s.erased_until = s.committed_end();
-        if write_once {
+        if mode.write_once() {
             s.recover_torn_chunks().await?;
         }
         Ok(s)
@@ -193,7 +209,7 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
 
     /// True if opened in write-once mode.
     pub fn is_write_once(&self) -> bool {
-        self.write_once
+        self.mode.write_once()
     }
 
     /// The server has seen the outcome: forget it.
@@ -456,7 +472,7 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
             .as_signed()
             .decode_verified()
             .map_err(|_| StorageError::BadManifest)?;
-        if self.write_once {
+        if self.mode.write_once() {
             let chunk = u32::from(decoded.chunk_size);
             // Whole write units, so two chunks never share one; and chunk boundaries on sector
             // boundaries, so a torn chunk costs only the sectors it lies in.
@@ -511,7 +527,7 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
         let end = offset + data.len() as u32;
         self.erase_ahead(base, end).await?;
         let at = self.layout.dfu.offset + base + offset;
-        if self.write_once {
+        if self.mode.write_once() {
             write_units(&mut self.flash, at, data).await
         } else {
             write_unaligned(&mut self.flash, at, data).await
@@ -600,7 +616,7 @@ impl<F: NorFlash> AsyncFlashStorage<F> {
 }
 
 /// The device's wake loop runs on it directly.
-impl<F: NorFlash> ota_core::runtime::Storage for AsyncFlashStorage<F> {
+impl<F: NorFlash, M: WriteMode> ota_core::runtime::Storage for AsyncFlashStorage<F, M> {
     type Error = StorageError<F::Error>;
 
     async fn load(&mut self) -> Result<Persisted, Self::Error> {

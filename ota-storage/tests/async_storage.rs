@@ -30,14 +30,9 @@ fn update(write_once: bool) -> u32 {
     } else {
         SimFlash::<8, 4096>::new(13)
     };
-    let mut storage = block_on(async {
-        if write_once {
-            AsyncFlashStorage::open_write_once(flash, layout).await
-        } else {
-            AsyncFlashStorage::open(flash, layout).await
-        }
-    })
-    .unwrap();
+    let mut storage =
+        block_on(async { AsyncFlashStorage::open_either(flash, layout, write_once).await })
+            .unwrap();
     let verifier = release.verifier();
     let running = RunningFirmware {
         version: Version::new(1, 0, 0),

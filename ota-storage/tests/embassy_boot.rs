@@ -190,21 +190,13 @@ fn live(
         let mut aligned = [0u8; 8];
         let state = BlockingFlash(BlockingPartition::new(state_flash, state_at, STATE.1));
         let whole = BlockingFlash(Whole(&shared));
-        let opened = if rig.write_once {
-            block_on(EmbassyBootStorage::open_write_once(
-                whole,
-                layout(),
-                state,
-                &mut aligned,
-            ))
-        } else {
-            block_on(EmbassyBootStorage::open(
-                whole,
-                layout(),
-                state,
-                &mut aligned,
-            ))
-        };
+        let opened = block_on(EmbassyBootStorage::open_either(
+            whole,
+            layout(),
+            state,
+            &mut aligned,
+            rig.write_once,
+        ));
         let Ok(mut storage) = opened else {
             continue;
         };

@@ -159,6 +159,19 @@ fn write_once_storage_refuses_chunk_sizes_it_cannot_keep_safe() {
             (false, Err(StorageError::ChunkNotAligned { .. })) => {}
             (_, other) => panic!("chunk {chunk}: {other:?}"),
         }
+        // The same when the mode is chosen at run time; multiwrite flash takes any size.
+        let mut either =
+            FlashStorage::open_either(SimFlash::<8, 4096>::write_once(7), layout, true).unwrap();
+        assert_eq!(
+            either.begin(&stored, &state).is_ok(),
+            ok,
+            "chunk {chunk}, either"
+        );
+        let mut multi = FlashStorage::open(SimFlash::<8, 4096>::new(7), layout).unwrap();
+        assert!(
+            multi.begin(&stored, &state).is_ok(),
+            "chunk {chunk}, multiwrite"
+        );
     }
 }
 
@@ -169,14 +182,16 @@ mod patch {
     use ota_core::resume::ResumeState;
     use ota_core::storage::{StorageFailure, StorageOp, UpdateStorage};
     use ota_core::wire::ImageId;
-    use ota_storage::{FlashStorage, Layout, Partition, PatchError, StorageError, UpdateState};
+    use ota_storage::{
+        EitherMode, FlashStorage, Layout, Partition, PatchError, StorageError, UpdateState,
+    };
     use ota_test_support::fixture::{self, bytes, patch_info, Release};
     use ota_test_support::SimFlash;
     use sha2::{Digest as _, Sha256};
 
     const E: usize = 1024;
     type Flash = SimFlash<8, E>;
-    type Storage = FlashStorage<Flash>;
+    type Storage = FlashStorage<Flash, EitherMode>;
 
     /// ACTIVE and the slot 8 KiB (DFU 9 KiB with its spare), the journal 2 KiB.
     fn layout() -> Layout {
@@ -228,11 +243,7 @@ mod patch {
     }
 
     fn open(f: Flash, write_once: bool) -> Storage {
-        if write_once {
-            FlashStorage::open_write_once(f, layout()).unwrap()
-        } else {
-            FlashStorage::open(f, layout()).unwrap()
-        }
+        FlashStorage::open_either(f, layout(), write_once).unwrap()
     }
 
     /// Begins and stages every chunk of `patch` (in patch offsets), each followed by its

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use ota_core::runtime::block::block_on;
-use ota_storage::{AsyncFlashStorage, Layout, Partition};
+use ota_storage::{AsyncFlashStorage, EitherMode, Layout, Partition};
 use ota_test_support::SimFlash;
 
 type Flash = SimFlash<8, 1024>;
@@ -22,15 +22,8 @@ fn layout() -> Layout {
     }
 }
 
-fn open(flash: Flash, write_once: bool) -> AsyncFlashStorage<Flash> {
-    block_on(async {
-        if write_once {
-            AsyncFlashStorage::open_write_once(flash, layout()).await
-        } else {
-            AsyncFlashStorage::open(flash, layout()).await
-        }
-    })
-    .unwrap()
+fn open(flash: Flash, write_once: bool) -> AsyncFlashStorage<Flash, EitherMode> {
+    block_on(AsyncFlashStorage::open_either(flash, layout(), write_once)).unwrap()
 }
 
 /// Commits counters 1..=COMMITS with the flash failing once, at its `cut`-th operation. The

@@ -42,11 +42,7 @@ fn rebuild_ops<const W: usize, const E: usize>(s: &Scenario) -> u64 {
     let stored = StoredManifest::from_signed(&signed.as_signed()).unwrap();
     let layout = layout(E as u32, sectors_needed(E, s));
     let flash = fresh_flash::<W, E>(s);
-    let mut st = if s.write_once {
-        FlashStorage::open_write_once(flash, layout).unwrap()
-    } else {
-        FlashStorage::open(flash, layout).unwrap()
-    };
+    let mut st = FlashStorage::open_either(flash, layout, s.write_once).unwrap();
     let mut state = ResumeState::new(stored.as_signed().digest(), ImageId(5));
     st.begin(&stored, &state).unwrap();
     let chunk = usize::from(s.chunk);

@@ -9,7 +9,7 @@ use common::*;
 use ota_core::manifest::StoredManifest;
 use ota_core::resume::{ResumePhase, ResumeState};
 use ota_core::storage::{StorageOp, UpdateStorage as _};
-use ota_storage::FlashStorage;
+use ota_storage::{EitherMode, FlashStorage};
 use ota_test_support::SimFlash;
 
 const CHUNK: u32 = 1024;
@@ -34,11 +34,7 @@ fn a_committed_chunk_past_a_hole_survives_the_next_wake() {
         let size = image.len() as u32;
         let layout = layout(SECTOR as u32, sectors_needed(SECTOR, &s));
         let open = |flash: SimFlash<8, SECTOR>| {
-            if write_once {
-                FlashStorage::open_write_once(flash, layout).unwrap()
-            } else {
-                FlashStorage::open(flash, layout).unwrap()
-            }
+            FlashStorage::open_either(flash, layout, write_once).unwrap()
         };
         let mut state = ResumeState {
             manifest: signed.digest(),
@@ -57,17 +53,18 @@ fn a_committed_chunk_past_a_hole_survives_the_next_wake() {
             })
             .unwrap();
         // Writes chunk `i` and records it, as the device's wake does.
-        let stage =
-            |storage: &mut FlashStorage<SimFlash<8, SECTOR>>, state: &mut ResumeState, i| {
-                storage
-                    .apply(StorageOp::Write {
-                        offset: i * CHUNK,
-                        data: chunk(i),
-                    })
-                    .unwrap();
-                state.mark(i * CHUNK, CHUNK, size);
-                storage.apply(StorageOp::Persist(*state)).unwrap();
-            };
+        let stage = |storage: &mut FlashStorage<SimFlash<8, SECTOR>, EitherMode>,
+                     state: &mut ResumeState,
+                     i| {
+            storage
+                .apply(StorageOp::Write {
+                    offset: i * CHUNK,
+                    data: chunk(i),
+                })
+                .unwrap();
+            state.mark(i * CHUNK, CHUNK, size);
+            storage.apply(StorageOp::Persist(*state)).unwrap();
+        };
         for i in (0..7).chain([8]) {
             stage(&mut storage, &mut state, i);
         }

@@ -10,6 +10,7 @@ use ota_delta::{Applier, ApplyError, NewImage, OldImage, Source};
 use sha2::{Digest as _, Sha256};
 
 use super::PatchError;
+use crate::mode::WriteMode;
 use crate::state::UpdateState;
 use crate::storage::{AsyncFlashStorage, StorageError};
 
@@ -200,7 +201,7 @@ async fn digest_of<F: NorFlash>(
     Ok(hasher.finalize().into())
 }
 
-impl<F: NorFlash> AsyncFlashStorage<F> {
+impl<F: NorFlash, M: WriteMode> AsyncFlashStorage<F, M> {
     /// True if the active slot holds the image `patch` applies to (its size and SHA-256).
     pub(crate) async fn runs_source_of(
         &mut self,

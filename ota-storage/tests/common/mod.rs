@@ -13,7 +13,7 @@ use ota_core::manifest::{Ed25519Verifier, Manifest};
 use ota_core::storage::UpdateStorage;
 use ota_core::wire::{DigestPrefix, ImageId, ResultCode, RunningFirmware, Version, WakeBudget};
 use ota_core::{Device, DeviceConfig};
-use ota_storage::{BootOutcome, FlashStorage, Layout, Partition, UpdateState};
+use ota_storage::{BootOutcome, EitherMode, FlashStorage, Layout, Partition, UpdateState};
 pub use ota_test_support::fixture::bytes;
 use ota_test_support::fixture::{self, Release};
 use ota_test_support::sim::{run_wake, LinkProfile, Pipe, SimError as WakeError, SimRng};
@@ -183,11 +183,7 @@ pub fn live<const W: usize, const E: usize>(
             stats.cut_happened = true;
             flash.power_on();
         }
-        let opened = if s.write_once {
-            FlashStorage::open_write_once(flash, layout)
-        } else {
-            FlashStorage::open(flash, layout)
-        };
+        let opened = FlashStorage::open_either(flash, layout, s.write_once);
         assert_eq!(
             opened
                 .as_ref()
@@ -266,7 +262,7 @@ pub fn live<const W: usize, const E: usize>(
 /// `Err(())` on power loss.
 fn run_app<const W: usize, const E: usize>(
     s: &Scenario,
-    storage: &mut FlashStorage<SimFlash<W, E>>,
+    storage: &mut FlashStorage<SimFlash<W, E>, EitherMode>,
     handler: &Handler<SingleRelease, MemImages>,
     boot: BootOutcome,
     stats: &mut LifeStats,
