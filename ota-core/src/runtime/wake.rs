@@ -198,8 +198,9 @@ impl<'r> Wake<'r> {
                     Ok(Ok(Opened::Session(mut session))) => {
                         w.sessions += 1;
                         w.start_talking(dev, clock);
+                        let far = Instant(u64::MAX);
                         match w
-                            .connected(&mut session, dev, storage, clock, &mut on_event)
+                            .talk(Some(&mut session), dev, storage, clock, far, &mut on_event)
                             .await
                         {
                             Step::Done(sleep_secs, reason) => {
@@ -220,7 +221,7 @@ impl<'r> Wake<'r> {
             };
             let (sent, received) = link.take_link_bytes();
             dev.link_bytes(sent, received);
-            match attempt {
+            let ended = match attempt {
                 Attempt::Settled(sleep_secs) => {
                     on_event(&Event::Sleep {
                         secs: sleep_secs,
@@ -233,29 +234,24 @@ impl<'r> Wake<'r> {
                         sessions: w.sessions + 1,
                     });
                 }
-                Attempt::Ended(sleep_secs, reason) => {
-                    if let Some(next) = link.settle_counter() {
-                        storage
-                            .store_counter(next)
-                            .await
-                            .map_err(WakeError::Storage)?;
+                Attempt::Ended(sleep_secs, reason) => Some((sleep_secs, reason)),
+                Attempt::Again => {
+                    // No session: the state machine's clock keeps running until the next
+                    // attempt.
+                    w.start_talking(dev, clock);
+                    let redial = clock.now() + u64::from(options.reconnect_delay_ms);
+                    let none = None::<&mut L::Session<'_>>;
+                    match w
+                        .talk(none, dev, storage, clock, redial, &mut on_event)
+                        .await
+                    {
+                        Step::Done(sleep_secs, reason) => Some((sleep_secs, reason)),
+                        Step::Lost => None,
+                        Step::Fatal(e) => return Err(e),
                     }
-                    return Ok(WakeEnd {
-                        sleep_secs,
-                        reason,
-                        checked_in: true,
-                        sessions: w.sessions,
-                    });
                 }
-                Attempt::Again => {}
-            }
-            // No session: the state machine's clock keeps running until the next attempt.
-            w.start_talking(dev, clock);
-            let redial = clock.now() + u64::from(options.reconnect_delay_ms);
-            if let Some((sleep_secs, reason)) = w
-                .offline(dev, storage, clock, redial, &mut on_event)
-                .await?
-            {
+            };
+            if let Some((sleep_secs, reason)) = ended {
                 if let Some(next) = link.settle_counter() {
                     storage
                         .store_counter(next)
@@ -340,12 +336,19 @@ impl Wake<'_> {
         Ok(None)
     }
 
-    async fn connected<V, const N: usize, const W: usize, T, S, C, LE>(
+    /// Talks on `session` until the wake ends or the session is lost; with no session, keeps
+    /// the state machine's clock running until `redial` (what it sends meanwhile is lost, as on
+    /// a dead radio link) and returns [`Step::Lost`] then. One loop serves both, so a firmware
+    /// carries one copy of it.
+    // The eight arguments are the wake's parts and the deadline.
+    #[allow(clippy::too_many_arguments)]
+    async fn talk<V, const N: usize, const W: usize, T, S, C, LE>(
         &mut self,
-        session: &mut T,
+        mut session: Option<&mut T>,
         dev: &mut Device<V, N, W>,
         storage: &mut S,
         clock: &C,
+        redial: Instant,
         on_event: &mut impl FnMut(&Event),
     ) -> Step<WakeError<LE, S::Error>>
     where
@@ -355,14 +358,19 @@ impl Wake<'_> {
         C: Clock,
         LE: core::fmt::Debug,
     {
+        if session.is_none() {
+            self.pending = None;
+        }
         loop {
             // Send what the state machine has, as far as the link takes it.
             loop {
-                if let Some(v) = session.counter_to_store() {
+                if let Some(v) = session.as_mut().and_then(|s| s.counter_to_store()) {
                     if let Err(e) = storage.store_counter(v).await {
                         return Step::Fatal(WakeError::Storage(e));
                     }
-                    session.counter_stored(v);
+                    if let Some(s) = session.as_mut() {
+                        s.counter_stored(v);
+                    }
                 }
                 let t = match self.pending.take() {
                     Some(p) => p,
@@ -371,8 +379,11 @@ impl Wake<'_> {
                         None => break,
                     },
                 };
-                let sent = session.send(t, self.tx.get(..t.len).unwrap_or(&[])).await;
-                let (tx, rx) = session.take_link_bytes();
+                let Some(s) = session.as_mut() else {
+                    continue;
+                };
+                let sent = s.send(t, self.tx.get(..t.len).unwrap_or(&[])).await;
+                let (tx, rx) = s.take_link_bytes();
                 dev.link_bytes(tx, rx);
                 match sent {
                     Ok(()) => {}
@@ -389,68 +400,47 @@ impl Wake<'_> {
                 Ok(None) => {}
                 Err(e) => return Step::Fatal(WakeError::Storage(e)),
             }
-            // Wait for the state machine's next deadline; sooner while a message waits.
             let now = clock.now();
-            let mut wake_at = dev.poll_timeout().unwrap_or(now + 1_000);
-            if self.pending.is_some() {
-                wake_at = wake_at.min(now + 20);
-            }
-            let got = session.recv(self.rx, wake_at).await;
-            let (tx, rx) = session.take_link_bytes();
-            dev.link_bytes(tx, rx);
-            match got {
-                Ok(Some(incoming)) => {
-                    let now = clock.now();
-                    if let Some(drops) = session.drops_copies() {
-                        dev.server_drops_copies(drops);
+            let due = dev.poll_timeout();
+            match session.as_mut() {
+                Some(s) => {
+                    // Wait for the state machine's next deadline; sooner while a message
+                    // waits.
+                    let mut wake_at = due.unwrap_or(now + 1_000);
+                    if self.pending.is_some() {
+                        wake_at = wake_at.min(now + 20);
                     }
-                    // Bad or late input is dropped; the state machine's timers fetch again
-                    // what it still needs.
-                    let _ = match incoming {
-                        Incoming::Message(m) => dev.handle_message(now, m),
-                        Incoming::Chunk(c) => dev.handle_chunk(now, &c),
-                        Incoming::Nothing => Ok(()),
-                    };
+                    let got = s.recv(self.rx, wake_at).await;
+                    let (tx, rx) = s.take_link_bytes();
+                    dev.link_bytes(tx, rx);
+                    match got {
+                        Ok(Some(incoming)) => {
+                            let now = clock.now();
+                            if let Some(drops) = s.drops_copies() {
+                                dev.server_drops_copies(drops);
+                            }
+                            // Bad or late input is dropped; the state machine's timers fetch
+                            // again what it still needs.
+                            let _ = match incoming {
+                                Incoming::Message(m) => dev.handle_message(now, m),
+                                Incoming::Chunk(c) => dev.handle_chunk(now, &c),
+                                Incoming::Nothing => Ok(()),
+                            };
+                        }
+                        Ok(None) | Err(LinkError::Busy) => {}
+                        Err(LinkError::Lost) => return Step::Lost,
+                        Err(LinkError::Fatal(e)) => return Step::Fatal(WakeError::Link(e)),
+                    }
                 }
-                Ok(None) => {}
-                Err(LinkError::Lost) => return Step::Lost,
-                Err(LinkError::Busy) => {}
-                Err(LinkError::Fatal(e)) => return Step::Fatal(WakeError::Link(e)),
+                None => {
+                    clock
+                        .sleep_until(due.map_or(redial, |t| t.min(redial)))
+                        .await
+                }
             }
             dev.handle_timeout(clock.now());
-        }
-    }
-
-    /// Keeps the state machine's clock running while no session is up, until `redial`; what
-    /// it sends meanwhile is lost, as on a dead radio link. `Some` if the wake ended.
-    async fn offline<V, const N: usize, const W: usize, S, C, LE>(
-        &mut self,
-        dev: &mut Device<V, N, W>,
-        storage: &mut S,
-        clock: &C,
-        redial: Instant,
-        on_event: &mut impl FnMut(&Event),
-    ) -> Result<Option<(u32, SleepReason)>, WakeError<LE, S::Error>>
-    where
-        V: Verifier,
-        S: Storage,
-        C: Clock,
-        LE: core::fmt::Debug,
-    {
-        self.pending = None;
-        loop {
-            while dev.poll_transmit(clock.now(), &mut self.tx).is_some() {}
-            if let Some(end) = Self::service(dev, storage, on_event)
-                .await
-                .map_err(WakeError::Storage)?
-            {
-                return Ok(Some(end));
-            }
-            let wake_at = dev.poll_timeout().map_or(redial, |t| t.min(redial));
-            clock.sleep_until(wake_at).await;
-            dev.handle_timeout(clock.now());
-            if clock.now() >= redial {
-                return Ok(None);
+            if session.is_none() && clock.now() >= redial {
+                return Step::Lost;
             }
         }
     }
