@@ -76,50 +76,56 @@ impl<F: NorFlash, M: WriteMode> AsyncFlashStorage<F, M> {
 
     /// The boot-time part: finishes any swap or revert a reset interrupted, starts a trial or
     /// reverts one that was reset without a confirm, and says what to boot.
+    ///
+    /// Each step copies at most one sector and then journals the state it leads to, so a cut
+    /// anywhere repeats at most that one copy.
     pub async fn boot(&mut self) -> Result<BootOutcome, StorageError<F::Error>> {
         loop {
-            match self.snap.state {
+            // The sector this step copies (from, to), the state it leads to, and what to boot
+            // once that state is journaled.
+            let (copy, next, outcome) = match self.snap.state {
                 UpdateState::Installing { step } => {
                     let n = self.swap_sectors()?;
                     if step < 3 * n {
-                        self.swap_step(step, n).await?;
-                        self.set_state(UpdateState::Installing { step: step + 1 })
-                            .await?;
+                        let copy = self.swap_copy(step, n);
+                        (Some(copy), UpdateState::Installing { step: step + 1 }, None)
                     } else {
-                        self.set_state(UpdateState::Trial { booted: false }).await?;
+                        (None, UpdateState::Trial { booted: false }, None)
                     }
                 }
                 UpdateState::Trial { booted: false } => {
                     let sequence = self.staged_sequence()?;
-                    self.set_state(UpdateState::Trial { booted: true }).await?;
-                    return Ok(BootOutcome::Trial { sequence });
+                    let trial = BootOutcome::Trial { sequence };
+                    (None, UpdateState::Trial { booted: true }, Some(trial))
                 }
                 UpdateState::Trial { booted: true } => {
-                    self.set_state(UpdateState::Reverting {
-                        step: 0,
-                        reason: ResultCode::TRIAL_RESET,
-                    })
-                    .await?;
+                    let reason = ResultCode::TRIAL_RESET;
+                    (None, UpdateState::Reverting { step: 0, reason }, None)
                 }
                 UpdateState::Reverting { step, reason } => {
-                    let n = self.swap_sectors()?;
-                    if step < n {
+                    if step < self.swap_sectors()? {
                         let e = Self::sector();
                         let (dfu, active) = (self.layout.dfu.offset, self.layout.active.offset);
-                        self.copy_sector(dfu + step * e, active + step * e).await?;
-                        self.set_state(UpdateState::Reverting {
+                        let copy = (dfu + step * e, active + step * e);
+                        let next = UpdateState::Reverting {
                             step: step + 1,
                             reason,
-                        })
-                        .await?;
+                        };
+                        (Some(copy), next, None)
                     } else {
                         let sequence = self.staged_sequence()?;
-                        self.set_state(UpdateState::Reverted { sequence, reason })
-                            .await?;
-                        return Ok(BootOutcome::Reverted { reason });
+                        let next = UpdateState::Reverted { sequence, reason };
+                        (None, next, Some(BootOutcome::Reverted { reason }))
                     }
                 }
                 _ => return Ok(BootOutcome::Normal),
+            };
+            if let Some((from, to)) = copy {
+                self.copy_sector(from, to).await?;
+            }
+            self.set_state(next).await?;
+            if let Some(outcome) = outcome {
+                return Ok(outcome);
             }
         }
     }
@@ -154,19 +160,22 @@ impl<F: NorFlash, M: WriteMode> AsyncFlashStorage<F, M> {
         Ok(size.div_ceil(Self::sector()).max(1))
     }
 
-    async fn swap_step(&mut self, step: u32, n: u32) -> Result<(), StorageError<F::Error>> {
+    /// The sector step `step` of a swap over `n` sectors copies, (from, to): first the staged
+    /// image moves up one sector in DFU (`n` steps, from the top), then each sector of ACTIVE
+    /// goes down to DFU and the new one up from DFU into ACTIVE (`2n` steps).
+    fn swap_copy(&self, step: u32, n: u32) -> (u32, u32) {
         let e = Self::sector();
         let (dfu, active) = (self.layout.dfu.offset, self.layout.active.offset);
         if step < n {
             let p = n - 1 - step;
-            self.copy_sector(dfu + p * e, dfu + (p + 1) * e).await
+            (dfu + p * e, dfu + (p + 1) * e)
         } else {
             let t = step - n;
             let p = t / 2;
             if t % 2 == 0 {
-                self.copy_sector(active + p * e, dfu + p * e).await
+                (active + p * e, dfu + p * e)
             } else {
-                self.copy_sector(dfu + (p + 1) * e, active + p * e).await
+                (dfu + (p + 1) * e, active + p * e)
             }
         }
     }
