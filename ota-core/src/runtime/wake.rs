@@ -63,16 +63,6 @@ pub enum WakeError<L: core::fmt::Debug, S: core::fmt::Debug> {
     },
 }
 
-/// How an attempt to open a session went.
-enum Attempt {
-    /// The link settled the wake: sleep this long.
-    Settled(u32),
-    /// The wake ended in the session.
-    Ended(u32, SleepReason),
-    /// No session, or it was lost: try again.
-    Again,
-}
-
 /// Where a session left the wake.
 enum Step<E> {
     Done(u32, SleepReason),
@@ -141,6 +131,7 @@ impl<'r> Wake<'r> {
         let end = budget.millis.map(|ms| clock.now() + u64::from(ms));
         Wake {
             talking: false,
+            redial_first: false,
             sessions: 0,
             budget,
             end,
@@ -187,42 +178,62 @@ impl<'r> Wake<'r> {
                 deadline: end,
             };
             let deadline = bound(clock.now() + u64::from(options.open_timeout_ms));
-            // The session borrows the link: it is closed and dropped inside this block.
-            let attempt = {
-                let opened = with_deadline(clock, deadline, link.open(ctx)).await;
-                match opened {
-                    Ok(Ok(Opened::Settled { sleep_secs })) if !w.talking => {
-                        Attempt::Settled(sleep_secs)
+            // The session borrows the link: it is closed and dropped inside this block. One
+            // call of `talk` serves a session and the wait without one, so a firmware carries
+            // one copy of its future.
+            let ended = {
+                let mut session = None;
+                let mut settled = None;
+                if !w.redial_first {
+                    match with_deadline(clock, deadline, link.open(ctx)).await {
+                        Ok(Ok(Opened::Settled { sleep_secs })) if !w.talking => {
+                            settled = Some(sleep_secs);
+                        }
+                        Ok(Ok(Opened::Session(opened))) => {
+                            w.sessions += 1;
+                            session = Some(opened);
+                        }
+                        Ok(Err(LinkError::Fatal(e))) => return Err(WakeError::Link(e)),
+                        // Settled after the wake began talking, failed or timed out: the
+                        // state machine's clock keeps running until the next attempt.
+                        _ => {}
                     }
-                    Ok(Ok(Opened::Settled { .. })) => Attempt::Again,
-                    Ok(Ok(Opened::Session(mut session))) => {
-                        w.sessions += 1;
+                }
+                match settled {
+                    Some(sleep_secs) => Err(sleep_secs),
+                    None => {
                         w.start_talking(dev, clock);
-                        let far = Instant(u64::MAX);
+                        let redial = match session {
+                            Some(_) => Instant(u64::MAX),
+                            None => clock.now() + u64::from(options.reconnect_delay_ms),
+                        };
+                        // A lost session is followed by the wait before dialling again.
+                        w.redial_first = session.is_some();
                         match w
-                            .talk(Some(&mut session), dev, storage, clock, far, &mut on_event)
+                            .talk(session.as_mut(), dev, storage, clock, redial, &mut on_event)
                             .await
                         {
                             Step::Done(sleep_secs, reason) => {
-                                let cut_short = matches!(
-                                    reason,
-                                    SleepReason::BudgetExhausted | SleepReason::LinkLost
-                                );
-                                session.close(cut_short).await;
-                                Attempt::Ended(sleep_secs, reason)
+                                if let Some(session) = session {
+                                    let cut_short = matches!(
+                                        reason,
+                                        SleepReason::BudgetExhausted | SleepReason::LinkLost
+                                    );
+                                    session.close(cut_short).await;
+                                }
+                                Ok(Some((sleep_secs, reason)))
                             }
+                            Step::Lost => Ok(None),
                             Step::Fatal(e) => return Err(e),
-                            Step::Lost => Attempt::Again,
                         }
                     }
-                    Ok(Err(LinkError::Fatal(e))) => return Err(WakeError::Link(e)),
-                    Ok(Err(_)) | Err(_) => Attempt::Again,
                 }
             };
             let (sent, received) = link.take_link_bytes();
             dev.link_bytes(sent, received);
-            let ended = match attempt {
-                Attempt::Settled(sleep_secs) => {
+            let ended = match ended {
+                Ok(ended) => ended,
+                Err(sleep_secs) => {
                     on_event(&Event::Sleep {
                         secs: sleep_secs,
                         reason: SleepReason::UpToDate,
@@ -233,22 +244,6 @@ impl<'r> Wake<'r> {
                         checked_in: false,
                         sessions: w.sessions + 1,
                     });
-                }
-                Attempt::Ended(sleep_secs, reason) => Some((sleep_secs, reason)),
-                Attempt::Again => {
-                    // No session: the state machine's clock keeps running until the next
-                    // attempt.
-                    w.start_talking(dev, clock);
-                    let redial = clock.now() + u64::from(options.reconnect_delay_ms);
-                    let none = None::<&mut L::Session<'_>>;
-                    match w
-                        .talk(none, dev, storage, clock, redial, &mut on_event)
-                        .await
-                    {
-                        Step::Done(sleep_secs, reason) => Some((sleep_secs, reason)),
-                        Step::Lost => None,
-                        Step::Fatal(e) => return Err(e),
-                    }
                 }
             };
             if let Some((sleep_secs, reason)) = ended {
@@ -277,6 +272,8 @@ pub const RX: usize = 1280;
 struct Wake<'r> {
     /// Past any settled state: the state machine is awake.
     talking: bool,
+    /// A session was lost: wait out the reconnect delay before dialling again.
+    redial_first: bool,
     sessions: u32,
     budget: WakeBudget,
     end: Option<Instant>,
