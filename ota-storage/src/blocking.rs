@@ -6,7 +6,7 @@ use embedded_storage::nor_flash::{MultiwriteNorFlash, NorFlash};
 use ota_core::manifest::{PatchInfo, StoredManifest};
 use ota_core::resume::ResumeState;
 use ota_core::runtime::block::block_on;
-use ota_core::storage::{CounterStore, Persisted, StorageFailure, UpdateStorage};
+use ota_core::storage::{CounterStore, Persisted, StorageFailure, StorageOp, UpdateStorage};
 use ota_core::wire::{LastOutcome, ResultCode};
 
 use crate::flash::BlockingFlash;
@@ -136,6 +136,11 @@ impl<F: NorFlash, M: WriteMode> UpdateStorage for FlashStorage<F, M> {
 
     fn load(&mut self) -> Result<Persisted, Self::Error> {
         Ok(self.inner.load())
+    }
+
+    // One future carries out every operation ([`AsyncFlashStorage::apply`]).
+    fn apply(&mut self, op: StorageOp<'_>) -> Result<(), Self::Error> {
+        block_on(self.inner.apply(op))
     }
 
     fn begin(&mut self, manifest: &StoredManifest, state: &ResumeState) -> Result<(), Self::Error> {

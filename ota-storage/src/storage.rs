@@ -130,6 +130,32 @@ impl<E> From<JournalError<E>> for StorageError<E> {
     }
 }
 
+/// A journal record `apply` is to write, built again each time the journal asks (the future
+/// keeps this, not the record with its manifest).
+#[derive(Clone, Copy)]
+enum Next<'a> {
+    Begin(&'a StoredManifest, ResumeState),
+    Progress(ResumeState),
+    State(UpdateState),
+}
+
+impl Next<'_> {
+    fn record(&self) -> Record {
+        match *self {
+            Next::Begin(manifest, state) => Record::Begin {
+                state,
+                manifest: *manifest,
+            },
+            Next::Progress(state) => Record::Progress {
+                image: state.image,
+                next_offset: state.next_offset,
+                ahead: state.ahead,
+            },
+            Next::State(state) => Record::State(state),
+        }
+    }
+}
+
 /// Staging, journal and install over one NOR flash, async.
 #[derive(Debug)]
 pub struct AsyncFlashStorage<F, M = Multiwrite> {
@@ -214,12 +240,7 @@ impl<F: NorFlash, M: WriteMode> AsyncFlashStorage<F, M> {
 
     /// The server has seen the outcome: forget it.
     pub async fn outcome_reported(&mut self) -> Result<(), StorageError<F::Error>> {
-        match self.snap.state {
-            UpdateState::Confirmed { .. }
-            | UpdateState::Reverted { .. }
-            | UpdateState::Failed { .. } => self.set_state(UpdateState::Idle).await,
-            _ => Ok(()),
-        }
+        self.apply(StorageOp::SetOutcome(LastOutcome::None)).await
     }
 
     /// The layout.
@@ -460,6 +481,19 @@ impl<F: NorFlash, M: WriteMode> AsyncFlashStorage<F, M> {
         manifest: &StoredManifest,
         state: &ResumeState,
     ) -> Result<(), StorageError<F::Error>> {
+        self.apply(StorageOp::Begin {
+            manifest,
+            state: *state,
+        })
+        .await
+    }
+
+    /// What `Begin` checks before it writes anything: no install under way, a manifest this
+    /// storage can stage (chunk size, patch room and source).
+    async fn check_begin(
+        &mut self,
+        manifest: &StoredManifest,
+    ) -> Result<(), StorageError<F::Error>> {
         match self.snap.state {
             UpdateState::Installing { .. }
             | UpdateState::Trial { .. }
@@ -505,12 +539,6 @@ impl<F: NorFlash, M: WriteMode> AsyncFlashStorage<F, M> {
                 return Err(StorageError::PatchSource);
             }
         }
-        self.commit(&|| Record::Begin {
-            state: *state,
-            manifest: *manifest,
-        })
-        .await?;
-        self.erased_until = 0;
         Ok(())
     }
 
@@ -536,12 +564,7 @@ impl<F: NorFlash, M: WriteMode> AsyncFlashStorage<F, M> {
 
     /// See `ota_core::storage::StorageOp::Persist`.
     pub async fn persist(&mut self, state: &ResumeState) -> Result<(), StorageError<F::Error>> {
-        self.commit(&|| Record::Progress {
-            image: state.image,
-            next_offset: state.next_offset,
-            ahead: state.ahead,
-        })
-        .await
+        self.apply(StorageOp::Persist(*state)).await
     }
 
     /// See `ota_core::storage::StorageOp::Read`.
@@ -559,14 +582,12 @@ impl<F: NorFlash, M: WriteMode> AsyncFlashStorage<F, M> {
 
     /// See `ota_core::storage::StorageOp::MarkStaged`.
     pub async fn mark_staged(&mut self, state: &ResumeState) -> Result<(), StorageError<F::Error>> {
-        self.persist(state).await?;
-        self.set_state(UpdateState::Staged).await
+        self.apply(StorageOp::MarkStaged(*state)).await
     }
 
     /// See `ota_core::storage::StorageOp::Abandon`.
     pub async fn abandon(&mut self) -> Result<(), StorageError<F::Error>> {
-        self.erased_until = 0;
-        self.set_state(UpdateState::Idle).await
+        self.apply(StorageOp::Abandon).await
     }
 
     /// See `ota_core::storage::StorageOp::SetOutcome`.
@@ -574,31 +595,70 @@ impl<F: NorFlash, M: WriteMode> AsyncFlashStorage<F, M> {
         &mut self,
         outcome: LastOutcome,
     ) -> Result<(), StorageError<F::Error>> {
-        match outcome {
-            LastOutcome::None => self.outcome_reported().await,
-            // A download given up: reported at the next check-in even after a reset. Never over
-            // an update in progress or an install's own outcome not yet reported.
-            LastOutcome::Failed { sequence, reason } if self.snap.state == UpdateState::Idle => {
-                self.set_state(UpdateState::Failed { sequence, reason })
-                    .await
+        self.apply(StorageOp::SetOutcome(outcome)).await
+    }
+
+    /// The state that `outcome` leads to, if it changes anything.
+    fn outcome_state(&self, outcome: LastOutcome) -> Option<UpdateState> {
+        match (outcome, self.snap.state) {
+            // The server has seen the outcome: forget it.
+            (
+                LastOutcome::None,
+                UpdateState::Confirmed { .. }
+                | UpdateState::Reverted { .. }
+                | UpdateState::Failed { .. },
+            ) => Some(UpdateState::Idle),
+            // A download given up: reported at the next check-in even after a reset. Never
+            // over an update in progress or an install's own outcome not yet reported.
+            (LastOutcome::Failed { sequence, reason }, UpdateState::Idle) => {
+                Some(UpdateState::Failed { sequence, reason })
             }
             // Confirm and roll back are the installer's to record.
-            _ => Ok(()),
+            _ => None,
         }
     }
 
-    /// Carries out one operation of the state machine.
+    /// Carries out one operation of the state machine. Every operation that ends in journal
+    /// records reaches them through one `commit` call: each await point of an async function
+    /// costs a firmware about a hundred bytes of flash.
     pub async fn apply(&mut self, op: StorageOp<'_>) -> Result<(), StorageError<F::Error>> {
-        match op {
-            StorageOp::Begin { manifest, state } => self.begin(manifest, &state).await,
-            StorageOp::Write { offset, data } => self.write(offset, data).await,
-            StorageOp::Persist(state) => self.persist(&state).await,
-            StorageOp::Read { offset, buf } => self.read(offset, buf).await,
-            StorageOp::MarkStaged(state) => self.mark_staged(&state).await,
-            StorageOp::Abandon => self.abandon().await,
-            StorageOp::SetOutcome(o) => self.set_outcome(o).await,
-            StorageOp::Rebuild { patch, image_size } => self.rebuild(patch, image_size).await,
+        let (first, then) = match op {
+            StorageOp::Write { offset, data } => return self.write(offset, data).await,
+            StorageOp::Read { offset, buf } => return self.read(offset, buf).await,
+            StorageOp::Rebuild { patch, image_size } => {
+                return self.rebuild(patch, image_size).await
+            }
+            StorageOp::Begin { manifest, state } => {
+                self.check_begin(manifest).await?;
+                (Next::Begin(manifest, state), None)
+            }
+            StorageOp::Persist(state) => (Next::Progress(state), None),
+            StorageOp::MarkStaged(state) => (
+                Next::Progress(state),
+                Some(Next::State(UpdateState::Staged)),
+            ),
+            StorageOp::Abandon => {
+                self.erased_until = 0;
+                (Next::State(UpdateState::Idle), None)
+            }
+            StorageOp::SetOutcome(outcome) => match self.outcome_state(outcome) {
+                Some(state) => (Next::State(state), None),
+                None => return Ok(()),
+            },
+        };
+        let begins = matches!(first, Next::Begin(..));
+        let (mut next, mut then) = (first, then);
+        loop {
+            self.commit(&|| next.record()).await?;
+            match then.take() {
+                Some(n) => next = n,
+                None => break,
+            }
         }
+        if begins {
+            self.erased_until = 0;
+        }
+        Ok(())
     }
 
     /// See `ota_core::storage::CounterStore::load_counter`.

@@ -434,3 +434,67 @@ mod patch {
         s.begin(&stored, &state).unwrap();
     }
 }
+
+/// The outcome rules, through the one `apply` every operation takes: a download given up is
+/// recorded only over no update, survives a reset, is forgotten once reported, and never
+/// overwrites a download in progress; mark-staged journals the progress and then the state.
+#[test]
+fn outcomes_and_staging_through_apply() {
+    use ota_core::manifest::StoredManifest;
+    use ota_core::resume::ResumeState;
+    use ota_core::storage::UpdateStorage;
+    use ota_core::wire::{ImageId, LastOutcome, ResultCode};
+    use ota_storage::{FlashStorage, Layout, Partition, UpdateState};
+    use ota_test_support::fixture::Release;
+
+    let layout = Layout {
+        active: Partition::new(0, 8192),
+        dfu: Partition::new(8192, 8192 + 4096),
+        journal: Partition::new(20480, 8192),
+    };
+    let failed = LastOutcome::Failed {
+        sequence: 3,
+        reason: ResultCode::INTEGRITY_FAILURE,
+    };
+    let mut s = FlashStorage::open(SimFlash::<8, 4096>::new(7), layout).unwrap();
+    s.set_outcome(failed).unwrap();
+    assert_eq!(s.last_outcome(), failed);
+    // Journaled: it survives a reset.
+    let mut s = FlashStorage::open(s.into_flash(), layout).unwrap();
+    assert_eq!(s.last_outcome(), failed);
+    // A second failure does not overwrite the one not yet reported.
+    let other = LastOutcome::Failed {
+        sequence: 4,
+        reason: ResultCode::CANCELLED,
+    };
+    s.set_outcome(other).unwrap();
+    assert_eq!(s.last_outcome(), failed);
+    s.set_outcome(LastOutcome::None).unwrap();
+    assert_eq!(s.state(), UpdateState::Idle);
+    assert_eq!(s.last_outcome(), LastOutcome::None);
+
+    // Over a download in progress a failure is not recorded (the download is the state).
+    let image = vec![0x5A; 4096];
+    let signed = Release::of(&image, 1024).signed();
+    let stored = StoredManifest::from_signed(&signed.as_signed()).unwrap();
+    let mut state = ResumeState::new(stored.as_signed().digest(), ImageId(1));
+    s.begin(&stored, &state).unwrap();
+    assert_eq!(s.state(), UpdateState::Downloading);
+    s.set_outcome(failed).unwrap();
+    assert_eq!(s.state(), UpdateState::Downloading);
+    for (i, c) in image.chunks(1024).enumerate() {
+        s.write(i as u32 * 1024, c).unwrap();
+    }
+    state.next_offset = 4096;
+    s.mark_staged(&state).unwrap();
+    assert_eq!(s.state(), UpdateState::Staged);
+    // Both records are on flash: a reset finds the image staged with its progress.
+    let s = FlashStorage::open(s.into_flash(), layout).unwrap();
+    assert_eq!(s.state(), UpdateState::Staged);
+    let persisted = {
+        let mut s = s;
+        s.load().unwrap()
+    };
+    let (resumed, _) = persisted.download.expect("the staged download");
+    assert_eq!(resumed.next_offset, 4096);
+}
