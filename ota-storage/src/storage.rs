@@ -773,17 +773,17 @@ async fn write_unaligned<F: NorFlash>(
     let w = F::WRITE_SIZE as u32;
     let end = offset + data.len() as u32;
     let mut at = offset;
+    let mut unit = [0xFFu8; 64];
     while at < end {
         let unit_start = at - at % w;
-        if at == unit_start && end - at >= w {
-            // As many whole units as there are.
+        // As many whole units as there are, or one unit padded with the erased value; one
+        // programming call for both (each await costs a firmware about a hundred bytes).
+        let (to, src, next) = if at == unit_start && end - at >= w {
             let n = (end - at) / w * w;
             let from = (at - offset) as usize;
-            let src = data.get(from..from + n as usize).unwrap_or(&[]);
-            flash.write(at, src).await.map_err(StorageError::Flash)?;
-            at += n;
+            (at, data.get(from..from + n as usize).unwrap_or(&[]), at + n)
         } else {
-            let mut unit = [0xFFu8; 64];
+            unit = [0xFF; 64];
             let unit_end = (unit_start + w).min(end);
             for pos in at..unit_end {
                 if let (Some(dst), Some(src)) = (
@@ -793,12 +793,10 @@ async fn write_unaligned<F: NorFlash>(
                     *dst = *src;
                 }
             }
-            flash
-                .write(unit_start, unit.get(..w as usize).unwrap_or(&[]))
-                .await
-                .map_err(StorageError::Flash)?;
-            at = unit_end;
-        }
+            (unit_start, unit.get(..w as usize).unwrap_or(&[]), unit_end)
+        };
+        flash.write(to, src).await.map_err(StorageError::Flash)?;
+        at = next;
     }
     Ok(())
 }
