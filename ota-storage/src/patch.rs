@@ -126,10 +126,7 @@ impl<F: NorFlash, M: WriteMode> AsyncFlashStorage<F, M> {
         image_size: u32,
     ) -> Result<(), StorageError<F::Error>> {
         #[cfg(feature = "delta")]
-        // In a frame of its own: the decoder's buffers would otherwise sit in the wake loop's
-        // frame, under every signature check (on the embassy firmware: 108 B less stack at the
-        // high-water mark, 220 B less flash).
-        return ota_core::runtime::in_own_frame(self.rebuild_image(patch, image_size)).await;
+        return self.rebuild_image(patch, image_size).await;
         #[cfg(not(feature = "delta"))]
         {
             let _ = (patch, image_size);

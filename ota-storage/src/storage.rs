@@ -773,7 +773,7 @@ async fn write_unaligned<F: NorFlash>(
     let w = F::WRITE_SIZE as u32;
     let end = offset + data.len() as u32;
     let mut at = offset;
-    let mut unit = [0xFFu8; 64];
+    let mut unit: [u8; 64];
     while at < end {
         let unit_start = at - at % w;
         // As many whole units as there are, or one unit padded with the erased value; one

@@ -1,8 +1,8 @@
 //! Time for the wake loop: now, and waiting until a deadline.
 
 use core::future::{poll_fn, Future};
-use core::pin::{pin, Pin};
-use core::task::{Context, Poll};
+use core::pin::pin;
+use core::task::Poll;
 
 use crate::time::Instant;
 
@@ -51,23 +51,4 @@ pub async fn yield_now() {
         Poll::Pending
     })
     .await
-}
-
-/// Runs `f`, polling it from a function of its own. The compiler otherwise merges a future's
-/// poll into its caller's, and the caller's stack frame then holds the locals of both at every
-/// await of the caller. For a deep, rare step (a patch rebuild) under a loop whose other
-/// awaits go deep elsewhere (signature verification).
-pub async fn in_own_frame<F: Future>(f: F) -> F::Output {
-    OwnFrame(pin!(f)).await
-}
-
-struct OwnFrame<'a, F>(Pin<&'a mut F>);
-
-impl<F: Future> Future for OwnFrame<'_, F> {
-    type Output = F::Output;
-
-    #[inline(never)]
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.0.as_mut().poll(cx)
-    }
 }

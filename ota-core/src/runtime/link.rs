@@ -155,7 +155,9 @@ pub trait Session {
         msg: &[u8],
     ) -> impl Future<Output = Result<(), LinkError<Self::Error>>>;
 
-    /// Waits until `deadline` for something to arrive (`Ok(None)`: nothing came).
+    /// Waits until `deadline` for something to arrive (`Ok(None)`: nothing came). A message
+    /// is returned in `buf`, where it arrived or was decrypted: the wake hands it to the state
+    /// machine from there, and drops one that lies anywhere else.
     fn recv<'b>(
         &mut self,
         buf: &'b mut [u8],

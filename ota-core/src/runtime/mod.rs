@@ -34,7 +34,7 @@ mod link;
 mod storage;
 mod wake;
 
-pub use clock::{in_own_frame, with_deadline, yield_now, Clock, TimedOut};
+pub use clock::{with_deadline, yield_now, Clock, TimedOut};
 #[cfg(feature = "embassy-time")]
 pub use embassy_time::EmbassyClock;
 pub use link::{

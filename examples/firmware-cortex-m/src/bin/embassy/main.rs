@@ -35,6 +35,10 @@ const CHUNK: usize = 512;
 /// chunks the device asks for to what fits.
 const RX: usize = CHUNK + ota_transport_coap::link::OVERHEAD as usize;
 
+/// The OTA state's RAM beyond the chunk buffer may not exceed this (issue #13's target); the
+/// run fails if it does.
+const RAM_TARGET: usize = 4096;
+
 /// What the OTA code keeps in RAM during a wake, measured with `size_of_val`.
 #[derive(Default)]
 struct Ram {
@@ -168,16 +172,21 @@ async fn main(spawner: Spawner) {
         "update applied on Cortex-M4 under embassy: write-once flash, trial boot verified, confirmed at sequence {}",
         running.sequence
     );
+    let beyond = ram.device + ram.link + ram.storage + ram.rx + ram.wake - CHUNK;
     cortex_m_semihosting::hprintln!(
-        "OTA RAM: device {} B (of which the {} B chunk buffer), CoAP link {} B, storage {} B, receive buffer {} B, wake future {} B; {} B beyond the chunk buffer (target 4096)",
+        "OTA RAM: device {} B (of which the {} B chunk buffer), CoAP link {} B, storage {} B, receive buffer {} B, wake future {} B; {} B beyond the chunk buffer (target {})",
         ram.device,
         CHUNK,
         ram.link,
         ram.storage,
         ram.rx,
         ram.wake,
-        ram.device + ram.link + ram.storage + ram.rx + ram.wake - CHUNK
+        beyond,
+        RAM_TARGET
     );
+    if beyond > RAM_TARGET {
+        fail("the OTA state outgrew its RAM target");
+    }
     cortex_m_semihosting::hprintln!("stack high-water: {} bytes", stack_high_water());
     cortex_m_semihosting::debug::exit(cortex_m_semihosting::debug::EXIT_SUCCESS);
 }
