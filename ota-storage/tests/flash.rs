@@ -125,6 +125,16 @@ fn write_once_flash_refuses_a_second_program_and_reads_torn_units_as_ecc_errors(
     f.write(0, &[0x11; 8]).unwrap();
 }
 
+/// ACTIVE 8 KiB, DFU 12 KiB, journal 8 KiB, on 4 KiB sectors: room for a 4 KiB image.
+fn small_layout() -> ota_storage::Layout {
+    use ota_storage::{Layout, Partition};
+    Layout {
+        active: Partition::new(0, 8192),
+        dfu: Partition::new(8192, 8192 + 4096),
+        journal: Partition::new(20480, 8192),
+    }
+}
+
 /// Write-once storage refuses a chunk size whose chunks would share a write unit or straddle a
 /// sector, before anything is written.
 #[test]
@@ -133,14 +143,10 @@ fn write_once_storage_refuses_chunk_sizes_it_cannot_keep_safe() {
     use ota_core::resume::ResumeState;
     use ota_core::storage::UpdateStorage;
     use ota_core::wire::ImageId;
-    use ota_storage::{FlashStorage, Layout, Partition, StorageError};
+    use ota_storage::{FlashStorage, StorageError};
     use ota_test_support::fixture::Release;
 
-    let layout = Layout {
-        active: Partition::new(0, 8192),
-        dfu: Partition::new(8192, 8192 + 4096),
-        journal: Partition::new(20480, 8192),
-    };
+    let layout = small_layout();
     for (chunk, ok) in [
         (1024u16, true),
         (416, false),
@@ -444,14 +450,10 @@ fn outcomes_and_staging_through_apply() {
     use ota_core::resume::ResumeState;
     use ota_core::storage::UpdateStorage;
     use ota_core::wire::{ImageId, LastOutcome, ResultCode};
-    use ota_storage::{FlashStorage, Layout, Partition, UpdateState};
+    use ota_storage::{FlashStorage, UpdateState};
     use ota_test_support::fixture::Release;
 
-    let layout = Layout {
-        active: Partition::new(0, 8192),
-        dfu: Partition::new(8192, 8192 + 4096),
-        journal: Partition::new(20480, 8192),
-    };
+    let layout = small_layout();
     let failed = LastOutcome::Failed {
         sequence: 3,
         reason: ResultCode::INTEGRITY_FAILURE,
